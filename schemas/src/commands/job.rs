@@ -7,72 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{AreaCommand, Targets};
 use crate::events::service::ServiceAction;
+use crate::events::job::sample_task;
+pub use crate::events::job::{ParamSpec, ParamType, TaskSpec};
 use crate::events::{id, sample_ulid};
 use crate::ids::{HostId, JobId, ServiceName, TaskId};
-
-/// The type of a task parameter, with its validation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ParamType {
-    /// A string that must match a regular expression (anchored).
-    String {
-        /// The pattern.
-        pattern: String,
-    },
-    /// An integer within a range.
-    Integer {
-        /// Smallest allowed.
-        min: i64,
-        /// Largest allowed.
-        max: i64,
-    },
-    /// One of a fixed set of strings.
-    Enum {
-        /// The allowed values.
-        values: Vec<String>,
-    },
-    /// true or false.
-    Boolean,
-}
-
-/// One typed task parameter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ParamSpec {
-    /// Its name, used as `{name}` in the template.
-    pub name: String,
-    /// Its type.
-    #[serde(rename = "type")]
-    pub ty: ParamType,
-    /// Default value, if optional.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<serde_json::Value>,
-}
-
-/// A saved task: a command template with typed parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct TaskSpec {
-    /// Its id.
-    pub task: TaskId,
-    /// What it does, for people.
-    pub description: String,
-    /// Command template; `{name}` placeholders are replaced by shell-quoted values.
-    pub template: String,
-    /// The parameters.
-    #[serde(default)]
-    pub params: Vec<ParamSpec>,
-    /// Run under `sudo -n`.
-    #[serde(default)]
-    pub sudo: bool,
-    /// Safe to run again after an executor crash.
-    #[serde(default)]
-    pub idempotent: bool,
-    /// `nice` level (−20..19) for heavy jobs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nice: Option<i8>,
-    /// `ionice` class (1 realtime, 2 best-effort, 3 idle).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ionice_class: Option<u8>,
-}
 
 /// Executor commands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -135,6 +73,12 @@ pub enum JobCommand {
         /// The task.
         task: TaskId,
     },
+    /// Read a host's resources (cpu, memory, disk, load, uptime) over SSH, for hosts without an
+    /// agent; told as a `host.resources_observed` event.
+    ReadResources {
+        /// The host.
+        host: HostId,
+    },
 }
 
 impl AreaCommand for JobCommand {
@@ -148,6 +92,7 @@ impl AreaCommand for JobCommand {
             Self::Cancel { .. } => "cancel",
             Self::SaveTask(_) => "save_task",
             Self::DeleteTask { .. } => "delete_task",
+            Self::ReadResources { .. } => "read_resources",
         }
     }
     fn samples() -> Vec<Self> {
@@ -183,23 +128,11 @@ impl AreaCommand for JobCommand {
             Self::Cancel {
                 job: JobId(sample_ulid(11)),
             },
-            Self::SaveTask(TaskSpec {
-                task: id("rotate-logs"),
-                description: "rotate logs, keep N".into(),
-                template: "logrotate --keep {keep}".into(),
-                params: vec![ParamSpec {
-                    name: "keep".into(),
-                    ty: ParamType::Integer { min: 1, max: 30 },
-                    default: Some(serde_json::json!(7)),
-                }],
-                sudo: true,
-                idempotent: true,
-                nice: Some(10),
-                ionice_class: Some(3),
-            }),
+            Self::SaveTask(sample_task()),
             Self::DeleteTask {
                 task: id("rotate-logs"),
             },
+            Self::ReadResources { host: id("web-1") },
         ]
     }
 }

@@ -1,10 +1,147 @@
 //! Jobs run by the executor. Owned by the executor. Entity token: the job id.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::service::ServiceAction;
 use super::{id, sample_ulid, DomainEvent};
-use crate::ids::{HostId, JobId};
+use crate::ids::{HostId, JobId, ServiceName, TaskId};
+
+/// The type of a task parameter, with its validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ParamType {
+    /// A string that must match a regular expression (anchored).
+    String {
+        /// The pattern.
+        pattern: String,
+    },
+    /// An integer within a range.
+    Integer {
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// One of a fixed set of strings.
+    Enum {
+        /// The allowed values.
+        values: Vec<String>,
+    },
+    /// true or false.
+    Boolean,
+}
+
+/// One typed task parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ParamSpec {
+    /// Its name, used as `{name}` in the template.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// Default value, if optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+}
+
+/// A saved task: a command template with typed parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskSpec {
+    /// Its id.
+    pub task: TaskId,
+    /// What it does, for people.
+    pub description: String,
+    /// Command template; `{name}` placeholders are replaced by shell-quoted values
+    /// (`{{` and `}}` are literal braces). With `sudo`, one simple command (no `;|&<>$` etc.).
+    pub template: String,
+    /// The parameters.
+    #[serde(default)]
+    pub params: Vec<ParamSpec>,
+    /// Run under `sudo -n`.
+    #[serde(default)]
+    pub sudo: bool,
+    /// Safe to run again after an executor crash.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// `nice` level (−20..19) for heavy jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nice: Option<i8>,
+    /// `ionice` class (1 realtime, 2 best-effort, 3 idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ionice_class: Option<u8>,
+}
+
+/// What one job runs on its host: a job command resolved to a single target. Carried by
+/// [`JobEvent::Scheduled`] so a job can be re-run from the log alone after an executor crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobRequest {
+    /// A service action.
+    Action {
+        /// The service.
+        service: ServiceName,
+        /// The action.
+        action: ServiceAction,
+        /// For logs: lines (capped at 500).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<u32>,
+    },
+    /// A saved task with its parameter values.
+    Task {
+        /// The task.
+        task: TaskId,
+        /// Parameter values.
+        #[serde(default)]
+        params: BTreeMap<String, serde_json::Value>,
+    },
+    /// A batch script.
+    Batch {
+        /// The script text.
+        script: String,
+    },
+    /// A privileged verb.
+    Verb {
+        /// The verb.
+        verb: String,
+        /// Its JSON arguments.
+        args: serde_json::Value,
+    },
+    /// An ad-hoc command line.
+    Adhoc {
+        /// The command line.
+        command: String,
+    },
+    /// Read cpu, memory, disk, load and uptime from `/proc`.
+    Resources,
+}
+
+/// Which remote stream an output chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One piece of live job output, published on `fleet.out.job.<job>` (stream `OUTPUT`) as it
+/// arrives, with `Nats-Msg-Id` `<job>.<seq>`. Not an event: the finished event carries the tail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutputChunk {
+    /// The job.
+    pub job: JobId,
+    /// 1-based, gap-free sequence number over both streams.
+    pub seq: u64,
+    /// stdout or stderr.
+    pub stream: OutputStream,
+    /// The text, ANSI escapes preserved; never splits a UTF-8 character (invalid bytes become
+    /// U+FFFD).
+    pub data: String,
+}
 
 /// What kind of work a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -54,6 +191,11 @@ pub enum JobEvent {
         summary: String,
         /// Position in the queue (0 = runs now).
         queue_position: u32,
+        /// What it runs, so it can be re-run from the log.
+        request: JobRequest,
+        /// Whether it is safe to run again after an executor crash.
+        #[serde(default)]
+        idempotent: bool,
     },
     /// The job began on its host.
     Started {
@@ -115,12 +257,19 @@ pub enum JobEvent {
         /// Why.
         reason: String,
     },
+    /// A saved task was created or replaced (entity token: the task id).
+    TaskSaved(TaskSpec),
+    /// A saved task was deleted (entity token: the task id).
+    TaskDeleted {
+        /// The task.
+        task: TaskId,
+    },
 }
 
 impl JobEvent {
-    /// The job the event is about.
-    pub fn job(&self) -> JobId {
-        match self {
+    /// The job the event is about (`None` for task definitions).
+    pub fn job(&self) -> Option<JobId> {
+        Some(match self {
             Self::Scheduled { job, .. }
             | Self::Started { job, .. }
             | Self::Progress { job, .. }
@@ -129,13 +278,18 @@ impl JobEvent {
             | Self::Failed { job, .. }
             | Self::Cancelled { job, .. }
             | Self::Restarted { job, .. } => *job,
-        }
+            Self::TaskSaved(_) | Self::TaskDeleted { .. } => return None,
+        })
     }
 }
 
 impl DomainEvent for JobEvent {
     fn entity(&self) -> String {
-        self.job().to_string()
+        match self {
+            Self::TaskSaved(spec) => spec.task.to_string(),
+            Self::TaskDeleted { task } => task.to_string(),
+            other => other.job().map(|j| j.to_string()).unwrap_or_default(),
+        }
     }
     fn type_name(&self) -> &'static str {
         match self {
@@ -147,6 +301,8 @@ impl DomainEvent for JobEvent {
             Self::Failed { .. } => "failed",
             Self::Cancelled { .. } => "cancelled",
             Self::Restarted { .. } => "restarted",
+            Self::TaskSaved(_) => "task_saved",
+            Self::TaskDeleted { .. } => "task_deleted",
         }
     }
     fn samples() -> Vec<Self> {
@@ -165,6 +321,24 @@ impl DomainEvent for JobEvent {
                 run_type: RunType::Action,
                 summary: "restart web-1:nginx".into(),
                 queue_position: 0,
+                request: JobRequest::Action {
+                    service: id("nginx"),
+                    action: ServiceAction::Restart,
+                    lines: None,
+                },
+                idempotent: false,
+            },
+            Self::Scheduled {
+                job,
+                host: id("web-1"),
+                run_type: RunType::Task,
+                summary: "task rotate-logs on web-1".into(),
+                queue_position: 2,
+                request: JobRequest::Task {
+                    task: id("rotate-logs"),
+                    params: BTreeMap::from([("keep".into(), serde_json::json!(7))]),
+                },
+                idempotent: true,
             },
             Self::Started {
                 job,
@@ -203,6 +377,28 @@ impl DomainEvent for JobEvent {
                 rerun: false,
                 reason: "executor restarted; task is not idempotent".into(),
             },
+            Self::TaskSaved(sample_task()),
+            Self::TaskDeleted {
+                task: id("rotate-logs"),
+            },
         ]
+    }
+}
+
+/// The sample task used by the golden fixtures of events and commands.
+pub(crate) fn sample_task() -> TaskSpec {
+    TaskSpec {
+        task: id("rotate-logs"),
+        description: "rotate logs, keep N".into(),
+        template: "logrotate --keep {keep}".into(),
+        params: vec![ParamSpec {
+            name: "keep".into(),
+            ty: ParamType::Integer { min: 1, max: 30 },
+            default: Some(serde_json::json!(7)),
+        }],
+        sudo: true,
+        idempotent: true,
+        nice: Some(10),
+        ionice_class: Some(3),
     }
 }
