@@ -1,0 +1,324 @@
+//! Real `nats-server` processes for tests.
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetbus_bus_config::conf::{self, NodePorts, ServerConf};
+use fleetbus_bus_config::{Credentials, Report, Retention, Role};
+use fleetbus_runtime::nats::NatsConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::free_port;
+
+/// How long a server may take to accept connections before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `nats-server` binary: `FLEETBUS_NATS_SERVER`, then `PATH`, then `/usr/sbin`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLEETBUS_NATS_SERVER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+}
+
+fn spawn(conf_path: &Path, log_path: &Path) -> Child {
+    let log = fs::File::create(log_path).expect("create nats-server log file");
+    let log2 = log.try_clone().expect("clone log file handle");
+    Command::new(nats_server_bin())
+        .arg("-c")
+        .arg(conf_path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", nats_server_bin().display()))
+}
+
+fn wait_accepting(port: u16, child: &mut Child, log_path: &Path) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "nats-server exited with {status} before accepting on port {port}:\n{}",
+                fs::read_to_string(log_path).unwrap_or_default()
+            );
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!(
+                "nats-server did not accept on port {port} within {START_TIMEOUT:?}:\n{}",
+                fs::read_to_string(log_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+async fn connect(config: &NatsConfig) -> async_nats::Client {
+    fleetbus_runtime::nats::connect(config, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("test client connect failed: {e}"))
+}
+
+/// One `nats-server` with JetStream and the fleetbus users, in a temp dir, killed on drop.
+pub struct NatsServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    http_port: u16,
+    creds: Credentials,
+    conf_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Start a server on a free port; returns once it accepts connections.
+    pub fn start() -> NatsServer {
+        let dir = tempfile::Builder::new()
+            .prefix("fleetbus-nats-")
+            .tempdir()
+            .expect("create temp dir");
+        let creds = Credentials::ensure(&dir.path().join("nats")).expect("generate nkey seeds");
+        let port = free_port();
+        let http_port = free_port();
+        let conf_text = ServerConf::single(dir.path(), port, Some(http_port)).render(&creds);
+        let conf_path = dir.path().join("nats-server.conf");
+        fs::write(&conf_path, conf_text).expect("write nats-server.conf");
+        let log_path = dir.path().join("nats-server.log");
+        let mut server = NatsServer {
+            dir,
+            port,
+            http_port,
+            creds,
+            conf_path,
+            log_path,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut child = spawn(&self.conf_path, &self.log_path);
+        wait_accepting(self.port, &mut child, &self.log_path);
+        self.child = Some(child);
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The HTTP monitoring port.
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// The temp dir (the server's state dir: `nats/js`, the seeds in `nats/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where the seeds are (`<dir>/nats/<role>.nk`).
+    pub fn creds_dir(&self) -> &Path {
+        self.creds.dir()
+    }
+
+    /// The credentials (public keys, seed paths).
+    pub fn credentials(&self) -> &Credentials {
+        &self.creds
+    }
+
+    /// The server's combined stdout/stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// A service config that connects to this server as `role`.
+    pub fn nats_config(&self, role: Role) -> NatsConfig {
+        NatsConfig {
+            url: self.url(),
+            user: role.name().to_owned(),
+            nkey_seed_file: Some(self.creds.seed_path(role)),
+        }
+    }
+
+    /// A client connected as `role` (through `fleetbus_runtime::nats::connect`).
+    pub async fn client(&self, role: Role) -> async_nats::Client {
+        connect(&self.nats_config(role)).await
+    }
+
+    /// Apply bus-config's stream and consumer definitions (default retention, R1) as admin.
+    pub async fn ensure_streams(&self) -> Report {
+        let js = async_nats::jetstream::new(self.client(Role::Admin).await);
+        let defs = fleetbus_bus_config::definitions(&Retention::default(), 1);
+        fleetbus_bus_config::ensure(&js, &defs)
+            .await
+            .unwrap_or_else(|e| panic!("ensure streams: {e}\n{}", self.log()))
+    }
+
+    /// Kill the server (SIGKILL, like a crash) and start it again on the same port and dir.
+    pub fn restart(&mut self) {
+        stop_child(&mut self.child);
+        self.spawn();
+    }
+
+    /// Kill the server; [`NatsServer::restart`] brings it back.
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child);
+    }
+
+    /// `true` while the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// An N-node cluster on loopback with JetStream on every node, killed on drop.
+pub struct NatsCluster {
+    dir: tempfile::TempDir,
+    creds: Credentials,
+    nodes: Vec<NodePorts>,
+    children: Vec<Option<Child>>,
+}
+
+impl NatsCluster {
+    /// Start `n` nodes and wait until each accepts client connections. The JetStream meta
+    /// leader may take a moment longer: use [`NatsCluster::wait_jetstream`].
+    pub fn start(n: usize) -> NatsCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("fleetbus-nats-cluster-")
+            .tempdir()
+            .expect("create temp dir");
+        let creds = Credentials::ensure(&dir.path().join("nats")).expect("generate nkey seeds");
+        let nodes: Vec<NodePorts> = (0..n)
+            .map(|_| NodePorts {
+                client: free_port(),
+                route: free_port(),
+                http: Some(free_port()),
+            })
+            .collect();
+        let confs = conf::cluster(dir.path(), "fleetbus-test", &nodes);
+        let mut children = Vec::new();
+        let mut pending = Vec::new();
+        for (i, c) in confs.iter().enumerate() {
+            let conf_path = dir.path().join(format!("nats-server-{i}.conf"));
+            fs::write(&conf_path, c.render(&creds)).expect("write node conf");
+            let log_path = dir.path().join(format!("nats-server-{i}.log"));
+            pending.push((spawn(&conf_path, &log_path), log_path, c.port));
+        }
+        for (mut child, log_path, port) in pending {
+            wait_accepting(port, &mut child, &log_path);
+            children.push(Some(child));
+        }
+        NatsCluster {
+            dir,
+            creds,
+            nodes,
+            children,
+        }
+    }
+
+    /// Comma-separated client URLs of all nodes.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Client URL of node `i`.
+    pub fn node_url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].client)
+    }
+
+    /// The ports of every node.
+    pub fn nodes(&self) -> &[NodePorts] {
+        &self.nodes
+    }
+
+    /// A service config for `role` that knows every node.
+    pub fn nats_config(&self, role: Role) -> NatsConfig {
+        NatsConfig {
+            url: self.url(),
+            user: role.name().to_owned(),
+            nkey_seed_file: Some(self.creds.seed_path(role)),
+        }
+    }
+
+    /// A client connected as `role`.
+    pub async fn client(&self, role: Role) -> async_nats::Client {
+        connect(&self.nats_config(role)).await
+    }
+
+    /// Wait (max 30 s) until JetStream answers account info, i.e. a meta leader was elected.
+    pub async fn wait_jetstream(&self) -> bool {
+        let js = async_nats::jetstream::new(self.client(Role::Admin).await);
+        crate::wait_for(
+            || {
+                let js = js.clone();
+                async move { js.query_account().await.is_ok() }
+            },
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// Combined logs of all nodes.
+    pub fn logs(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| {
+                let p = self.dir.path().join(format!("nats-server-{i}.log"));
+                format!(
+                    "--- node {i}\n{}",
+                    fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Kill node `i`.
+    pub fn stop_node(&mut self, i: usize) {
+        if let Some(c) = self.children.get_mut(i) {
+            stop_child(c);
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            stop_child(c);
+        }
+    }
+}
