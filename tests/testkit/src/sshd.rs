@@ -62,7 +62,7 @@ pub enum SshdError {
     },
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SshdError + '_ {
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SshdError + 'a {
     move |source| SshdError::Io {
         what,
         path: path.to_path_buf(),
