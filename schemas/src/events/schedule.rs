@@ -1,4 +1,9 @@
-//! Schedules and their firings. Owned by the scheduler. Entity token: the schedule id.
+//! Schedules and their firings. Owned by the scheduler. Entity token: the schedule id (or
+//! `retention` for [`ScheduleEvent::RetentionApplied`]).
+//!
+//! Ids of firing facts are derived deterministically from (schedule id, slot instant), so that
+//! several schedulers firing the same slot publish the same ids and JetStream's duplicate window
+//! and the log's dedup keep exactly one.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -84,14 +89,15 @@ pub enum ScheduleEvent {
         /// The schedule.
         schedule: ScheduleId,
     },
-    /// A slot fired; the command id is derived from (schedule, slot).
+    /// A slot fired; the command ids are derived from (schedule, slot[, host:service]).
     Fired {
         /// The schedule.
         schedule: ScheduleId,
         /// The slot's instant.
         slot: DateTime<Utc>,
-        /// The command it published.
-        command: CommandId,
+        /// The commands it published, in publish order (one per polled service for
+        /// `poll_status`; none when the targets matched nothing).
+        commands: Vec<CommandId>,
     },
     /// Slots were missed while the scheduler was down.
     SlotsMissed {
@@ -99,12 +105,29 @@ pub enum ScheduleEvent {
         schedule: ScheduleId,
         /// First missed slot.
         first: DateTime<Utc>,
-        /// How many.
+        /// Last missed slot; the schedule continues after it.
+        last: DateTime<Utc>,
+        /// How many (saturates at `u32::MAX`).
         count: u32,
-        /// What was done about them.
+        /// What was done about them: `catch_up_once` fires the last one (a `fired` event
+        /// follows), `skip` fires none.
         policy: MissedPolicy,
     },
+    /// The daily retention pass ran. Live job output of jobs that ended before
+    /// `output_cutoff` was purged from the `OUTPUT` stream; history projections may drop
+    /// entries older than `history_cutoff` (the log itself is never rewritten).
+    RetentionApplied {
+        /// Output of jobs that ended before this instant is gone.
+        output_cutoff: DateTime<Utc>,
+        /// History projections keep entries at or after this instant.
+        history_cutoff: DateTime<Utc>,
+        /// How many jobs' output subjects were purged.
+        jobs_purged: u32,
+    },
 }
+
+/// The entity token of [`ScheduleEvent::RetentionApplied`].
+pub const RETENTION_ENTITY: &str = "retention";
 
 impl DomainEvent for ScheduleEvent {
     fn entity(&self) -> String {
@@ -115,6 +138,7 @@ impl DomainEvent for ScheduleEvent {
             | Self::Deleted { schedule }
             | Self::Fired { schedule, .. }
             | Self::SlotsMissed { schedule, .. } => schedule.to_string(),
+            Self::RetentionApplied { .. } => RETENTION_ENTITY.to_owned(),
         }
     }
     fn type_name(&self) -> &'static str {
@@ -126,6 +150,7 @@ impl DomainEvent for ScheduleEvent {
             Self::Deleted { .. } => "deleted",
             Self::Fired { .. } => "fired",
             Self::SlotsMissed { .. } => "slots_missed",
+            Self::RetentionApplied { .. } => "retention_applied",
         }
     }
     fn samples() -> Vec<Self> {
@@ -159,13 +184,19 @@ impl DomainEvent for ScheduleEvent {
             Self::Fired {
                 schedule: id("poll-web"),
                 slot: sample_time(),
-                command: CommandId(sample_ulid(21)),
+                commands: vec![CommandId(sample_ulid(21)), CommandId(sample_ulid(22))],
             },
             Self::SlotsMissed {
                 schedule: id("poll-web"),
                 first: sample_time(),
+                last: sample_time() + chrono::Duration::minutes(55),
                 count: 12,
                 policy: MissedPolicy::CatchUpOnce,
+            },
+            Self::RetentionApplied {
+                output_cutoff: sample_time(),
+                history_cutoff: sample_time(),
+                jobs_purged: 3,
             },
         ]
     }
