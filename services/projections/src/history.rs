@@ -185,7 +185,7 @@ impl History {
                 .collect(),
         };
         out.retain(|e| before_seq.is_none_or(|b| e.seq < b));
-        out.sort_by(|a, b| b.seq.cmp(&a.seq));
+        out.sort_by_key(|e| std::cmp::Reverse(e.seq));
         out.into_iter().take(limit).cloned().collect()
     }
 }
