@@ -1,0 +1,167 @@
+//! Publishing events to JetStream (with `Nats-Msg-Id` = event id) and consuming the `EVENTS` and
+//! `SECRETS` streams into the writer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::Publish, AckKind};
+use bytes::Bytes;
+use fleetbus_schemas::Envelope;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::NewEntry;
+use crate::metrics::Metrics;
+use crate::writer::Pending;
+use crate::IngestError;
+
+/// The outcome of publishing one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// JetStream recognised the id as a duplicate within its window.
+    pub duplicate: bool,
+}
+
+/// Publishes envelopes and waits for every JetStream ack, keeping all of them in flight.
+pub async fn publish_all(
+    js: &jetstream::Context,
+    envelopes: &[Envelope],
+) -> Result<Vec<Published>, IngestError> {
+    let mut futures = Vec::with_capacity(envelopes.len());
+    for env in envelopes {
+        let bytes = fleetbus_schemas::encode(env)
+            .map_err(|e| IngestError::Bus(format!("encode event {}: {e}", env.id)))?;
+        let publish = Publish::build()
+            .payload(Bytes::from(bytes))
+            .message_id(env.id.to_string());
+        let ack = js
+            .send_publish(env.subject(), publish)
+            .await
+            .map_err(|e| IngestError::Bus(format!("publish {}: {e}", env.subject())))?;
+        futures.push(ack);
+    }
+    let mut out = Vec::with_capacity(futures.len());
+    for ack in futures {
+        let ack = ack
+            .await
+            .map_err(|e| IngestError::Bus(format!("publish ack: {e}")))?;
+        out.push(Published {
+            duplicate: ack.duplicate,
+        });
+    }
+    Ok(out)
+}
+
+/// Consumes one durable pull consumer into the writer until shutdown. Malformed messages are
+/// terminated (never stored, never redelivered) and counted.
+pub async fn consume_events(
+    js: jetstream::Context,
+    stream: &'static str,
+    durable: &'static str,
+    tx: mpsc::Sender<Pending>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let consumer = async {
+            let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            s.get_consumer::<jetstream::consumer::pull::Config>(durable)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let consumer = tokio::select! {
+            c = consumer => c,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let consumer = match consumer {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::warn!(stream, durable, %reason, "consumer not available (run `fleetctl bus apply`); retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(1000)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(stream, durable, error = %e, "cannot start consuming; retrying");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        tracing::info!(stream, durable, "consuming");
+        loop {
+            let next = tokio::select! {
+                n = messages.next() => n,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let message = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(stream, durable, error = %e, "consumer error");
+                    continue;
+                }
+                None => break,
+            };
+            let subject = message.subject.to_string();
+            match decode_event(&subject, &message.payload) {
+                Ok(envelope) => {
+                    let pending = Pending {
+                        entry: NewEntry {
+                            subject,
+                            bytes: message.payload.clone(),
+                            envelope,
+                        },
+                        message: Some(message),
+                    };
+                    if tx.send(pending).await.is_err() {
+                        // The writer stopped; unacked messages will be redelivered.
+                        return Ok(());
+                    }
+                }
+                Err(reason) => {
+                    Metrics::inc(&metrics.malformed_events);
+                    tracing::warn!(stream, %subject, %reason, "malformed event terminated, not stored");
+                    if let Err(e) = message.ack_with(AckKind::Term).await {
+                        tracing::warn!(%subject, error = %e, "cannot terminate malformed event");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decodes an event and checks that it arrived on its own subject.
+pub fn decode_event(subject: &str, payload: &[u8]) -> Result<Envelope, String> {
+    let envelope: Envelope = fleetbus_schemas::decode(payload).map_err(|e| e.to_string())?;
+    let expected = envelope.subject();
+    if expected != subject {
+        return Err(format!("event {} belongs on {expected}", envelope.id));
+    }
+    Ok(envelope)
+}
+
+/// Acks committed messages, batch by batch, in commit order.
+pub async fn acker(mut rx: mpsc::UnboundedReceiver<Vec<jetstream::Message>>) {
+    while let Some(batch) = rx.recv().await {
+        for m in batch {
+            if let Err(e) = m.ack().await {
+                // Redelivery is harmless: the log deduplicates by event id.
+                tracing::debug!(error = %e, "ack failed; the message will be redelivered");
+            }
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! Commands of the areas ingest owns (host, agent, user, alert, config): validated against the
+//! current projections; accepted ones become events, rejected ones a `CommandRejected` event.
+//! Either way the resulting events go through JetStream like everyone else's (so the log order
+//! is the bus order), and the command is acked only after they are committed to the log.
+//!
+//! Event ids are derived from the command id, so a command redelivered after a crash produces
+//! the same ids and the log stores its outcome once.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use fleetbus_bus_config::CommandArea;
+use fleetbus_schemas::commands::{
+    AgentCommand, AlertCommand, ConfigCommand, HostCommand, UserCommand,
+};
+use fleetbus_schemas::events::host::HostSpec;
+use fleetbus_schemas::events::service::{ServiceEvent, ServiceManager, ServiceSpec};
+use fleetbus_schemas::events::system::RejectKind;
+use fleetbus_schemas::events::{
+    AgentEvent, AlertEvent, ConfigEvent, Event, HostEvent, SystemEvent, UserEvent,
+};
+use fleetbus_schemas::{
+    Actor, ActorKind, Command, CommandEnvelope, CommandId, Envelope, EventId, UserRole,
+    SCHEMA_VERSION,
+};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::state::State;
+use crate::writer::Shared;
+use crate::IngestError;
+
+/// The component name in `CommandRejected` events and the `source` of ingest's events.
+pub const COMPONENT: &str = "ingest";
+
+/// The areas ingest consumes.
+pub const AREAS: [CommandArea; 5] = [
+    CommandArea::Host,
+    CommandArea::Agent,
+    CommandArea::User,
+    CommandArea::Alert,
+    CommandArea::Config,
+];
+
+/// A rejection: kind and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Typed reason.
+    pub kind: RejectKind,
+    /// For people.
+    pub message: String,
+}
+
+fn reject(kind: RejectKind, message: impl Into<String>) -> Rejection {
+    Rejection {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// A deterministic event id for the `n`-th event caused by a command.
+pub fn derived_id(command: CommandId, n: u8) -> EventId {
+    let digest = Sha256::new()
+        .chain_update(command.to_bytes())
+        .chain_update([n])
+        .finalize();
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    EventId(ulid::Ulid::from_parts(
+        command.timestamp_ms(),
+        u128::from_be_bytes(random),
+    ))
+}
+
+fn envelope(cmd_id: CommandId, actor: &Actor, n: u8, event: Event) -> Envelope {
+    Envelope {
+        id: derived_id(cmd_id, n),
+        time: chrono::Utc::now(),
+        source: COMPONENT.into(),
+        actor: actor.clone(),
+        causation: Some(cmd_id),
+        schema: SCHEMA_VERSION,
+        event,
+    }
+}
+
+/// The rejection event for a command (or for a payload whose id could not be read).
+pub fn rejected_event(
+    command: Option<CommandId>,
+    actor: Option<&Actor>,
+    subject: &str,
+    rejection: Rejection,
+) -> Envelope {
+    let event = Event::System(SystemEvent::CommandRejected {
+        component: COMPONENT.into(),
+        command,
+        subject: subject.chars().take(256).collect(),
+        reason: rejection.kind,
+        message: rejection.message,
+    });
+    match command {
+        Some(id) => envelope(id, actor.unwrap_or(&Actor::service(COMPONENT)), 255, event),
+        None => Envelope::new(COMPONENT, Actor::service(COMPONENT), None, event),
+    }
+}
+
+fn require_role(actor: &Actor, needed: UserRole) -> Result<(), Rejection> {
+    match actor.kind {
+        ActorKind::Service => Ok(()),
+        ActorKind::Agent => Err(reject(
+            RejectKind::Forbidden,
+            "agents may not send commands",
+        )),
+        ActorKind::User => match actor.role {
+            Some(role) if role >= needed => Ok(()),
+            _ => Err(reject(
+                RejectKind::Forbidden,
+                format!(
+                    "user '{}' needs the {needed:?} role for this command",
+                    actor.name
+                ),
+            )),
+        },
+    }
+}
+
+fn is_name(v: &str) -> bool {
+    fleetbus_schemas::validate_name("name", v).is_ok()
+}
+
+fn check_host_spec(spec: &HostSpec) -> Result<(), Rejection> {
+    let bad = |m: String| Err(reject(RejectKind::Invalid, m));
+    if spec.address.is_empty()
+        || spec.address.len() > 253
+        || !spec
+            .address
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+    {
+        return bad(format!(
+            "address {:?} is not an IP address or DNS name",
+            spec.address
+        ));
+    }
+    if spec.port == 0 {
+        return bad("port must be 1–65535".into());
+    }
+    if spec.user.is_empty()
+        || spec.user.len() > 32
+        || !spec
+            .user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return bad(format!("user {:?} is not a valid login name", spec.user));
+    }
+    for t in spec.tags.iter().chain(&spec.roles) {
+        if !is_name(t) {
+            return bad(format!(
+                "tag or role {t:?} is not a valid name (a-z, 0-9, '-', '_')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_service_spec(spec: &ServiceSpec) -> Result<(), Rejection> {
+    let bad = |m: String| Err(reject(RejectKind::Invalid, m));
+    let unit_ok = match spec.manager {
+        ServiceManager::Systemd => {
+            !spec.unit.is_empty()
+                && spec.unit.len() <= 256
+                && spec.unit.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b':')
+                })
+                && !spec.unit.starts_with('-')
+        }
+        _ => {
+            spec.unit.starts_with('/')
+                && spec.unit.len() <= 256
+                && !spec.unit.split('/').any(|c| c == "..")
+                && spec
+                    .unit
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+        }
+    };
+    if !unit_ok {
+        return bad(format!(
+            "unit {:?} is not a systemd unit name or an absolute service directory",
+            spec.unit
+        ));
+    }
+    if let Some(p) = &spec.log_path {
+        if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.chars().any(char::is_control)
+        {
+            return bad(format!(
+                "log_path {p:?} must be an absolute path without '..'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_sha256_hex(v: &str) -> bool {
+    v.len() == 64
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn check_password_hash(v: &str) -> Result<(), Rejection> {
+    match argon2::PasswordHash::new(v) {
+        Ok(h) if h.algorithm.as_str() == "argon2id" && h.hash.is_some() => Ok(()),
+        Ok(h) => Err(reject(
+            RejectKind::Invalid,
+            format!(
+                "password_hash uses {}, expected an argon2id PHC string",
+                h.algorithm
+            ),
+        )),
+        Err(e) => Err(reject(
+            RejectKind::Invalid,
+            format!("password_hash is not a PHC string ({e}); expected $argon2id$v=19$…"),
+        )),
+    }
+}
+
+/// Validates a command against the current state and returns the events it causes.
+pub fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>, Rejection> {
+    let reg = &state.projections.registry;
+    let not_found = |m: String| reject(RejectKind::NotFound, m);
+    let conflict = |m: String| reject(RejectKind::Conflict, m);
+    let invalid = |m: String| reject(RejectKind::Invalid, m);
+    match &cmd.command {
+        Command::Host(c) => {
+            require_role(&cmd.actor, UserRole::Admin)?;
+            match c {
+                HostCommand::Add(spec) => {
+                    check_host_spec(spec)?;
+                    if reg.hosts.contains_key(&spec.host) {
+                        return Err(conflict(format!("host '{}' already exists", spec.host)));
+                    }
+                    Ok(vec![Event::Host(HostEvent::Registered(spec.clone()))])
+                }
+                HostCommand::Update(spec) => {
+                    check_host_spec(spec)?;
+                    if !reg.hosts.contains_key(&spec.host) {
+                        return Err(not_found(format!("host '{}' is not registered", spec.host)));
+                    }
+                    Ok(vec![Event::Host(HostEvent::Updated(spec.clone()))])
+                }
+                HostCommand::Remove { host } => {
+                    if !reg.hosts.contains_key(host) {
+                        return Err(not_found(format!("host '{host}' is not registered")));
+                    }
+                    Ok(vec![Event::Host(HostEvent::Removed { host: host.clone() })])
+                }
+                HostCommand::AddService(spec) => {
+                    check_service_spec(spec)?;
+                    if !reg.hosts.contains_key(&spec.host) {
+                        return Err(not_found(format!("host '{}' is not registered", spec.host)));
+                    }
+                    let event = if reg.services.contains_key(&spec.key()) {
+                        ServiceEvent::Updated(spec.clone())
+                    } else {
+                        ServiceEvent::Registered(spec.clone())
+                    };
+                    Ok(vec![Event::Service(event)])
+                }
+                HostCommand::RemoveService { host, name } => {
+                    let key = fleetbus_schemas::ServiceKey::new(host.clone(), name.clone());
+                    if !reg.services.contains_key(&key) {
+                        return Err(not_found(format!("service '{key}' is not registered")));
+                    }
+                    Ok(vec![Event::Service(ServiceEvent::Removed {
+                        host: host.clone(),
+                        name: name.clone(),
+                    })])
+                }
+                HostCommand::TrustKey {
+                    host,
+                    algorithm,
+                    fingerprint,
+                } => {
+                    if !reg.hosts.contains_key(host) {
+                        return Err(not_found(format!("host '{host}' is not registered")));
+                    }
+                    if !fingerprint.starts_with("SHA256:")
+                        || fingerprint.len() > 100
+                        || fingerprint
+                            .chars()
+                            .any(|c| c.is_control() || c.is_whitespace())
+                    {
+                        return Err(invalid(format!(
+                            "fingerprint {fingerprint:?} is not SHA256:<base64>"
+                        )));
+                    }
+                    if algorithm.is_empty()
+                        || algorithm.len() > 64
+                        || !algorithm
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'@'))
+                    {
+                        return Err(invalid(format!(
+                            "algorithm {algorithm:?} is not an SSH key type"
+                        )));
+                    }
+                    Ok(vec![Event::Host(HostEvent::KeyPinned {
+                        host: host.clone(),
+                        algorithm: algorithm.clone(),
+                        fingerprint: fingerprint.clone(),
+                    })])
+                }
+            }
+        }
+        Command::Agent(c) => {
+            require_role(&cmd.actor, UserRole::Admin)?;
+            let known = |agent| {
+                if reg.agents.contains_key(agent) {
+                    Ok(())
+                } else {
+                    Err(not_found(format!(
+                        "agent '{agent}' has never been issued a key"
+                    )))
+                }
+            };
+            match c {
+                AgentCommand::IssueKey {
+                    agent,
+                    host,
+                    key_id,
+                    key_hash,
+                } => {
+                    if !reg.hosts.contains_key(host) {
+                        return Err(not_found(format!(
+                            "host '{host}' is not registered; add it first"
+                        )));
+                    }
+                    if !is_sha256_hex(key_hash) {
+                        return Err(invalid(
+                            "key_hash must be 64 lowercase hex characters (SHA-256 of the key)"
+                                .into(),
+                        ));
+                    }
+                    if key_id.is_empty()
+                        || key_id.len() > 64
+                        || !key_id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+                    {
+                        return Err(invalid(format!(
+                            "key_id {key_id:?} must be 1–64 of a-z, A-Z, 0-9, '-', '_'"
+                        )));
+                    }
+                    if let Some((other, _)) = reg.agents.iter().find(|(id, a)| {
+                        *id != agent && a.key_hash.as_deref() == Some(key_hash.as_str())
+                    }) {
+                        return Err(conflict(format!(
+                            "this key is already issued to agent '{other}'"
+                        )));
+                    }
+                    Ok(vec![Event::Agent(AgentEvent::KeyIssued {
+                        agent: agent.clone(),
+                        host: host.clone(),
+                        key_id: key_id.clone(),
+                        key_hash: key_hash.clone(),
+                    })])
+                }
+                AgentCommand::RevokeKey { agent } => {
+                    known(agent)?;
+                    Ok(vec![Event::Agent(AgentEvent::KeyRevoked {
+                        agent: agent.clone(),
+                    })])
+                }
+                AgentCommand::Block { agent, reason } => {
+                    known(agent)?;
+                    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+                        return Err(invalid(
+                            "reason must be at most 500 characters without control characters"
+                                .into(),
+                        ));
+                    }
+                    Ok(vec![Event::Agent(AgentEvent::Blocked {
+                        agent: agent.clone(),
+                        reason: reason.clone(),
+                    })])
+                }
+                AgentCommand::Unblock { agent } => {
+                    known(agent)?;
+                    Ok(vec![Event::Agent(AgentEvent::Unblocked {
+                        agent: agent.clone(),
+                    })])
+                }
+            }
+        }
+        Command::User(c) => {
+            require_role(&cmd.actor, UserRole::Admin)?;
+            let exists = |user| {
+                if reg.users.contains_key(user) {
+                    Ok(())
+                } else {
+                    Err(not_found(format!("user '{user}' does not exist")))
+                }
+            };
+            match c {
+                UserCommand::Add {
+                    user,
+                    role,
+                    password_hash,
+                } => {
+                    if reg.users.contains_key(user) {
+                        return Err(conflict(format!("user '{user}' already exists")));
+                    }
+                    check_password_hash(password_hash)?;
+                    Ok(vec![Event::User(UserEvent::Added {
+                        user: user.clone(),
+                        role: *role,
+                        password_hash: password_hash.clone(),
+                    })])
+                }
+                UserCommand::SetPassword {
+                    user,
+                    password_hash,
+                } => {
+                    exists(user)?;
+                    check_password_hash(password_hash)?;
+                    Ok(vec![Event::User(UserEvent::PasswordChanged {
+                        user: user.clone(),
+                        password_hash: password_hash.clone(),
+                    })])
+                }
+                UserCommand::SetRole { user, role } => {
+                    exists(user)?;
+                    Ok(vec![Event::User(UserEvent::RoleChanged {
+                        user: user.clone(),
+                        role: *role,
+                    })])
+                }
+                UserCommand::Remove { user } => {
+                    exists(user)?;
+                    Ok(vec![Event::User(UserEvent::Removed { user: user.clone() })])
+                }
+            }
+        }
+        Command::Alert(c) => {
+            require_role(&cmd.actor, UserRole::Operator)?;
+            let (alert, note) = match c {
+                AlertCommand::Ack { alert, note } | AlertCommand::Resolve { alert, note } => {
+                    (alert, note)
+                }
+            };
+            if note.chars().count() > 1000 || note.chars().any(|c| c.is_control() && c != '\n') {
+                return Err(invalid(
+                    "note must be at most 1,000 characters without control characters".into(),
+                ));
+            }
+            let Some(current) = state.projections.alerts.alerts.get(alert) else {
+                return Err(not_found(format!("alert {alert} does not exist")));
+            };
+            if current.resolved_at.is_some() {
+                return Err(conflict(format!("alert {alert} is already resolved")));
+            }
+            let event = match c {
+                AlertCommand::Ack { .. } => AlertEvent::Acknowledged {
+                    alert: *alert,
+                    note: note.clone(),
+                },
+                AlertCommand::Resolve { .. } => AlertEvent::Resolved {
+                    alert: *alert,
+                    note: note.clone(),
+                },
+            };
+            Ok(vec![Event::Alert(event)])
+        }
+        Command::Config(ConfigCommand::SetDesired { agent, toml }) => {
+            require_role(&cmd.actor, UserRole::Admin)?;
+            if !reg.agents.contains_key(agent) {
+                return Err(not_found(format!(
+                    "agent '{agent}' has never been issued a key"
+                )));
+            }
+            if toml.len() > 64 * 1024 {
+                return Err(invalid("config is larger than 64 KiB".into()));
+            }
+            if let Err(e) = toml.parse::<toml::Table>() {
+                return Err(invalid(format!(
+                    "config is not valid TOML: {}",
+                    e.to_string().trim()
+                )));
+            }
+            let hash = hex::encode(Sha256::digest(toml.as_bytes()));
+            let version = state.desired.get(agent).map(|d| d.version).unwrap_or(0) + 1;
+            Ok(vec![Event::Config(ConfigEvent::DesiredSet {
+                agent: agent.clone(),
+                version,
+                toml: toml.clone(),
+                hash,
+            })])
+        }
+        other => Err(reject(
+            RejectKind::Malformed,
+            format!(
+                "commands of area '{}' are not handled by ingest",
+                other.area()
+            ),
+        )),
+    }
+}
+
+/// Decodes a command payload and turns it into the events to publish.
+pub fn handle(state: &State, subject: &str, payload: &[u8]) -> Result<Vec<Envelope>, Envelope> {
+    let cmd: CommandEnvelope = match fleetbus_schemas::decode(payload) {
+        Ok(c) => c,
+        Err(e) => {
+            let kind = match e {
+                fleetbus_schemas::CodecError::TooLarge { .. } => RejectKind::TooLarge,
+                _ => RejectKind::Malformed,
+            };
+            // Try to name the command even when the body is unusable.
+            let id = rmpv_command_id(payload);
+            return Err(rejected_event(
+                id,
+                None,
+                subject,
+                reject(kind, e.to_string()),
+            ));
+        }
+    };
+    if cmd.subject() != subject {
+        return Err(rejected_event(
+            Some(cmd.id),
+            Some(&cmd.actor),
+            subject,
+            reject(
+                RejectKind::Malformed,
+                format!(
+                    "a {} command belongs on {}",
+                    cmd.command.verb(),
+                    cmd.subject()
+                ),
+            ),
+        ));
+    }
+    match decide(state, &cmd) {
+        Ok(events) => Ok(events
+            .into_iter()
+            .enumerate()
+            .map(|(n, e)| envelope(cmd.id, &cmd.actor, n as u8, e))
+            .collect()),
+        Err(rejection) => Err(rejected_event(
+            Some(cmd.id),
+            Some(&cmd.actor),
+            subject,
+            rejection,
+        )),
+    }
+}
+
+/// Reads just the `id` field of a msgpack map, for naming an undecodable command.
+fn rmpv_command_id(payload: &[u8]) -> Option<CommandId> {
+    #[derive(serde::Deserialize)]
+    struct JustId {
+        id: CommandId,
+    }
+    if payload.len() > fleetbus_schemas::MAX_MESSAGE_BYTES {
+        return None;
+    }
+    rmp_serde::from_slice::<JustId>(payload).ok().map(|j| j.id)
+}
+
+/// Consumes one command area until shutdown, one command at a time (each waits for its events
+/// to be committed, so the next command is validated against a state that includes them).
+pub async fn consume_area(
+    js: jetstream::Context,
+    shared: Shared,
+    area: CommandArea,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let durable = area.consumer_name();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let consumer = async {
+            let s = js
+                .get_stream(fleetbus_bus_config::streams::COMMANDS_STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
+            s.get_consumer::<jetstream::consumer::pull::Config>(&durable)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let consumer = tokio::select! {
+            c = consumer => c,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let consumer = match consumer {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::warn!(durable = %durable, %reason, "command consumer not available; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(50)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(durable = %durable, error = %e, "cannot consume commands; retrying");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                n = messages.next() => n,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let message = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(durable = %durable, error = %e, "command consumer error");
+                    continue;
+                }
+                None => break,
+            };
+            process(&js, &shared, &message, &shutdown).await;
+        }
+    }
+}
+
+async fn process(
+    js: &jetstream::Context,
+    shared: &Shared,
+    message: &jetstream::Message,
+    shutdown: &CancellationToken,
+) {
+    let subject = message.subject.to_string();
+    let outcome = {
+        let state = shared.read_state();
+        handle(&state, &subject, &message.payload)
+    };
+    let events = match outcome {
+        Ok(events) => events,
+        Err(rejection) => vec![rejection],
+    };
+    if let Some(first) = events.first() {
+        let (command, reason) = match &first.event {
+            Event::System(SystemEvent::CommandRejected { message, .. }) => {
+                (first.causation, Some(message.clone()))
+            }
+            _ => (first.causation, None),
+        };
+        match &reason {
+            None => {
+                Metrics::inc(&shared.metrics.commands_accepted);
+                tracing::info!(%subject, command = ?command.map(|c| c.to_string()), events = events.len(), "command accepted");
+            }
+            Some(reason) => {
+                Metrics::inc(&shared.metrics.commands_rejected);
+                tracing::warn!(%subject, command = ?command.map(|c| c.to_string()), %reason, "command rejected");
+            }
+        }
+    }
+    // Publish, then wait for the commit; on failure leave the command unacked (redelivered,
+    // and the derived ids make the retry idempotent).
+    let waiters: Vec<_> = events
+        .iter()
+        .map(|e| (e.id, shared.hub.wait(e.id)))
+        .collect();
+    let committed = async {
+        let published = crate::bus::publish_all(js, &events).await?;
+        for ((id, _), p) in waiters.iter().zip(&published) {
+            if p.duplicate {
+                if let Ok(Some(seq)) = shared.store.lookup(*id) {
+                    shared
+                        .hub
+                        .resolve(*id, crate::log::Appended::Duplicate(seq));
+                }
+            }
+        }
+        for (_, rx) in waiters {
+            tokio::select! {
+                r = tokio::time::timeout(Duration::from_secs(30), rx) => {
+                    if !matches!(r, Ok(Ok(_))) {
+                        return Err(IngestError::Bus("events of the command were not committed in time".into()));
+                    }
+                }
+                () = shutdown.cancelled() => return Err(IngestError::Bus("shutting down".into())),
+            }
+        }
+        Ok::<(), IngestError>(())
+    };
+    match committed.await {
+        Ok(()) => {
+            if let Err(e) = message.ack().await {
+                tracing::warn!(%subject, error = %e, "cannot ack command; it will be redelivered");
+            }
+        }
+        Err(e) => {
+            for e2 in &events {
+                shared.hub.forget(e2.id);
+            }
+            tracing::warn!(%subject, error = %e, "command outcome not committed; leaving it for redelivery");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
+    }
+}

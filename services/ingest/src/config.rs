@@ -1,0 +1,131 @@
+//! Ingest's config file (TOML, `deny_unknown_fields`), loaded with `FLEETBUS_INGEST__*`
+//! environment overrides by `fleetbus_runtime::config::load`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use fleetbus_runtime::nats::NatsConfig;
+use serde::{Deserialize, Serialize};
+
+/// The default agent API address (loopback only).
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8470";
+
+/// The service config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Config format version; must be 1.
+    pub version: u32,
+    /// State directory; the log is `<state_dir>/ingest/log.redb`. Default: `FLEETBUS_STATE` or
+    /// `./state`.
+    pub state_dir: PathBuf,
+    /// Agent HTTP API listen address.
+    pub http_addr: SocketAddr,
+    /// NATS connection (user `ingest`).
+    pub nats: NatsConfig,
+    /// Request limits of the agent API.
+    pub limits: Limits,
+    /// Log tuning.
+    pub log: LogTuning,
+}
+
+/// Request limits of the agent API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest body of a single report or ping (bytes).
+    pub single_body_bytes: usize,
+    /// Largest body of a batch (bytes).
+    pub batch_body_bytes: usize,
+    /// Most reports or events in one batch.
+    pub batch_max_items: usize,
+    /// Sustained requests per second per agent (token bucket refill rate).
+    pub agent_requests_per_s: u32,
+    /// Burst of requests per agent (token bucket size).
+    pub agent_burst: u32,
+    /// How long a request waits for its events to be committed before answering 503.
+    pub commit_timeout_ms: u64,
+}
+
+/// Log tuning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogTuning {
+    /// Most events per write transaction.
+    pub max_batch: usize,
+    /// Snapshot the projections every this many entries (0: only at shutdown).
+    pub snapshot_every: u64,
+    /// Capacity of the queue in front of the writer.
+    pub queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: 1,
+            state_dir: fleetbus_runtime::state_dir(),
+            http_addr: DEFAULT_HTTP_ADDR
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8470))),
+            nats: NatsConfig::for_role("ingest"),
+            limits: Limits::default(),
+            log: LogTuning::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            single_body_bytes: 256 * 1024,
+            batch_body_bytes: 4 * 1024 * 1024,
+            batch_max_items: 500,
+            agent_requests_per_s: 20,
+            agent_burst: 100,
+            commit_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for LogTuning {
+    fn default() -> Self {
+        LogTuning {
+            max_batch: 1000,
+            snapshot_every: 10_000,
+            queue: 20_000,
+        }
+    }
+}
+
+impl Config {
+    /// The log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.state_dir.join("ingest").join("log.redb")
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != 1 {
+            return Err(format!(
+                "key 'version': {} is not supported, expected 1",
+                self.version
+            ));
+        }
+        if self.nats.user != "ingest" {
+            return Err(format!(
+                "key 'nats.user': '{}' — ingest must connect as 'ingest'",
+                self.nats.user
+            ));
+        }
+        if self.limits.batch_max_items == 0
+            || self.limits.agent_requests_per_s == 0
+            || self.limits.agent_burst == 0
+        {
+            return Err("keys 'limits.batch_max_items', 'limits.agent_requests_per_s', 'limits.agent_burst' must be at least 1".into());
+        }
+        if self.log.max_batch == 0 || self.log.queue == 0 {
+            return Err("keys 'log.max_batch' and 'log.queue' must be at least 1".into());
+        }
+        Ok(())
+    }
+}

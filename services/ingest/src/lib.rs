@@ -1,0 +1,221 @@
+//! fleetbus ingest: the agent HTTP front door and the keeper of the event log.
+//!
+//! Ingest is the only writer of the hash-chained redb log ([`log`]) and of the projections
+//! folded from it ([`state`]). It consumes `EVENTS` and `SECRETS` with durable pull consumers,
+//! appends in group-committed durable transactions ([`writer`]) and acks each message only after
+//! its commit; answers agents over HTTP only after their events are committed ([`api`]); turns
+//! host/agent/user/alert/config commands into events ([`commands`]); and answers `fleet.q.*`
+//! read-model queries ([`queries`]).
+
+pub mod api;
+pub mod bus;
+pub mod commands;
+pub mod config;
+pub mod hub;
+pub mod log;
+pub mod metrics;
+pub mod queries;
+pub mod state;
+pub mod writer;
+
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use state::State;
+
+/// Everything that stops ingest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The config is unusable.
+    #[error("config: {0}")]
+    Config(String),
+    /// The log could not be opened, read or written.
+    #[error(transparent)]
+    Log(#[from] log::LogError),
+    /// NATS connect failed.
+    #[error(transparent)]
+    Runtime(#[from] fleetbus_runtime::RuntimeError),
+    /// A bus operation failed.
+    #[error("bus: {0}")]
+    Bus(String),
+    /// The agent API could not listen.
+    #[error("http listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// A task or thread died.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Runs ingest until `shutdown` is cancelled (or the log fails), then drains: the HTTP server
+/// finishes its requests, consumers stop, the writer commits what it holds, and a projection
+/// snapshot is saved at the head.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IngestError> {
+    config.validate().map_err(IngestError::Config)?;
+    let path = config.log_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            IngestError::Config(format!("state_dir: cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    let (store, state, at) = tokio::task::spawn_blocking(move || {
+        let store = log::LogStore::open(&path)?;
+        let (state, at) = store.load_latest::<State>()?;
+        Ok::<_, log::LogError>((store, state, at))
+    })
+    .await
+    .map_err(|e| IngestError::Internal(e.to_string()))??;
+    let head = store.head()?;
+    tracing::info!(path = %store.path().display(), head = head.seq, snapshot = at.snapshot_seq,
+        refolded = at.refolded, "log opened");
+
+    let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown).await?;
+    let js = async_nats::jetstream::new(client.clone());
+
+    let state = Arc::new(RwLock::new(state));
+    let hub = Arc::new(hub::Hub::default());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (head_tx, head_rx) = watch::channel(head);
+    let (tx, rx) = mpsc::channel(config.log.queue);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let writer = writer::spawn(
+        store.clone(),
+        state.clone(),
+        hub.clone(),
+        metrics.clone(),
+        head_tx,
+        rx,
+        ack_tx,
+        writer::WriterConfig {
+            max_batch: config.log.max_batch,
+            snapshot_every: config.log.snapshot_every,
+        },
+    )
+    .map_err(|e| IngestError::Internal(format!("cannot start the writer thread: {e}")))?;
+    let shared = writer::Shared {
+        store: store.clone(),
+        state: state.clone(),
+        hub,
+        head: head_rx,
+        metrics: metrics.clone(),
+    };
+
+    // Two stop signals: HTTP stops first (finishing requests, which need the consumers), then
+    // the bus side.
+    let http_stop = CancellationToken::new();
+    let bus_stop = CancellationToken::new();
+    let writer_failed = CancellationToken::new();
+    let writer_join = {
+        let failed = writer_failed.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = writer.join().unwrap_or_else(|_| {
+                Err(log::LogError::Storage("the writer thread panicked".into()))
+            });
+            if r.is_err() {
+                failed.cancel();
+            }
+            r
+        })
+    };
+    let acker = tokio::spawn(bus::acker(ack_rx));
+
+    let mut bus_tasks: JoinSet<Result<(), IngestError>> = JoinSet::new();
+    bus_tasks.spawn(bus::consume_events(
+        js.clone(),
+        fleetbus_bus_config::streams::EVENTS_STREAM,
+        fleetbus_bus_config::streams::INGEST_EVENTS,
+        tx.clone(),
+        metrics.clone(),
+        bus_stop.clone(),
+    ));
+    bus_tasks.spawn(bus::consume_events(
+        js.clone(),
+        fleetbus_bus_config::streams::SECRETS_STREAM,
+        fleetbus_bus_config::streams::INGEST_SECRETS,
+        tx.clone(),
+        metrics.clone(),
+        bus_stop.clone(),
+    ));
+    drop(tx);
+    for area in commands::AREAS {
+        bus_tasks.spawn(commands::consume_area(
+            js.clone(),
+            shared.clone(),
+            area,
+            bus_stop.clone(),
+        ));
+    }
+    bus_tasks.spawn(queries::serve(
+        client.clone(),
+        shared.clone(),
+        bus_stop.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| IngestError::Listen {
+            addr: config.http_addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    tracing::info!(addr = %config.http_addr, "agent api listening");
+    let app = api::app(Arc::new(api::ApiState::new(
+        shared.clone(),
+        js.clone(),
+        config.limits.clone(),
+    )));
+    let http = {
+        let stop = http_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(|e| IngestError::Internal(format!("http server: {e}")))
+        })
+    };
+
+    tokio::select! {
+        () = shutdown.cancelled() => tracing::info!("draining"),
+        () = writer_failed.cancelled() => tracing::error!("the log writer failed; stopping"),
+    }
+    http_stop.cancel();
+    match http.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "http server"),
+        Err(e) => tracing::warn!(error = %e, "http task"),
+        Ok(Ok(())) => {}
+    }
+    bus_stop.cancel();
+    while let Some(r) = bus_tasks.join_next().await {
+        match r {
+            Ok(Err(e)) => tracing::warn!(error = %e, "bus task ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "bus task panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let written = writer_join
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))?;
+    let _ = acker.await;
+    written?;
+    let snap = tokio::task::spawn_blocking(move || {
+        let guard = state.read().unwrap_or_else(|p| p.into_inner());
+        store.save_snapshot(&*guard)
+    })
+    .await
+    .map_err(|e| IngestError::Internal(e.to_string()))??;
+    tracing::info!(
+        snapshot_seq = snap,
+        appended = metrics::Metrics::get(&metrics.appended),
+        duplicates = metrics::Metrics::get(&metrics.duplicates),
+        "ingest stopped"
+    );
+    Ok(())
+}

@@ -1,0 +1,772 @@
+//! The event log: an append-only, hash-chained redb file with a dedup index, a time index and
+//! periodic projection snapshots. Ingest is its only writer.
+//!
+//! # Entry format (for outside verifiers)
+//!
+//! Each entry is stored under its sequence number (`u64`, 1-based, gapless) as
+//!
+//! ```text
+//! prev_hash[32] | hash[32] | subject_len: u16 BE | subject (UTF-8) | envelope (MessagePack)
+//! ```
+//!
+//! where `envelope` is the payload exactly as it was published on the bus, and
+//!
+//! ```text
+//! hash = SHA-256(prev_hash || seq: u64 BE || subject_len: u16 BE || subject || envelope)
+//! ```
+//!
+//! The first entry's `prev_hash` is 32 zero bytes. The subject length is hashed so that the
+//! subject/envelope boundary cannot be moved without changing the hash. [`LogStore::verify`]
+//! recomputes the chain and names the first entry that does not match.
+//!
+//! # Offline use (fleetctl)
+//!
+//! [`LogStore::open`] takes the redb file lock, so `verify`, `rebuild` and `export` run on the
+//! file while ingest is stopped (`fleetctl log verify|rebuild|export --db <state>/ingest/log.redb`).
+//! While ingest runs, the same entries are readable over the bus through the `events` query
+//! (`after_seq` paging) and the head through the `log_head` query.
+
+mod tables;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use fleetbus_schemas::{Envelope, EventId};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use tables::{DEDUP, ENTRIES, HEAD_KEY, META, SNAPSHOTS, TIME_INDEX};
+
+/// SHA-256 digest length.
+pub const HASH_LEN: usize = 32;
+
+/// A SHA-256 digest.
+pub type Hash = [u8; HASH_LEN];
+
+/// The `prev_hash` of entry 1.
+pub const GENESIS_HASH: Hash = [0; HASH_LEN];
+
+/// Why the log could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The database file could not be opened (missing directory, locked by a running ingest, …).
+    #[error("cannot open event log {}: {reason}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A redb operation failed.
+    #[error("event log storage: {0}")]
+    Storage(String),
+    /// A stored value is not in the documented format.
+    #[error("event log entry {seq} is corrupt: {reason}")]
+    Corrupt {
+        /// The entry (or snapshot) sequence.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A snapshot could not be encoded or decoded.
+    #[error("projection snapshot at seq {seq}: {reason}")]
+    Snapshot {
+        /// The snapshot's sequence.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An entry cannot be stored (e.g. a subject longer than 65,535 bytes).
+    #[error("cannot append event {id}: {reason}")]
+    Invalid {
+        /// The event.
+        id: EventId,
+        /// Why.
+        reason: String,
+    },
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for LogError {
+            fn from(e: $t) -> Self {
+                LogError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A projection state that can be folded over the log and snapshotted.
+///
+/// `apply` must be a pure function of the state and the entry (no clock, no I/O), so that a
+/// rebuild from the log gives exactly the live state.
+pub trait Fold: Default + Serialize + DeserializeOwned + PartialEq + Send + 'static {
+    /// Folds one log entry into the state.
+    fn apply(&mut self, seq: u64, envelope: &Envelope);
+}
+
+/// One stored log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its sequence (1-based, gapless).
+    pub seq: u64,
+    /// The subject it was published on.
+    pub subject: String,
+    /// The envelope bytes exactly as published (MessagePack).
+    pub envelope: Vec<u8>,
+    /// The previous entry's hash.
+    pub prev_hash: Hash,
+    /// This entry's hash.
+    pub hash: Hash,
+}
+
+/// The hash of an entry: `SHA-256(prev_hash || seq BE || subject_len u16 BE || subject || envelope)`.
+pub fn entry_hash(prev_hash: &Hash, seq: u64, subject: &str, envelope: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(prev_hash);
+    h.update(seq.to_be_bytes());
+    // Subjects are capped at u16::MAX on append; the cast cannot truncate for stored entries.
+    h.update((subject.len() as u16).to_be_bytes());
+    h.update(subject.as_bytes());
+    h.update(envelope);
+    h.finalize().into()
+}
+
+const ENTRY_HEADER: usize = HASH_LEN * 2 + 2;
+
+impl Entry {
+    /// The stored value: `prev_hash | hash | subject_len u16 BE | subject | envelope`.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_entry(&self.prev_hash, &self.hash, &self.subject, &self.envelope)
+    }
+
+    /// Parses a stored value.
+    pub fn decode(seq: u64, value: &[u8]) -> Result<Entry, LogError> {
+        let corrupt = |reason: &str| LogError::Corrupt {
+            seq,
+            reason: reason.to_owned(),
+        };
+        if value.len() < ENTRY_HEADER {
+            return Err(corrupt("shorter than the 66-byte header"));
+        }
+        let mut prev_hash = GENESIS_HASH;
+        prev_hash.copy_from_slice(&value[..HASH_LEN]);
+        let mut hash = GENESIS_HASH;
+        hash.copy_from_slice(&value[HASH_LEN..HASH_LEN * 2]);
+        let subject_len =
+            u16::from_be_bytes([value[HASH_LEN * 2], value[HASH_LEN * 2 + 1]]) as usize;
+        let rest = &value[ENTRY_HEADER..];
+        if rest.len() < subject_len {
+            return Err(corrupt("subject length runs past the end of the entry"));
+        }
+        let subject = std::str::from_utf8(&rest[..subject_len])
+            .map_err(|_| corrupt("subject is not UTF-8"))?
+            .to_owned();
+        Ok(Entry {
+            seq,
+            subject,
+            envelope: rest[subject_len..].to_vec(),
+            prev_hash,
+            hash,
+        })
+    }
+
+    /// The hash this entry should have, recomputed from its contents.
+    pub fn computed_hash(&self) -> Hash {
+        entry_hash(&self.prev_hash, self.seq, &self.subject, &self.envelope)
+    }
+
+    /// Decodes the envelope.
+    pub fn envelope(&self) -> Result<Envelope, LogError> {
+        fleetbus_schemas::decode(&self.envelope).map_err(|e| LogError::Corrupt {
+            seq: self.seq,
+            reason: format!("envelope does not decode: {e}"),
+        })
+    }
+}
+
+fn encode_entry(prev_hash: &Hash, hash: &Hash, subject: &str, envelope: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ENTRY_HEADER + subject.len() + envelope.len());
+    v.extend_from_slice(prev_hash);
+    v.extend_from_slice(hash);
+    v.extend_from_slice(&(subject.len() as u16).to_be_bytes());
+    v.extend_from_slice(subject.as_bytes());
+    v.extend_from_slice(envelope);
+    v
+}
+
+/// The log's last entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Its sequence; 0 for an empty log.
+    pub seq: u64,
+    /// Its hash; [`GENESIS_HASH`] for an empty log.
+    pub hash: Hash,
+    /// When the last transaction committed (ms since the epoch).
+    pub commit_ms: u64,
+}
+
+impl Head {
+    const EMPTY: Head = Head {
+        seq: 0,
+        hash: GENESIS_HASH,
+        commit_ms: 0,
+    };
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(48);
+        v.extend_from_slice(&self.seq.to_be_bytes());
+        v.extend_from_slice(&self.hash);
+        v.extend_from_slice(&self.commit_ms.to_be_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<Head, LogError> {
+        if v.len() != 48 {
+            return Err(LogError::Corrupt {
+                seq: 0,
+                reason: format!("head record is {} bytes, expected 48", v.len()),
+            });
+        }
+        let mut seq = [0; 8];
+        seq.copy_from_slice(&v[..8]);
+        let mut hash = GENESIS_HASH;
+        hash.copy_from_slice(&v[8..40]);
+        let mut ms = [0; 8];
+        ms.copy_from_slice(&v[40..48]);
+        Ok(Head {
+            seq: u64::from_be_bytes(seq),
+            hash,
+            commit_ms: u64::from_be_bytes(ms),
+        })
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// The subject it arrived on.
+    pub subject: String,
+    /// The payload as published.
+    pub bytes: bytes::Bytes,
+    /// The decoded payload.
+    pub envelope: Envelope,
+}
+
+/// What became of one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored under this new sequence.
+    New(u64),
+    /// Its id was already in the log, under this sequence; nothing was stored.
+    Duplicate(u64),
+}
+
+impl Appended {
+    /// The sequence the event lives under.
+    pub fn seq(self) -> u64 {
+        match self {
+            Appended::New(s) | Appended::Duplicate(s) => s,
+        }
+    }
+}
+
+/// The result of [`LogStore::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Entries checked.
+    pub entries: u64,
+    /// The head sequence as recorded.
+    pub head_seq: u64,
+    /// The head hash as recorded (hex).
+    pub head_hash: String,
+    /// The first entry that does not verify, if any.
+    pub first_bad: Option<BadEntry>,
+}
+
+impl VerifyReport {
+    /// `true` when every entry verified.
+    pub fn ok(&self) -> bool {
+        self.first_bad.is_none()
+    }
+}
+
+/// An entry that failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadEntry {
+    /// Its sequence.
+    pub seq: u64,
+    /// What mismatched.
+    pub problem: String,
+}
+
+/// The result of [`LogStore::rebuild`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RebuildReport {
+    /// Entries folded.
+    pub events: u64,
+    /// Wall time of the refold in seconds.
+    pub seconds: f64,
+    /// Stored snapshots compared with the refold at their sequence.
+    pub snapshots_compared: u64,
+    /// The sequence of the first stored snapshot that differs from the refold, if any.
+    pub first_difference: Option<u64>,
+    /// The sequence of the newest stored snapshot (the live state at the last clean shutdown
+    /// or periodic snapshot).
+    pub latest_snapshot: Option<u64>,
+}
+
+impl RebuildReport {
+    /// `true` when every stored snapshot equals the refold.
+    pub fn equal(&self) -> bool {
+        self.first_difference.is_none()
+    }
+}
+
+/// How a past state was computed (for measuring time travel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateAt {
+    /// The state is as of this sequence.
+    pub seq: u64,
+    /// The snapshot it started from (0: from the empty state).
+    pub snapshot_seq: u64,
+    /// Entries folded on top of the snapshot.
+    pub refolded: u64,
+}
+
+/// The event log file.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl LogStore {
+    /// Opens (or creates) the log file. Fails if another process has it open.
+    pub fn open(path: impl AsRef<Path>) -> Result<LogStore, LogError> {
+        let path = path.as_ref().to_owned();
+        let open_err = |reason: String| LogError::Open {
+            path: path.clone(),
+            reason,
+        };
+        let db = Database::builder()
+            .create(&path)
+            .map_err(|e| open_err(e.to_string()))?;
+        // Create every table once so readers never see "table does not exist".
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(ENTRIES)?;
+            txn.open_table(DEDUP)?;
+            txn.open_table(TIME_INDEX)?;
+            txn.open_table(SNAPSHOTS)?;
+            let mut meta = txn.open_table(META)?;
+            if meta.get(HEAD_KEY)?.is_none() {
+                meta.insert(HEAD_KEY, Head::EMPTY.encode().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(LogStore {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The head as recorded.
+    pub fn head(&self) -> Result<Head, LogError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        match meta.get(HEAD_KEY)? {
+            Some(v) => Head::decode(v.value()),
+            None => Ok(Head::EMPTY),
+        }
+    }
+
+    /// The sequence an event id was stored under, if it is in the log.
+    pub fn lookup(&self, id: EventId) -> Result<Option<u64>, LogError> {
+        let txn = self.db.begin_read()?;
+        let dedup = txn.open_table(DEDUP)?;
+        Ok(dedup.get(u128::from(id.0))?.map(|v| v.value()))
+    }
+
+    /// One entry.
+    pub fn entry(&self, seq: u64) -> Result<Option<Entry>, LogError> {
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        entries
+            .get(seq)?
+            .map(|v| Entry::decode(seq, v.value()))
+            .transpose()
+    }
+
+    /// Entries with `seq >= from_seq`, oldest first, from one consistent read snapshot.
+    pub fn export(&self, from_seq: u64) -> Result<Export, LogError> {
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        Ok(Export {
+            range: entries.range(from_seq..)?,
+            reverse: false,
+        })
+    }
+
+    /// Entries with `seq < before_seq`, newest first.
+    pub fn export_before(&self, before_seq: u64) -> Result<Export, LogError> {
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        Ok(Export {
+            range: entries.range(..before_seq)?,
+            reverse: true,
+        })
+    }
+
+    /// Number of stored entries.
+    pub fn len(&self) -> Result<u64, LogError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(ENTRIES)?.len()?)
+    }
+
+    /// `true` for an empty log.
+    pub fn is_empty(&self) -> Result<bool, LogError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The last sequence committed at or before `ms` (0 if none).
+    pub fn seq_at_time(&self, ms: u64) -> Result<u64, LogError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(TIME_INDEX)?;
+        let last = index.range(..=ms)?.next_back().transpose()?;
+        Ok(last.map(|(_, seq)| seq.value()).unwrap_or(0))
+    }
+
+    /// Walks the whole chain: gapless sequences from 1, each `prev_hash` equal to the previous
+    /// entry's hash, each hash recomputed, the head record equal to the last entry, and every
+    /// entry's event id in the dedup index. Stops at the first bad entry and names it.
+    pub fn verify(&self) -> Result<VerifyReport, LogError> {
+        let head = self.head()?;
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        let dedup = txn.open_table(DEDUP)?;
+        let mut expected_seq = 1u64;
+        let mut prev = GENESIS_HASH;
+        let mut checked = 0u64;
+        let report = |first_bad: Option<BadEntry>, checked| VerifyReport {
+            entries: checked,
+            head_seq: head.seq,
+            head_hash: hex::encode(head.hash),
+            first_bad,
+        };
+        for item in entries.range(1u64..)? {
+            let (k, v) = item?;
+            let seq = k.value();
+            let bad = |problem: String| Some(BadEntry { seq, problem });
+            if seq != expected_seq {
+                let missing = BadEntry {
+                    seq: expected_seq,
+                    problem: format!("entry missing: the next stored entry is {seq}"),
+                };
+                return Ok(report(Some(missing), checked));
+            }
+            let entry = match Entry::decode(seq, v.value()) {
+                Ok(e) => e,
+                Err(e) => return Ok(report(bad(e.to_string()), checked)),
+            };
+            if entry.prev_hash != prev {
+                return Ok(report(
+                    bad(format!(
+                        "prev_hash {} does not match entry {}'s hash {}",
+                        hex::encode(entry.prev_hash),
+                        seq - 1,
+                        hex::encode(prev)
+                    )),
+                    checked,
+                ));
+            }
+            let computed = entry.computed_hash();
+            if computed != entry.hash {
+                return Ok(report(
+                    bad(format!(
+                        "stored hash {} does not match the recomputed hash {} (subject or envelope bytes changed)",
+                        hex::encode(entry.hash),
+                        hex::encode(computed)
+                    )),
+                    checked,
+                ));
+            }
+            match entry.envelope() {
+                Ok(env) => {
+                    let indexed = dedup.get(u128::from(env.id.0))?.map(|g| g.value());
+                    if indexed != Some(seq) {
+                        return Ok(report(
+                            bad(format!(
+                                "event id {} is indexed under {indexed:?}, expected this entry",
+                                env.id
+                            )),
+                            checked,
+                        ));
+                    }
+                }
+                Err(e) => return Ok(report(bad(e.to_string()), checked)),
+            }
+            prev = entry.hash;
+            expected_seq += 1;
+            checked += 1;
+        }
+        let last = expected_seq - 1;
+        if head.seq != last || head.hash != prev {
+            let problem = format!(
+                "head record says seq {} hash {}, the chain ends at seq {last} hash {}",
+                head.seq,
+                hex::encode(head.hash),
+                hex::encode(prev)
+            );
+            return Ok(report(
+                Some(BadEntry {
+                    seq: head.seq.max(last),
+                    problem,
+                }),
+                checked,
+            ));
+        }
+        Ok(report(None, checked))
+    }
+
+    /// The state as of `seq` (clamped to the head): the nearest snapshot at or below it plus a
+    /// refold of the entries in between.
+    pub fn state_at<S: Fold>(&self, seq: u64) -> Result<(S, StateAt), LogError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let head = match meta.get(HEAD_KEY)? {
+            Some(v) => Head::decode(v.value())?,
+            None => Head::EMPTY,
+        };
+        let target = seq.min(head.seq);
+        let snapshots = txn.open_table(SNAPSHOTS)?;
+        let (mut state, snapshot_seq) = match snapshots.range(..=target)?.next_back().transpose()? {
+            Some((k, v)) => (decode_snapshot::<S>(k.value(), v.value())?, k.value()),
+            None => (S::default(), 0),
+        };
+        let entries = txn.open_table(ENTRIES)?;
+        let mut refolded = 0;
+        for item in entries.range(snapshot_seq + 1..=target)? {
+            let (k, v) = item?;
+            let entry = Entry::decode(k.value(), v.value())?;
+            state.apply(entry.seq, &entry.envelope()?);
+            refolded += 1;
+        }
+        Ok((
+            state,
+            StateAt {
+                seq: target,
+                snapshot_seq,
+                refolded,
+            },
+        ))
+    }
+
+    /// Refolds the whole log from the empty state and compares the refold with every stored
+    /// snapshot at its sequence (the newest one is the live state saved at the last clean
+    /// shutdown). Returns the report and the refolded state.
+    pub fn rebuild_as<S: Fold>(&self) -> Result<(RebuildReport, S), LogError> {
+        let started = Instant::now();
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        let snapshots = txn.open_table(SNAPSHOTS)?;
+        let mut snaps = snapshots.range(1u64..)?.peekable();
+        let mut state = S::default();
+        let mut events = 0u64;
+        let mut compared = 0u64;
+        let mut first_difference = None;
+        let mut latest_snapshot = None;
+        for item in entries.range(1u64..)? {
+            let (k, v) = item?;
+            let entry = Entry::decode(k.value(), v.value())?;
+            state.apply(entry.seq, &entry.envelope()?);
+            events += 1;
+            while let Some(Ok((sk, _))) = snaps.peek() {
+                let sseq = sk.value();
+                if sseq > entry.seq {
+                    break;
+                }
+                if let Some(Ok((sk, sv))) = snaps.next() {
+                    let sseq = sk.value();
+                    latest_snapshot = Some(sseq);
+                    if sseq == entry.seq {
+                        compared += 1;
+                        let stored: S = decode_snapshot(sseq, sv.value())?;
+                        if stored != state && first_difference.is_none() {
+                            first_difference = Some(sseq);
+                        }
+                    } else if first_difference.is_none() {
+                        // A snapshot for a sequence that has no entry cannot be checked.
+                        first_difference = Some(sseq);
+                    }
+                }
+            }
+        }
+        Ok((
+            RebuildReport {
+                events,
+                seconds: started.elapsed().as_secs_f64(),
+                snapshots_compared: compared,
+                first_difference,
+                latest_snapshot,
+            },
+            state,
+        ))
+    }
+
+    /// Reads the newest snapshot and refolds the entries after it: the state at the head.
+    pub fn load_latest<S: Fold>(&self) -> Result<(S, StateAt), LogError> {
+        self.state_at(u64::MAX)
+    }
+
+    /// Stores a snapshot of `state` at the current head (used at clean shutdown).
+    pub fn save_snapshot<S: Fold>(&self, state: &S) -> Result<u64, LogError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let seq;
+        {
+            let meta = txn.open_table(META)?;
+            let head = match meta.get(HEAD_KEY)? {
+                Some(v) => Head::decode(v.value())?,
+                None => Head::EMPTY,
+            };
+            seq = head.seq;
+            let bytes = encode_snapshot(seq, state)?;
+            txn.open_table(SNAPSHOTS)?.insert(seq, bytes.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(seq)
+    }
+
+    /// Appends a batch in one durable (fsync-ed) transaction: dedup by event id, hash chain,
+    /// time index, `state.apply` for every new entry, and a snapshot whenever a new entry's
+    /// sequence is a multiple of `snapshot_every` (0: never). On error nothing is stored, but
+    /// `state` may already contain some of the batch: the caller must reload it.
+    pub fn append_batch<S: Fold>(
+        &self,
+        batch: &[NewEntry],
+        state: &mut S,
+        snapshot_every: u64,
+    ) -> Result<(Vec<Appended>, Head), LogError> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let head;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut h = match meta.get(HEAD_KEY)? {
+                Some(v) => Head::decode(v.value())?,
+                None => Head::EMPTY,
+            };
+            let mut entries = txn.open_table(ENTRIES)?;
+            let mut dedup = txn.open_table(DEDUP)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS)?;
+            let before = h.seq;
+            for item in batch {
+                let id = u128::from(item.envelope.id.0);
+                if let Some(seq) = dedup.get(id)?.map(|g| g.value()) {
+                    out.push(Appended::Duplicate(seq));
+                    continue;
+                }
+                if item.subject.len() > u16::MAX as usize {
+                    return Err(LogError::Invalid {
+                        id: item.envelope.id,
+                        reason: format!("subject is {} bytes, at most 65535", item.subject.len()),
+                    });
+                }
+                let seq = h.seq + 1;
+                let hash = entry_hash(&h.hash, seq, &item.subject, &item.bytes);
+                let value = encode_entry(&h.hash, &hash, &item.subject, &item.bytes);
+                entries.insert(seq, value.as_slice())?;
+                dedup.insert(id, seq)?;
+                state.apply(seq, &item.envelope);
+                if snapshot_every > 0 && seq % snapshot_every == 0 {
+                    let bytes = encode_snapshot(seq, state)?;
+                    snapshots.insert(seq, bytes.as_slice())?;
+                }
+                h.seq = seq;
+                h.hash = hash;
+                out.push(Appended::New(seq));
+            }
+            if h.seq != before {
+                h.commit_ms = now_ms().max(h.commit_ms);
+                txn.open_table(TIME_INDEX)?.insert(h.commit_ms, h.seq)?;
+                meta.insert(HEAD_KEY, h.encode().as_slice())?;
+            }
+            head = h;
+        }
+        txn.commit()?;
+        Ok((out, head))
+    }
+}
+
+fn encode_snapshot<S: Fold>(seq: u64, state: &S) -> Result<Vec<u8>, LogError> {
+    rmp_serde::to_vec_named(state).map_err(|e| LogError::Snapshot {
+        seq,
+        reason: e.to_string(),
+    })
+}
+
+fn decode_snapshot<S: Fold>(seq: u64, bytes: &[u8]) -> Result<S, LogError> {
+    rmp_serde::from_slice(bytes).map_err(|e| LogError::Snapshot {
+        seq,
+        reason: e.to_string(),
+    })
+}
+
+/// Log entries in sequence order (see [`LogStore::export`]).
+pub struct Export {
+    range: redb::Range<'static, u64, &'static [u8]>,
+    reverse: bool,
+}
+
+impl Iterator for Export {
+    type Item = Result<Entry, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = if self.reverse {
+            self.range.next_back()
+        } else {
+            self.range.next()
+        }?;
+        Some(
+            item.map_err(LogError::from)
+                .and_then(|(k, v)| Entry::decode(k.value(), v.value())),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

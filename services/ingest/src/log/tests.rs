@@ -1,0 +1,185 @@
+//! Model test: the redb log against an in-memory `Vec` under random appends, duplicates,
+//! snapshots and reopens.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use fleetbus_schemas::events::{AgentEvent, Event};
+use fleetbus_schemas::{Actor, AgentId};
+
+/// A fold that remembers every (seq, event id) it saw.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Seen {
+    ids: Vec<(u64, String)>,
+}
+
+impl Fold for Seen {
+    fn apply(&mut self, seq: u64, envelope: &Envelope) {
+        self.ids.push((seq, envelope.id.to_string()));
+    }
+}
+
+fn new_entry(id: EventId) -> NewEntry {
+    let agent = AgentId::new("web-1").expect("valid id");
+    let mut env = Envelope::new(
+        "test",
+        Actor::service("test"),
+        None,
+        Event::Agent(AgentEvent::Unblocked { agent }),
+    );
+    env.id = id;
+    let bytes = fleetbus_schemas::encode(&env).expect("encode");
+    NewEntry {
+        subject: env.subject(),
+        bytes: bytes.into(),
+        envelope: env,
+    }
+}
+
+#[test]
+fn log_matches_a_vec_model_under_random_appends_duplicates_and_reopens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.redb");
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let mut model: Vec<EventId> = Vec::new();
+    let mut store = LogStore::open(&path).expect("open");
+    let mut state = Seen::default();
+    for round in 0..60 {
+        match rng.gen_range(0..10) {
+            // Reopen, reloading the state from snapshot + tail, as after a crash.
+            0 => {
+                drop(store);
+                store = LogStore::open(&path).expect("reopen");
+                let (loaded, at) = store.load_latest::<Seen>().expect("load");
+                assert_eq!(at.seq, model.len() as u64, "round {round}");
+                assert_eq!(loaded, state, "round {round}: reloaded state differs");
+                state = loaded;
+            }
+            _ => {
+                let n = rng.gen_range(1..40);
+                let mut batch = Vec::new();
+                let mut expected = Vec::new();
+                let mut in_batch: Vec<EventId> = Vec::new();
+                for _ in 0..n {
+                    let dup = !model.is_empty() && rng.gen_bool(0.3);
+                    let id = if dup {
+                        model[rng.gen_range(0..model.len())]
+                    } else if !in_batch.is_empty() && rng.gen_bool(0.1) {
+                        in_batch[0]
+                    } else {
+                        EventId::new()
+                    };
+                    match model.iter().position(|m| *m == id) {
+                        Some(i) => expected.push(Appended::Duplicate(i as u64 + 1)),
+                        None => {
+                            model.push(id);
+                            in_batch.push(id);
+                            expected.push(Appended::New(model.len() as u64));
+                        }
+                    }
+                    batch.push(new_entry(id));
+                }
+                let (got, head) = store.append_batch(&batch, &mut state, 7).expect("append");
+                assert_eq!(got, expected, "round {round}");
+                assert_eq!(head.seq, model.len() as u64);
+                assert_eq!(store.head().expect("head"), head);
+            }
+        }
+    }
+    assert!(
+        model.len() > 100,
+        "the model test appended only {}",
+        model.len()
+    );
+    let stored: Vec<EventId> = store
+        .export(1)
+        .expect("export")
+        .map(|e| e.expect("entry").envelope().expect("env").id)
+        .collect();
+    assert_eq!(stored, model);
+    for (i, id) in model.iter().enumerate() {
+        assert_eq!(store.lookup(*id).expect("lookup"), Some(i as u64 + 1));
+    }
+    let report = store.verify().expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.entries, model.len() as u64);
+    let (rebuild, refolded) = store.rebuild_as::<Seen>().expect("rebuild");
+    assert!(rebuild.equal(), "{rebuild:?}");
+    assert!(rebuild.snapshots_compared >= model.len() as u64 / 7);
+    assert_eq!(refolded, state);
+    // Time travel to a past sequence equals the prefix of the model.
+    let mid = model.len() as u64 / 2 + 3;
+    let (past, at) = store.state_at::<Seen>(mid).expect("state_at");
+    assert_eq!(past.ids.len() as u64, mid);
+    assert!(at.refolded < 7, "{at:?}");
+    let backwards: Vec<u64> = store
+        .export_before(5)
+        .expect("export_before")
+        .map(|e| e.expect("entry").seq)
+        .collect();
+    assert_eq!(backwards, vec![4, 3, 2, 1]);
+}
+
+#[test]
+fn verify_names_a_changed_entry_and_a_broken_link() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.redb");
+    let store = LogStore::open(&path).expect("open");
+    let batch: Vec<NewEntry> = (0..10).map(|_| new_entry(EventId::new())).collect();
+    store
+        .append_batch(&batch, &mut Seen::default(), 0)
+        .expect("append");
+    assert!(store.verify().expect("verify").ok());
+    drop(store);
+
+    // Flip one byte of entry 6's envelope, writing the redb file directly.
+    {
+        let db = redb::Database::open(&path).expect("redb open");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut t = txn.open_table(tables::ENTRIES).expect("table");
+            let mut v = t.get(6).expect("get").expect("entry 6").value().to_vec();
+            let last = v.len() - 1;
+            v[last] ^= 0x01;
+            t.insert(6, v.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = LogStore::open(&path).expect("reopen");
+    let report = store.verify().expect("verify");
+    let bad = report.first_bad.expect("tampering detected");
+    assert_eq!(bad.seq, 6);
+    assert!(
+        bad.problem.contains("does not match the recomputed hash"),
+        "{}",
+        bad.problem
+    );
+}
+
+#[test]
+fn time_index_maps_instants_to_the_last_committed_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LogStore::open(dir.path().join("log.redb")).expect("open");
+    assert_eq!(store.seq_at_time(u64::MAX).expect("time"), 0);
+    let mut state = Seen::default();
+    store
+        .append_batch(&[new_entry(EventId::new())], &mut state, 0)
+        .expect("append");
+    let t1 = store.head().expect("head").commit_ms;
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    store
+        .append_batch(
+            &[new_entry(EventId::new()), new_entry(EventId::new())],
+            &mut state,
+            0,
+        )
+        .expect("append");
+    let t2 = store.head().expect("head").commit_ms;
+    assert!(t2 > t1);
+    assert_eq!(store.seq_at_time(t1 - 1).expect("time"), 0);
+    assert_eq!(store.seq_at_time(t1).expect("time"), 1);
+    assert_eq!(store.seq_at_time(t2 - 1).expect("time"), 1);
+    assert_eq!(store.seq_at_time(t2).expect("time"), 3);
+}

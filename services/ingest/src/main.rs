@@ -1,0 +1,45 @@
+//! `fleetbus-ingest`: parse config, init tracing, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The agent HTTP front door and keeper of the fleetbus event log.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Config file (TOML). Every key can be overridden with FLEETBUS_INGEST__<KEY>[__<SUB>].
+    #[arg(long, short, env = "FLEETBUS_INGEST_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = fleetbus_runtime::init_tracing(fleetbus_runtime::LogFormat::from_env()) {
+        eprintln!("fleetbus-ingest: {e}");
+        return ExitCode::from(2);
+    }
+    let config: fleetbus_ingest::Config =
+        match fleetbus_runtime::config::load(args.config.as_deref(), "ingest") {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("fleetbus-ingest: bad config: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    if let Err(e) = config.validate() {
+        eprintln!("fleetbus-ingest: bad config: {e}");
+        return ExitCode::from(2);
+    }
+    let shutdown = fleetbus_runtime::shutdown();
+    match fleetbus_ingest::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "ingest failed");
+            eprintln!("fleetbus-ingest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The state ingest folds in the writer, in commit order: the shared projections plus the little
+//! ingest itself needs to validate commands (the last desired config per agent).
+
+use std::collections::BTreeMap;
+
+use fleetbus_projections::Projections;
+use fleetbus_schemas::events::{ConfigEvent, Event};
+use fleetbus_schemas::{AgentId, Envelope};
+use serde::{Deserialize, Serialize};
+
+use crate::log::Fold;
+
+/// The last desired config set for an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// Monotonic version.
+    pub version: u64,
+    /// SHA-256 (hex) of the TOML text.
+    pub hash: String,
+}
+
+/// Everything ingest folds from the log. Snapshots store this whole value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The read models (`fleet.q.*` answers).
+    pub projections: Projections,
+    /// Desired config per agent (to number the next version).
+    pub desired: BTreeMap<AgentId, Desired>,
+}
+
+impl Fold for State {
+    fn apply(&mut self, seq: u64, envelope: &Envelope) {
+        self.projections.apply(seq, envelope);
+        if let Event::Config(ConfigEvent::DesiredSet {
+            agent,
+            version,
+            hash,
+            ..
+        }) = &envelope.event
+        {
+            self.desired.insert(
+                agent.clone(),
+                Desired {
+                    version: *version,
+                    hash: hash.clone(),
+                },
+            );
+        }
+    }
+}

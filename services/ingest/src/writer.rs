@@ -1,0 +1,117 @@
+//! The writer: one dedicated thread that owns appends to the log. It drains the channel into a
+//! batch (group commit: whatever arrived while the previous fsync ran, up to `max_batch`),
+//! appends and folds the batch in one durable transaction, then wakes the commit hub and hands
+//! the JetStream messages to the acker — so a message is acked only after its commit.
+
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use async_nats::jetstream;
+use tokio::sync::{mpsc, watch};
+
+use crate::hub::Hub;
+use crate::log::{Appended, Head, LogError, LogStore, NewEntry};
+use crate::metrics::Metrics;
+use crate::state::State;
+
+/// One event on its way into the log.
+#[derive(Debug)]
+pub struct Pending {
+    /// The entry.
+    pub entry: NewEntry,
+    /// The JetStream message to ack after the commit.
+    pub message: Option<jetstream::Message>,
+}
+
+/// Writer settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Most events per transaction.
+    pub max_batch: usize,
+    /// Snapshot the projections every this many entries (0: never).
+    pub snapshot_every: u64,
+}
+
+/// Handles the writer shares with the rest of the service.
+#[derive(Clone)]
+pub struct Shared {
+    /// The log.
+    pub store: LogStore,
+    /// The folded state, updated in commit order.
+    pub state: Arc<RwLock<State>>,
+    /// Commit waiters.
+    pub hub: Arc<Hub>,
+    /// The committed head.
+    pub head: watch::Receiver<Head>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// Read access to the state (a poisoned lock still holds a consistent committed state:
+    /// the writer exits the process path on any append error).
+    pub fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts the writer thread. It runs until every sender of `rx` is dropped, then returns.
+/// An append error stops it and is returned: the caller must stop the service (the in-memory
+/// state may hold part of the failed batch).
+pub fn spawn(
+    store: LogStore,
+    state: Arc<RwLock<State>>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    head_tx: watch::Sender<Head>,
+    mut rx: mpsc::Receiver<Pending>,
+    acks: mpsc::UnboundedSender<Vec<jetstream::Message>>,
+    config: WriterConfig,
+) -> std::io::Result<JoinHandle<Result<(), LogError>>> {
+    std::thread::Builder::new()
+        .name("ingest-writer".into())
+        .spawn(move || {
+            let max = config.max_batch.max(1);
+            let mut entries = Vec::with_capacity(max);
+            while let Some(first) = rx.blocking_recv() {
+                entries.clear();
+                let mut batch_messages = Vec::with_capacity(max.min(64));
+                let mut push = |p: Pending, entries: &mut Vec<NewEntry>| {
+                    entries.push(p.entry);
+                    if let Some(m) = p.message {
+                        batch_messages.push(m);
+                    }
+                };
+                push(first, &mut entries);
+                while entries.len() < max {
+                    match rx.try_recv() {
+                        Ok(p) => push(p, &mut entries),
+                        Err(_) => break,
+                    }
+                }
+                let started = Instant::now();
+                let result = {
+                    let mut guard = state.write().unwrap_or_else(|p| p.into_inner());
+                    store.append_batch(&entries, &mut *guard, config.snapshot_every)
+                };
+                let (outcomes, head) = match result {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        tracing::error!(error = %e, batch = entries.len(), "log append failed; stopping the writer");
+                        return Err(e);
+                    }
+                };
+                let appended = outcomes.iter().filter(|o| matches!(o, Appended::New(_))).count();
+                metrics.record_commit(appended as u64, (outcomes.len() - appended) as u64, started.elapsed());
+                tracing::trace!(batch = entries.len(), appended, head = head.seq,
+                    commit_us = started.elapsed().as_micros() as u64, "batch committed");
+                hub.notify(entries.iter().map(|e| e.envelope.id).zip(outcomes.iter().copied()));
+                head_tx.send_replace(head);
+                if !batch_messages.is_empty() && acks.send(batch_messages).is_err() {
+                    tracing::warn!("acker is gone; committed messages will be redelivered and deduplicated");
+                }
+            }
+            Ok(())
+        })
+}
