@@ -31,6 +31,16 @@ pub const INGEST_SECRETS: &str = "ingest-secrets";
 /// Object store buckets ingest may create and use (stream `OBJ_<bucket>`).
 pub const OBJECT_BUCKETS: [&str; 2] = ["snapshots", "assets"];
 
+/// Names of the durable consumers [`definitions`] puts on `stream` (owned by one service each).
+pub fn durable_names(stream: &str) -> Vec<String> {
+    definitions(&Retention::default(), 1)
+        .consumers
+        .into_iter()
+        .filter(|c| c.stream == stream)
+        .map(|c| c.name().to_owned())
+        .collect()
+}
+
 /// JetStream's duplicate window for the streams fed with `Nats-Msg-Id`.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 

@@ -163,6 +163,25 @@ fn js_read_stream(stream: &str) -> Vec<String> {
     ]
 }
 
+/// Denials that keep a reader of `stream` away from the durable consumers other services own:
+/// with the generic create/next/ack rules above, a reader could otherwise pull or ack
+/// ingest's `ingest-events` messages (so ingest would never see them) or redefine the consumer.
+fn js_protect_durables(stream: &str) -> Vec<String> {
+    crate::streams::durable_names(stream)
+        .into_iter()
+        .flat_map(|d| {
+            [
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{d}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{d}.>"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{d}"),
+                format!("$JS.API.CONSUMER.DELETE.{stream}.{d}"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{d}"),
+                format!("$JS.ACK.{stream}.{d}.>"),
+            ]
+        })
+        .collect()
+}
+
 /// Publish subjects needed to consume from an existing durable consumer (and to create it with
 /// the definition's name if it is missing).
 fn js_consume_durable(stream: &str, consumer: &str) -> Vec<String> {
@@ -256,6 +275,7 @@ fn permissions(role: Role) -> Permissions {
             subscribe.add("fleet.evt.>");
             publish.extend(area_consumer(CommandArea::Job));
             publish.extend(js_read_stream(OUTPUT_STREAM));
+            publish_deny.extend(js_protect_durables(OUTPUT_STREAM));
         }
         Role::Scheduler => {
             publish
@@ -289,10 +309,13 @@ fn permissions(role: Role) -> Permissions {
             subscribe.add("fleet.evt.>").add("fleet.out.>");
             publish.extend(js_read_stream(EVENTS_STREAM));
             publish.extend(js_read_stream(OUTPUT_STREAM));
+            publish_deny.extend(js_protect_durables(EVENTS_STREAM));
+            publish_deny.extend(js_protect_durables(OUTPUT_STREAM));
         }
         Role::Tap => {
             subscribe.add("fleet.evt.>");
             publish.extend(js_read_stream(EVENTS_STREAM));
+            publish_deny.extend(js_protect_durables(EVENTS_STREAM));
             // Belt and braces: even if an allow rule above is widened by mistake, tap never
             // writes to the bus, never sees secrets or commands, never joins query traffic.
             publish_deny.add("fleet.>");

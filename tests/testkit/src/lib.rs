@@ -7,7 +7,7 @@
 pub mod nats;
 pub mod sshd;
 
-pub use nats::{NatsCluster, NatsServer};
+pub use nats::{NatsCluster, NatsServer, ServerErrors};
 
 use std::future::Future;
 use std::net::TcpListener;

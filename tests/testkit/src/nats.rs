@@ -11,6 +11,10 @@ use fleetbus_bus_config::{Credentials, Report, Retention, Role};
 use fleetbus_runtime::nats::NatsConfig;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
 use crate::free_port;
 
 /// How long a server may take to accept connections before the test fails.
@@ -70,6 +74,85 @@ fn stop_child(child: &mut Option<Child>) {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+/// Errors the server sent to one client (`-ERR` lines such as
+/// `permissions violation for publish to "fleet.cmd.x"`), collected for assertions.
+#[derive(Clone, Default)]
+pub struct ServerErrors {
+    seen: Arc<Mutex<Vec<String>>>,
+    notify: Arc<Notify>,
+}
+
+impl ServerErrors {
+    fn push(&self, e: String) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(e);
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Every error so far.
+    pub fn all(&self) -> Vec<String> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// `true` if an error containing `needle` was seen.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.all().iter().any(|e| e.contains(needle))
+    }
+
+    /// `true` if the server reported a permissions violation naming `subject` (publish or
+    /// subscribe).
+    pub fn has_violation(&self, subject: &str) -> bool {
+        let quoted = format!("\"{subject}\"");
+        self.all()
+            .iter()
+            .any(|e| e.to_lowercase().contains("permissions violation") && e.contains(&quoted))
+    }
+
+    /// Wait until [`ServerErrors::has_violation`] holds (returns at once if it does already).
+    pub async fn wait_violation(&self, subject: &str) {
+        loop {
+            let notified = self.notify.notified();
+            if self.has_violation(subject) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Connect like `fleetbus_runtime::nats::connect` (NKey, per-role inbox prefix), but also
+/// collect the server's `-ERR` messages so tests can see permission violations.
+pub async fn connect_with_errors(config: &NatsConfig) -> (async_nats::Client, ServerErrors) {
+    let role = config.role().unwrap_or_else(|e| panic!("{e}"));
+    let seed = fleetbus_bus_config::conf::load_seed(&config.seed_file())
+        .and_then(|k| {
+            k.seed()
+                .map_err(|e| fleetbus_bus_config::BusConfigError::Seed {
+                    path: config.seed_file(),
+                    reason: e.to_string(),
+                })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let errors = ServerErrors::default();
+    let sink = errors.clone();
+    let client = async_nats::ConnectOptions::with_nkey(seed)
+        .name(format!("fleetbus-test-{}", role.name()))
+        .custom_inbox_prefix(role.inbox_prefix())
+        .event_callback(move |event| {
+            let sink = sink.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    sink.push(e.to_string());
+                }
+            }
+        })
+        .connect(config.url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("test client connect as {role} failed: {e}"));
+    (client, errors)
 }
 
 async fn connect(config: &NatsConfig) -> async_nats::Client {
@@ -169,6 +252,11 @@ impl NatsServer {
     /// A client connected as `role` (through `fleetbus_runtime::nats::connect`).
     pub async fn client(&self, role: Role) -> async_nats::Client {
         connect(&self.nats_config(role)).await
+    }
+
+    /// A client connected as `role` that also records the server's `-ERR` messages.
+    pub async fn client_with_errors(&self, role: Role) -> (async_nats::Client, ServerErrors) {
+        connect_with_errors(&self.nats_config(role)).await
     }
 
     /// Apply bus-config's stream and consumer definitions (default retention, R1) as admin.

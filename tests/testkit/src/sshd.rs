@@ -186,7 +186,9 @@ impl KeyPair {
         let path_str = path.to_string_lossy();
         run(
             "ssh-keygen",
-            &["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", &path_str],
+            &[
+                "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", &path_str,
+            ],
         )?;
         Ok(KeyPair {
             private: path.to_path_buf(),
@@ -333,10 +335,8 @@ impl Sshd {
         let (client_key, authorized_key) = match &opts.authorized_key {
             Some(p) => (None, p.clone()),
             None => {
-                let k = KeyPair::generate(
-                    &dir.path().join("client_ed25519"),
-                    "fleetbus-test-client",
-                )?;
+                let k =
+                    KeyPair::generate(&dir.path().join("client_ed25519"), "fleetbus-test-client")?;
                 let public = k.public.clone();
                 (Some(k), public)
             }
@@ -426,6 +426,21 @@ impl Sshd {
     pub fn restart(&mut self) -> Result<(), SshdError> {
         self.kill();
         self.spawn()
+    }
+
+    /// Kills (SIGKILL) every process descended from the listening sshd — the per-connection sshd
+    /// processes and the commands they run — while the listener stays up: a dropped connection
+    /// as the client sees it.
+    pub fn kill_sessions(&self) -> usize {
+        let Some(root) = self.pid() else { return 0 };
+        let victims = descendants(root);
+        for pid in &victims {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+        victims.len()
     }
 
     /// The pid of the listening sshd, while it runs.
@@ -591,6 +606,66 @@ impl Sshd {
     }
 }
 
+/// The pids of every process whose parent chain leads to `root` (from `/proc/*/stat`).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // The command name is in parentheses and may contain spaces: parse after the last ')'.
+            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            if let Some(ppid) = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Live processes (not zombies) whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let zombie = fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rfind(')')
+                        .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+            let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if !zombie && cmdline.contains(needle) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
 fn tail(s: &str, n: usize) -> String {
     let start = s.len().saturating_sub(n);
     let mut i = start;
@@ -623,7 +698,9 @@ pub struct RunitHost {
 
 impl std::fmt::Debug for RunitHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunitHost").field("root", &self.root).finish()
+        f.debug_struct("RunitHost")
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -826,7 +903,8 @@ impl SudoersFile {
 
 /// Checks sudoers text with `visudo -cf` (without installing it).
 pub fn validate_sudoers(content: &str) -> Result<(), SshdError> {
-    let mut f = tempfile::NamedTempFile::new().map_err(io_err("sudoers temp", Path::new("/tmp")))?;
+    let mut f =
+        tempfile::NamedTempFile::new().map_err(io_err("sudoers temp", Path::new("/tmp")))?;
     f.write_all(content.as_bytes())
         .map_err(io_err("sudoers temp", Path::new("/tmp")))?;
     run("visudo", &["-cf", &f.path().to_string_lossy()]).map(|_| ())
