@@ -11,8 +11,8 @@ use crate::AgentError;
 /// How ingest answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// Stored durably (2xx).
-    Accepted,
+    /// Stored durably (2xx), with ingest's reply when it could be read.
+    Accepted(Option<wire::SubmitReply>),
     /// Try again later: ingest unreachable, timed out, 5xx or 429 (flood control).
     Retry(String),
     /// Refused for good (any other 4xx): the request itself is wrong, sending it again will not
@@ -74,7 +74,11 @@ impl IngestClient {
         };
         let status = response.status();
         if status.is_success() {
-            return Delivery::Accepted;
+            let reply = response.json::<wire::SubmitReply>().await.ok();
+            if reply.as_ref().is_some_and(|r| r.blocked) {
+                tracing::warn!(agent = %self.agent, "ingest says this agent is blocked; reports are stored but raise no notifications");
+            }
+            return Delivery::Accepted(reply);
         }
         let mut reason = response.text().await.unwrap_or_default();
         reason.truncate(reason.floor_char_boundary_compat(1000));
@@ -90,7 +94,7 @@ impl IngestClient {
 
     /// Sends one report.
     pub async fn send_report(&self, report: &wire::ReportPush) -> Delivery {
-        self.post(wire::REPORTS_PATH, report).await
+        self.post(wire::REPORT_PATH, report).await
     }
 
     /// Sends several reports, oldest first, in one request.
@@ -104,7 +108,12 @@ impl IngestClient {
 
     /// Sends one notice.
     pub async fn send_notice(&self, notice: &wire::NoticePush) -> Delivery {
-        self.post(wire::EVENTS_PATH, notice).await
+        #[derive(Serialize)]
+        struct Notices<'a> {
+            events: [&'a wire::NoticePush; 1],
+        }
+        self.post(wire::EVENTS_PATH, &Notices { events: [notice] })
+            .await
     }
 }
 

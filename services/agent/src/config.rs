@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! version = 1
-//! ingest_url = "http://127.0.0.1:8440"
+//! ingest_url = "http://127.0.0.1:8470"
 //! agent = "web-1"
 //! host = "web-1"
 //! key_file = "/etc/fleetbus/agent.key"   # mode 0600, written by `fleetctl agent add --key-file`
@@ -102,7 +102,7 @@ pub struct AgentConfig {
 }
 
 fn default_ingest_url() -> String {
-    "http://127.0.0.1:8440".into()
+    "http://127.0.0.1:8470".into()
 }
 fn default_interval() -> u64 {
     10
@@ -159,10 +159,11 @@ impl AgentConfig {
                 format!("is {}, expected 1..=86400", self.interval_secs),
             );
         }
-        if self.batch_max == 0 || self.batch_max > 1000 {
+        // Ingest takes at most 500 reports per batch request.
+        if self.batch_max == 0 || self.batch_max > 500 {
             return invalid(
                 "batch_max",
-                format!("is {}, expected 1..=1000", self.batch_max),
+                format!("is {}, expected 1..=500", self.batch_max),
             );
         }
         if self.request_timeout_secs == 0 {
@@ -237,7 +238,7 @@ key_file = \"/k\"\nbuffer_dir = \"/b\"\n";
         let dir = tempfile::tempdir().unwrap();
         let c = AgentConfig::load(Some(&write(dir.path(), MINIMAL))).unwrap();
         assert_eq!(c.interval_secs, 10);
-        assert_eq!(c.ingest_url, "http://127.0.0.1:8440");
+        assert_eq!(c.ingest_url, "http://127.0.0.1:8470");
         assert!(c.services.is_empty());
     }
 

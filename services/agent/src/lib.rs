@@ -196,7 +196,7 @@ impl Agent {
         let mut outcome = RoundOutcome::default();
         if self.buffer.is_empty() {
             match self.client.send_report(&report).await {
-                Delivery::Accepted => {
+                Delivery::Accepted(_) => {
                     tracing::debug!(report_id = %report.id, "report delivered");
                     outcome.delivered = 1;
                     return Ok(outcome);
@@ -237,7 +237,7 @@ impl Agent {
             }
             let ids: Vec<EventId> = batch.iter().map(|r| r.id).collect();
             match self.client.send_batch(&batch).await {
-                Delivery::Accepted => {
+                Delivery::Accepted(_) => {
                     self.buffer.remove(&ids).await?;
                     outcome.delivered += ids.len();
                     tracing::info!(
@@ -381,7 +381,7 @@ pub async fn raise(config: AgentConfig, args: NoticeArgs) -> Result<EventId, Age
         },
     };
     match client.send_notice(&push).await {
-        Delivery::Accepted => Ok(push.id),
+        Delivery::Accepted(_) => Ok(push.id),
         Delivery::Rejected { status, reason } => Err(AgentError::Rejected {
             what: "event",
             status,

@@ -10,7 +10,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use fleetbus_agent::wire::{NoticePush, ReportBatch, ReportPush};
+use fleetbus_agent::wire::{NoticeBatch, NoticePush, ReportBatch, ReportPush};
 use fleetbus_agent::{Agent, AgentConfig};
 use fleetbus_schemas::EventId;
 
@@ -85,11 +85,11 @@ async fn batch(
 
 async fn notice(
     State(r): State<Receiver>,
-    Json(n): Json<NoticePush>,
+    Json(n): Json<NoticeBatch>,
 ) -> Result<StatusCode, (StatusCode, String)> {
     let status = answer(&r)?;
     if let Ok(mut s) = r.seen.lock() {
-        s.notices.push(n);
+        s.notices.extend(n.events);
     }
     Ok(status)
 }
@@ -101,8 +101,8 @@ struct Running {
 
 async fn start_receiver(port: u16, receiver: Receiver) -> Running {
     let app = Router::new()
-        .route("/v1/agents/{agent}/reports", post(one))
-        .route("/v1/agents/{agent}/reports/batch", post(batch))
+        .route("/v1/agents/{agent}/report", post(one))
+        .route("/v1/agents/{agent}/reports", post(batch))
         .route("/v1/agents/{agent}/events", post(notice))
         .with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
