@@ -1,0 +1,285 @@
+//! The web service's private cache of what no query model answers: jobs, saved tasks,
+//! schedules and the notification log. A pure fold of the EVENTS stream, rebuilt on start.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use fleetbus_schemas::commands::job::TaskSpec;
+use fleetbus_schemas::events::job::{JobOutcome, JobRequest, RunType};
+use fleetbus_schemas::events::schedule::ScheduleSpec;
+use fleetbus_schemas::events::{JobEvent, ScheduleEvent};
+use fleetbus_schemas::{CommandId, Envelope, Event, HostId, JobId, ScheduleId, TaskId};
+
+/// Jobs kept in memory (oldest dropped first).
+pub const MAX_JOBS: usize = 5_000;
+/// Notification log entries kept in memory.
+pub const MAX_NOTIFICATIONS: usize = 1_000;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobPhase {
+    /// Accepted, waiting for a slot.
+    Queued,
+    /// Running on its host.
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Failed.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl JobPhase {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+    /// True once the job cannot change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// One job as the dashboard shows it.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    /// The job.
+    pub job: JobId,
+    /// Its host.
+    pub host: HostId,
+    /// Kind of work.
+    pub run_type: RunType,
+    /// One line for people.
+    pub summary: String,
+    /// What it runs.
+    pub request: JobRequest,
+    /// Phase.
+    pub phase: JobPhase,
+    /// Current batch step, total and command line.
+    pub step: Option<(u32, u32, String)>,
+    /// Output size so far.
+    pub output_bytes: u64,
+    /// How it ended.
+    pub outcome: Option<JobOutcome>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// Who asked.
+    pub actor: String,
+    /// The command that started it.
+    pub causation: Option<CommandId>,
+    /// When it was scheduled.
+    pub scheduled_at: DateTime<Utc>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Log sequence of its first event.
+    pub seq: u64,
+}
+
+/// A schedule and whether it is paused.
+#[derive(Debug, Clone)]
+pub struct ScheduleRecord {
+    /// Its definition.
+    pub spec: ScheduleSpec,
+    /// Paused?
+    pub paused: bool,
+    /// The last slot fired.
+    pub last_fired: Option<DateTime<Utc>>,
+}
+
+/// One line of the notification log.
+#[derive(Debug, Clone)]
+pub struct NotificationLine {
+    /// Log sequence.
+    pub seq: u64,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// `sent`, `failed`, `suppressed`, …
+    pub kind: String,
+    /// The event body as JSON (no credential material: notification events are public).
+    pub detail: serde_json::Value,
+}
+
+/// The fold.
+#[derive(Debug, Default)]
+pub struct WebFold {
+    /// Jobs by id (ULIDs sort by creation time).
+    pub jobs: BTreeMap<JobId, JobRecord>,
+    /// Saved tasks.
+    pub tasks: BTreeMap<TaskId, TaskSpec>,
+    /// Schedules.
+    pub schedules: BTreeMap<ScheduleId, ScheduleRecord>,
+    /// Notification decisions, newest last.
+    pub notifications: VecDeque<NotificationLine>,
+    /// The shared projections (fleet status, alerts, counts, registry without credentials),
+    /// folded from the same events ingest folds, so they give the same answers and alert ids.
+    pub proj: fleetbus_projections::Projections,
+}
+
+impl WebFold {
+    /// Applies one event.
+    pub fn apply(&mut self, seq: u64, env: &Envelope) {
+        self.proj.apply(seq, env);
+        match &env.event {
+            Event::Job(e) => self.apply_job(seq, env, e),
+            Event::Schedule(e) => self.apply_schedule(e),
+            Event::Notification(e) => {
+                if self.notifications.len() >= MAX_NOTIFICATIONS {
+                    self.notifications.pop_front();
+                }
+                let body = serde_json::to_value(e).unwrap_or_default();
+                self.notifications.push_back(NotificationLine {
+                    seq,
+                    time: env.time,
+                    kind: body["type"].as_str().unwrap_or("").to_owned(),
+                    detail: body["data"].clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_job(&mut self, seq: u64, env: &Envelope, event: &JobEvent) {
+        match event {
+            JobEvent::TaskSaved(spec) => {
+                self.tasks.insert(spec.task.clone(), spec.clone());
+                return;
+            }
+            JobEvent::TaskDeleted { task } => {
+                self.tasks.remove(task);
+                return;
+            }
+            JobEvent::Scheduled {
+                job,
+                host,
+                run_type,
+                summary,
+                request,
+                ..
+            } => {
+                if self.jobs.len() >= MAX_JOBS {
+                    if let Some(oldest) = self.jobs.keys().next().copied() {
+                        self.jobs.remove(&oldest);
+                    }
+                }
+                self.jobs.insert(
+                    *job,
+                    JobRecord {
+                        job: *job,
+                        host: host.clone(),
+                        run_type: *run_type,
+                        summary: summary.clone(),
+                        request: request.clone(),
+                        phase: JobPhase::Queued,
+                        step: None,
+                        output_bytes: 0,
+                        outcome: None,
+                        reason: None,
+                        actor: env.actor.name.clone(),
+                        causation: env.causation,
+                        scheduled_at: env.time,
+                        started_at: None,
+                        finished_at: None,
+                        seq,
+                    },
+                );
+                return;
+            }
+            _ => {}
+        }
+        let Some(record) = event.job().and_then(|id| self.jobs.get_mut(&id)) else {
+            return;
+        };
+        match event {
+            JobEvent::Started { .. } => {
+                record.phase = JobPhase::Running;
+                record.started_at = Some(env.time);
+            }
+            JobEvent::Progress {
+                step,
+                total,
+                message,
+                ..
+            } => record.step = Some((*step, *total, message.clone())),
+            JobEvent::OutputSize { bytes, .. } => record.output_bytes = *bytes,
+            JobEvent::Succeeded { outcome, .. } => {
+                record.phase = JobPhase::Succeeded;
+                record.output_bytes = outcome.output_bytes;
+                record.outcome = Some(outcome.clone());
+                record.finished_at = Some(env.time);
+            }
+            JobEvent::Failed {
+                outcome, reason, ..
+            } => {
+                record.phase = JobPhase::Failed;
+                record.output_bytes = outcome.output_bytes;
+                record.outcome = Some(outcome.clone());
+                record.reason = Some(reason.clone());
+                record.finished_at = Some(env.time);
+            }
+            JobEvent::Cancelled { outcome, .. } => {
+                record.phase = JobPhase::Cancelled;
+                record.output_bytes = outcome.output_bytes;
+                record.outcome = Some(outcome.clone());
+                record.finished_at = Some(env.time);
+            }
+            JobEvent::Restarted { rerun, reason, .. } => {
+                if *rerun {
+                    record.phase = JobPhase::Queued;
+                } else {
+                    record.phase = JobPhase::Failed;
+                    record.reason = Some(reason.clone());
+                    record.finished_at = Some(env.time);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_schedule(&mut self, event: &ScheduleEvent) {
+        match event {
+            ScheduleEvent::Created(spec) | ScheduleEvent::Updated(spec) => {
+                let paused = self
+                    .schedules
+                    .get(&spec.schedule)
+                    .is_some_and(|s| s.paused);
+                let last_fired = self.schedules.get(&spec.schedule).and_then(|s| s.last_fired);
+                self.schedules.insert(
+                    spec.schedule.clone(),
+                    ScheduleRecord {
+                        spec: spec.clone(),
+                        paused,
+                        last_fired,
+                    },
+                );
+            }
+            ScheduleEvent::Paused { schedule } => {
+                if let Some(s) = self.schedules.get_mut(schedule) {
+                    s.paused = true;
+                }
+            }
+            ScheduleEvent::Resumed { schedule } => {
+                if let Some(s) = self.schedules.get_mut(schedule) {
+                    s.paused = false;
+                }
+            }
+            ScheduleEvent::Deleted { schedule } => {
+                self.schedules.remove(schedule);
+            }
+            ScheduleEvent::Fired { schedule, slot, .. } => {
+                if let Some(s) = self.schedules.get_mut(schedule) {
+                    s.last_fired = Some(*slot);
+                }
+            }
+            _ => {}
+        }
+    }
+}

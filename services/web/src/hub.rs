@@ -1,0 +1,341 @@
+//! The event hub: one ordered JetStream consumer over the EVENTS stream feeds
+//! - the live stream (SSE) with a ring buffer for `Last-Event-ID` resume,
+//! - waiters for the outcome of commands this service published (matched by causation id),
+//! - a private, rebuildable fold of what no query model answers (jobs, tasks, schedules,
+//!   notifications).
+//!
+//! The SSE id of an event is its EVENTS stream sequence, so a reconnect resumes exactly.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use fleetbus_schemas::events::SystemEvent;
+use fleetbus_schemas::subjects::EVENTS_STREAM;
+use fleetbus_schemas::{CommandId, Envelope, Event};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::fold::WebFold;
+
+/// One event as the web service passes it on.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// EVENTS stream sequence (= the log order ingest commits in).
+    pub seq: u64,
+    /// The event.
+    pub env: Envelope,
+    /// The JSON sent to SSE clients.
+    pub data: String,
+    /// The host it is about, if any (for filtering).
+    pub host: Option<String>,
+    /// The job it is about, if any.
+    pub job: Option<String>,
+}
+
+impl LiveEvent {
+    /// Builds the SSE payload once.
+    pub fn new(seq: u64, env: Envelope) -> LiveEvent {
+        let body = serde_json::to_value(&env.event).unwrap_or(Value::Null);
+        let data_field = &body["body"]["data"];
+        let host = find_str(data_field, &["host"]).or_else(|| {
+            // Service keys are `host:service` in entity tokens.
+            (env.event.domain() == "service")
+                .then(|| env.event.entity().split(':').next().map(str::to_owned))
+                .flatten()
+        });
+        let service = find_str(data_field, &["service", "name"]).filter(|_| {
+            matches!(env.event.domain(), "service" | "agent" | "alert" | "job")
+        });
+        let job = match &env.event {
+            Event::Job(j) => j.job().map(|j| j.to_string()),
+            _ => None,
+        };
+        let severity = find_str(data_field, &["severity"]);
+        let summary = summarize(&env, data_field);
+        let data = json!({
+            "seq": seq,
+            "id": env.id.to_string(),
+            "time": env.time.to_rfc3339(),
+            "subject": env.subject(),
+            "domain": env.event.domain(),
+            "type": env.event.type_name(),
+            "entity": env.event.entity(),
+            "actor": env.actor.name,
+            "causation": env.causation.map(|c| c.to_string()),
+            "host": host,
+            "service": service,
+            "job": job,
+            "severity": severity,
+            "summary": summary,
+        })
+        .to_string();
+        LiveEvent {
+            seq,
+            env,
+            data,
+            host,
+            job,
+        }
+    }
+}
+
+fn find_str(v: &Value, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| match v.get(*k) {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+/// A one-line description from whatever human text the event carries.
+pub fn summarize(env: &Envelope, data: &Value) -> String {
+    let mut text = format!("{}.{} {}", env.event.domain(), env.event.type_name(), env.event.entity());
+    if let Some(extra) = find_str(data, &["summary", "message", "reason", "kind"]) {
+        text.push_str(" — ");
+        text.extend(extra.chars().take(300));
+    } else if let Some(Value::String(state)) = data.get("status").and_then(|s| s.get("state")) {
+        text.push_str(" — ");
+        text.push_str(state);
+    }
+    text
+}
+
+/// The hub. Cheap to share (`Arc`).
+pub struct Hub {
+    ring: RwLock<VecDeque<Arc<LiveEvent>>>,
+    capacity: usize,
+    tx: broadcast::Sender<Arc<LiveEvent>>,
+    waiters: Mutex<HashMap<CommandId, mpsc::UnboundedSender<Arc<LiveEvent>>>>,
+    fold: RwLock<WebFold>,
+    last_seq: AtomicU64,
+    caught_up: AtomicBool,
+    consuming: AtomicBool,
+}
+
+impl Hub {
+    /// An empty hub keeping `capacity` recent events.
+    pub fn new(capacity: usize) -> Arc<Hub> {
+        let (tx, _) = broadcast::channel(4096);
+        Arc::new(Hub {
+            ring: RwLock::new(VecDeque::with_capacity(capacity.min(65_536))),
+            capacity,
+            tx,
+            waiters: Mutex::new(HashMap::new()),
+            fold: RwLock::new(WebFold::default()),
+            last_seq: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
+            consuming: AtomicBool::new(false),
+        })
+    }
+
+    /// Sequence of the last event seen.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// True once the consumer has read everything that was in the stream at start.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// True while the consumer is attached to the stream.
+    pub fn consuming(&self) -> bool {
+        self.consuming.load(Ordering::Acquire)
+    }
+
+    /// A receiver of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.tx.subscribe()
+    }
+
+    /// Events with a sequence above `after` still in memory, and whether memory reaches back
+    /// that far (if not, the caller replays the gap from JetStream).
+    pub fn since(&self, after: u64) -> (Vec<Arc<LiveEvent>>, bool) {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let complete = match ring.front() {
+            Some(first) => first.seq <= after + 1,
+            None => after >= self.last_seq(),
+        };
+        let events = ring.iter().filter(|e| e.seq > after).cloned().collect();
+        (events, complete)
+    }
+
+    /// Reads the private fold.
+    pub fn read_fold<T>(&self, f: impl FnOnce(&WebFold) -> T) -> T {
+        let fold = self.fold.read().unwrap_or_else(|e| e.into_inner());
+        f(&fold)
+    }
+
+    /// Registers interest in the events caused by a command (before publishing it).
+    pub fn wait_for(&self, id: CommandId) -> mpsc::UnboundedReceiver<Arc<LiveEvent>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        rx
+    }
+
+    /// Drops interest in a command.
+    pub fn forget(&self, id: CommandId) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Feeds one event (from the consumer, or from tests).
+    pub fn push(&self, seq: u64, env: Envelope) {
+        if seq <= self.last_seq() {
+            return;
+        }
+        let event = Arc::new(LiveEvent::new(seq, env));
+        self.fold
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(seq, &event.env);
+        {
+            let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+            if ring.len() >= self.capacity {
+                ring.pop_front();
+            }
+            ring.push_back(event.clone());
+        }
+        self.last_seq.store(seq, Ordering::Release);
+        let cause = match &event.env.event {
+            Event::System(SystemEvent::CommandRejected {
+                command: Some(id), ..
+            }) => Some(*id),
+            _ => event.env.causation,
+        };
+        if let Some(id) = cause {
+            let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = waiters.get(&id) {
+                let _ = tx.send(event.clone());
+            }
+        }
+        // No receivers is fine.
+        let _ = self.tx.send(event);
+    }
+
+    /// Consumes the EVENTS stream from the start until shutdown, re-attaching on errors.
+    pub async fn run(self: Arc<Self>, js: async_nats::jetstream::Context, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.consume_once(&js, &shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.consuming.store(false, Ordering::Release);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event stream unavailable");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn consume_once(
+        &self,
+        js: &async_nats::jetstream::Context,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let stream = js
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|e| format!("get stream {EVENTS_STREAM}: {e}"))?;
+        let start = self.last_seq() + 1;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("create ordered consumer: {e}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("consume: {e}"))?;
+        self.consuming.store(true, Ordering::Release);
+        // An empty stream has nothing to catch up with.
+        if stream.cached_info().state.last_sequence < start {
+            self.caught_up.store(true, Ordering::Release);
+        }
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let Some(message) = next else {
+                return Err("event stream ended".into());
+            };
+            let message = message.map_err(|e| format!("read event: {e}"))?;
+            let Ok(info) = message.info() else {
+                continue;
+            };
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            match fleetbus_schemas::decode::<Envelope>(&message.payload) {
+                Ok(env) => self.push(seq, env),
+                Err(e) => {
+                    tracing::warn!(seq, subject = %message.subject, error = %e, "skipping undecodable event");
+                    self.last_seq.fetch_max(seq, Ordering::AcqRel);
+                }
+            }
+            if pending == 0 {
+                self.caught_up.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Reads events `after < seq <= upto` straight from the stream (for resumes older than the
+/// ring buffer), at most `limit` of them.
+pub async fn replay(
+    js: &async_nats::jetstream::Context,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<Arc<LiveEvent>>, String> {
+    let mut out = Vec::new();
+    if upto <= after {
+        return Ok(out);
+    }
+    let stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .map_err(|e| format!("get stream: {e}"))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("create consumer: {e}"))?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while out.len() < limit {
+        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        let Ok(Some(Ok(message))) = next else { break };
+        let Ok(info) = message.info() else { break };
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        if seq > upto {
+            break;
+        }
+        if let Ok(env) = fleetbus_schemas::decode::<Envelope>(&message.payload) {
+            out.push(Arc::new(LiveEvent::new(seq, env)));
+        }
+        if seq == upto || pending == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,226 @@
+//! fleetbus web: the read-model dashboard and its JSON/SSE API.
+//!
+//! It reads only through the bus — `fleet.q.*` queries answered by ingest and a subscription
+//! to the EVENTS stream (folded privately into the same projections ingest keeps) — and
+//! publishes operators' commands on `fleet.cmd.*`, waiting for the event or rejection whose
+//! causation is the command's id. It never opens the log.
+
+pub mod api;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod fold;
+pub mod hub;
+pub mod openapi;
+pub mod pages;
+pub mod security;
+pub mod sse;
+pub mod tokens;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use fleetbus_schemas::JobId;
+use tokio_util::sync::CancellationToken;
+
+pub use config::WebConfig;
+
+use crate::auth::{Sessions, Throttle};
+use crate::bus::Bus;
+use crate::hub::Hub;
+use crate::tokens::Tokens;
+
+/// Everything that can go wrong in the web service; each kind maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebError {
+    /// The request is malformed or a field is invalid (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Not logged in / no valid token (401).
+    #[error("authentication required")]
+    Unauthorized,
+    /// Logged in, but the role is too low or the action is not allowed (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The same work is already running, or the state conflicts (409).
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+        /// The job already doing it.
+        job: Option<JobId>,
+    },
+    /// Too many failed logins (429).
+    #[error("too many failed logins; try again in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
+    /// The bus or the query path is down (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an I/O failure (500).
+    #[error("{0}")]
+    Internal(String),
+    /// The service could not start.
+    #[error("startup: {0}")]
+    Startup(String),
+}
+
+impl WebError {
+    /// The status code of this kind.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) | Self::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short machine-readable kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict { .. } => "conflict",
+            Self::Throttled(_) => "throttled",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) | Self::Startup(_) => "internal",
+        }
+    }
+}
+
+/// JSON error body: `{"error": kind, "message": text, "job": id?}`.
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        }
+        let mut body = serde_json::json!({"error": self.kind(), "message": self.to_string()});
+        if let Self::Conflict { job: Some(job), .. } = &self {
+            body["job"] = serde_json::Value::String(job.to_string());
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Self::Throttled(wait) = &self {
+            if let Ok(v) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// Config.
+    pub config: WebConfig,
+    /// The bus.
+    pub bus: Bus,
+    /// The live event hub.
+    pub hub: Arc<Hub>,
+    /// Browser sessions.
+    pub sessions: Sessions,
+    /// Failed logins per account.
+    pub account_throttle: Throttle,
+    /// Failed logins per client address.
+    pub address_throttle: Throttle,
+    /// API tokens.
+    pub tokens: Tokens,
+    /// Ends long-lived responses (SSE) on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// Handler state.
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// Builds the state around a connected client (the hub is not started).
+    pub fn new(
+        config: WebConfig,
+        client: async_nats::Client,
+        shutdown: CancellationToken,
+    ) -> Result<Shared, WebError> {
+        let bus = Bus::new(client, config.query_timeout(), config.command_timeout());
+        let window = Duration::from_secs(config.login_window_s);
+        Ok(Arc::new(AppState {
+            hub: Hub::new(config.live_buffer),
+            sessions: Sessions::new(
+                Duration::from_secs(config.session_idle_s),
+                Duration::from_secs(config.session_absolute_s),
+            ),
+            account_throttle: Throttle::new(config.login_max_failures_per_account, window),
+            address_throttle: Throttle::new(config.login_max_failures_per_address, window),
+            tokens: Tokens::load(&config.tokens_path())?,
+            shutdown,
+            bus,
+            config,
+        }))
+    }
+
+    /// Starts the hub (EVENTS consumer) and the session watcher.
+    pub fn start_background(self: &Arc<Self>, shutdown: &CancellationToken) {
+        let hub = self.hub.clone();
+        tokio::spawn(hub.run(self.bus.jetstream().clone(), shutdown.clone()));
+        let state = self.clone();
+        let token = shutdown.clone();
+        tokio::spawn(async move { pages::users::watch_sessions(state, token).await });
+    }
+}
+
+/// The whole application: pages, API, assets, with security headers and authentication.
+pub fn app(state: Shared) -> Router {
+    Router::new()
+        .merge(pages::routes())
+        .merge(api::routes())
+        .merge(sse::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::authenticate,
+        ))
+        .layer(axum::middleware::from_fn(security::headers))
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
+        .with_state(state)
+}
+
+/// Runs the service until `shutdown` is cancelled.
+pub async fn run(config: WebConfig, shutdown: CancellationToken) -> Result<(), WebError> {
+    let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown)
+        .await
+        .map_err(|e| WebError::Startup(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| WebError::Startup(format!("listen on {}: {e}", config.listen)))?;
+    let state = AppState::new(config, client, shutdown.clone())?;
+    state.start_background(&shutdown);
+    let addr = listener
+        .local_addr()
+        .map_err(|e| WebError::Startup(e.to_string()))?;
+    tracing::info!(%addr, "web listening");
+    serve(listener, state, shutdown).await
+}
+
+/// Serves `app(state)` on a bound listener until `shutdown` (tests and benches use this).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: CancellationToken,
+) -> Result<(), WebError> {
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| WebError::Internal(format!("http server: {e}")))
+}
