@@ -100,30 +100,55 @@ impl AlertBook {
             }
             Event::Host(HostEvent::Unreachable { host, reason }) => {
                 let key = format!("host_unreachable:{host}");
-                self.open_alert(env, &key, "host_unreachable", Severity::Critical,
-                    Some(host.clone()), None, format!("host {host} is unreachable: {reason}"), &mut out);
+                self.open_alert(
+                    env,
+                    &key,
+                    "host_unreachable",
+                    Severity::Critical,
+                    Some(host.clone()),
+                    None,
+                    format!("host {host} is unreachable: {reason}"),
+                    &mut out,
+                );
             }
             Event::Host(HostEvent::Reachable { host }) => {
                 self.resolve_key(&format!("host_unreachable:{host}"), t, &mut out);
             }
-            Event::Host(HostEvent::KeyMismatch { host, presented, .. }) => {
+            Event::Host(HostEvent::KeyMismatch {
+                host, presented, ..
+            }) => {
                 let key = format!("host_key_mismatch:{host}");
-                self.open_alert(env, &key, "host_key_mismatch", Severity::Critical,
-                    Some(host.clone()), None,
-                    format!("host {host} presented an unexpected host key {presented}"), &mut out);
+                self.open_alert(
+                    env,
+                    &key,
+                    "host_key_mismatch",
+                    Severity::Critical,
+                    Some(host.clone()),
+                    None,
+                    format!("host {host} presented an unexpected host key {presented}"),
+                    &mut out,
+                );
             }
             Event::Host(HostEvent::KeyPinned { host, .. }) => {
                 self.resolve_key(&format!("host_key_mismatch:{host}"), t, &mut out);
             }
             Event::Agent(AgentEvent::Reported(report)) => {
-                self.agent_host.insert(report.agent.clone(), report.host.clone());
+                self.agent_host
+                    .insert(report.agent.clone(), report.host.clone());
                 for s in &report.services {
-                    self.service_state(env, &report.host, &s.name, s.state.is_down(),
-                        s.detail.as_deref().unwrap_or(s.state.as_str()), &mut out);
+                    self.service_state(
+                        env,
+                        &report.host,
+                        &s.name,
+                        s.state.is_down(),
+                        s.detail.as_deref().unwrap_or(s.state.as_str()),
+                        &mut out,
+                    );
                 }
             }
             Event::Agent(AgentEvent::Raised(notice)) => {
-                self.agent_host.insert(notice.agent.clone(), notice.host.clone());
+                self.agent_host
+                    .insert(notice.agent.clone(), notice.host.clone());
                 let subject = match &notice.service {
                     Some(s) => format!("{}:{s}", notice.host),
                     None => notice.host.to_string(),
@@ -137,9 +162,16 @@ impl AlertBook {
                     }
                     kind if notice.severity >= Severity::Error => {
                         let key = format!("{}:{subject}", kind.as_str());
-                        self.open_alert(env, &key, kind.as_str(), notice.severity,
-                            Some(notice.host.clone()), notice.service.clone(),
-                            notice.message.clone(), &mut out);
+                        self.open_alert(
+                            env,
+                            &key,
+                            kind.as_str(),
+                            notice.severity,
+                            Some(notice.host.clone()),
+                            notice.service.clone(),
+                            notice.message.clone(),
+                            &mut out,
+                        );
                     }
                     _ => {}
                 }
@@ -147,8 +179,16 @@ impl AlertBook {
             Event::Agent(AgentEvent::WentDown { agent, .. }) => {
                 let host = self.host_of(agent);
                 let key = format!("agent_down:{agent}");
-                self.open_alert(env, &key, "agent_down", Severity::Critical, host,
-                    None, format!("agent {agent} stopped reporting"), &mut out);
+                self.open_alert(
+                    env,
+                    &key,
+                    "agent_down",
+                    Severity::Critical,
+                    host,
+                    None,
+                    format!("agent {agent} stopped reporting"),
+                    &mut out,
+                );
             }
             Event::Agent(AgentEvent::Recovered { agent }) => {
                 self.resolve_key(&format!("agent_down:{agent}"), t, &mut out);
@@ -160,13 +200,28 @@ impl AlertBook {
                 self.blocked.remove(agent);
             }
             Event::Service(ServiceEvent::StatusObserved { host, name, status }) => {
-                self.service_state(env, host, name, status.state.is_down(), &status.sub_state, &mut out);
+                self.service_state(
+                    env,
+                    host,
+                    name,
+                    status.state.is_down(),
+                    &status.sub_state,
+                    &mut out,
+                );
             }
             Event::Check(CheckEvent::StateChanged { check, to, .. }) => {
                 let key = format!("check_down:{check}");
                 match to {
-                    CheckState::Down => self.open_alert(env, &key, "check_down", Severity::Error,
-                        None, None, format!("check {check} is down"), &mut out),
+                    CheckState::Down => self.open_alert(
+                        env,
+                        &key,
+                        "check_down",
+                        Severity::Error,
+                        None,
+                        None,
+                        format!("check {check} is down"),
+                        &mut out,
+                    ),
                     CheckState::Up | CheckState::Paused | CheckState::New => {
                         self.resolve_key(&key, t, &mut out)
                     }
@@ -175,13 +230,35 @@ impl AlertBook {
             }
             Event::Check(CheckEvent::DeadlineMissed { check, deadline }) => {
                 let key = format!("deadline_missed:{check}");
-                self.open_alert(env, &key, "deadline_missed", Severity::Error, None, None,
-                    format!("check {check} missed its deadline {deadline}"), &mut out);
+                self.open_alert(
+                    env,
+                    &key,
+                    "deadline_missed",
+                    Severity::Error,
+                    None,
+                    None,
+                    format!("check {check} missed its deadline {deadline}"),
+                    &mut out,
+                );
             }
-            Event::Alert(AlertEvent::Raised { key, severity, host, service, message }) => {
+            Event::Alert(AlertEvent::Raised {
+                key,
+                severity,
+                host,
+                service,
+                message,
+            }) => {
                 let k = format!("raised:{key}");
-                self.open_alert(env, &k, "raised", *severity, host.clone(), service.clone(),
-                    message.clone(), &mut out);
+                self.open_alert(
+                    env,
+                    &k,
+                    "raised",
+                    *severity,
+                    host.clone(),
+                    service.clone(),
+                    message.clone(),
+                    &mut out,
+                );
             }
             Event::Alert(AlertEvent::Cleared { key }) => {
                 self.resolve_key(&format!("raised:{key}"), t, &mut out);
@@ -226,8 +303,16 @@ impl AlertBook {
     ) {
         let key = format!("service_down:{host}:{name}");
         if down {
-            self.open_alert(env, &key, "service_down", Severity::Error, Some(host.clone()),
-                Some(name.clone()), format!("{name} on {host} is down ({detail})"), out);
+            self.open_alert(
+                env,
+                &key,
+                "service_down",
+                Severity::Error,
+                Some(host.clone()),
+                Some(name.clone()),
+                format!("{name} on {host} is down ({detail})"),
+                out,
+            );
         } else {
             self.resolve_key(&key, env.time, out);
         }
@@ -354,8 +439,14 @@ mod tests {
         let t = book.apply(&e1);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].kind, TransitionKind::Opened);
-        assert_eq!(t[0].alert.id, AlertId(e1.id.0), "alert id is the opening event id");
-        assert!(book.apply(&down("web-1", "nginx", ServiceState::Failed)).is_empty());
+        assert_eq!(
+            t[0].alert.id,
+            AlertId(e1.id.0),
+            "alert id is the opening event id"
+        );
+        assert!(book
+            .apply(&down("web-1", "nginx", ServiceState::Failed))
+            .is_empty());
         let t = book.apply(&down("web-1", "nginx", ServiceState::Running));
         assert_eq!(t[0].kind, TransitionKind::Resolved);
         assert!(book.open_alerts().next().is_none());

@@ -126,7 +126,8 @@ impl Config {
         }
         let bad = |key: &str, e: String| NotifierError::Config(format!("key '{key}': {e}"));
         for (i, c) in self.channels.iter().enumerate() {
-            c.validate().map_err(|e| bad(&format!("channels[{i}]"), e))?;
+            c.validate()
+                .map_err(|e| bad(&format!("channels[{i}]"), e))?;
         }
         for (i, r) in self.recipients.iter().enumerate() {
             r.validate()

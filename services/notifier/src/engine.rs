@@ -140,7 +140,12 @@ pub fn check_time_zones_mute(m: &MuteSpec) -> Result<(), String> {
 fn check_tz(w: &DailyWindow) -> Result<(), String> {
     chrono_tz::Tz::from_str(&w.time_zone)
         .map(|_| ())
-        .map_err(|_| format!("unknown time zone {:?}, expected an IANA name like Europe/Berlin", w.time_zone))
+        .map_err(|_| {
+            format!(
+                "unknown time zone {:?}, expected an IANA name like Europe/Berlin",
+                w.time_zone
+            )
+        })
 }
 
 /// True when `t` falls in the daily window (in its time zone). Invalid windows never match.
@@ -179,7 +184,7 @@ fn mute_matches(m: &MuteSpec, a: &AlertInfo, host: Option<&HostInfo>) -> bool {
 /// True when the rule's match selects the alert.
 pub fn rule_matches(m: &AlertMatch, a: &AlertInfo, host: Option<&HostInfo>) -> bool {
     a.severity >= m.min_severity
-        && (m.kinds.is_empty() || m.kinds.iter().any(|k| *k == a.kind))
+        && (m.kinds.is_empty() || m.kinds.contains(&a.kind))
         && (m.hosts.is_empty() || a.host.as_ref().is_some_and(|h| m.hosts.contains(h)))
         && (m.services.is_empty() || a.service.as_ref().is_some_and(|s| m.services.contains(s)))
         && (m.tags.is_empty() || host.is_some_and(|h| h.tags.iter().any(|t| m.tags.contains(t))))
@@ -203,6 +208,7 @@ pub struct Outgoing {
 
 /// What the engine decided.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Decision {
     /// Deliver it.
     Send(Box<Outgoing>),
@@ -361,10 +367,28 @@ impl Engine {
             };
             let at = alert.opened_at + chrono::Duration::seconds(s.after_s as i64);
             if let Some(by) = self.rule_level_suppression(&alert, None, at) {
-                self.suppress_all(&rule.rule, &s.recipients, &s.channels, step, &alert, by, at, &mut out);
+                self.suppress_all(
+                    &rule.rule,
+                    &s.recipients,
+                    &s.channels,
+                    step,
+                    &alert,
+                    by,
+                    at,
+                    &mut out,
+                );
                 continue;
             }
-            self.route(&rule, &s.recipients, &s.channels, step, &alert, Phase::Firing, at, &mut out);
+            self.route(
+                &rule,
+                &s.recipients,
+                &s.channels,
+                step,
+                &alert,
+                Phase::Firing,
+                at,
+                &mut out,
+            );
         }
         out
     }
@@ -387,12 +411,31 @@ impl Engine {
                     .collect();
                 for rule in rules {
                     if let Some(by) = self.rule_level_suppression(alert, Some(&rule), t.at) {
-                        self.suppress_all(&rule.rule, &rule.recipients, &rule.channels, 0, alert, by, t.at, out);
+                        self.suppress_all(
+                            &rule.rule,
+                            &rule.recipients,
+                            &rule.channels,
+                            0,
+                            alert,
+                            by,
+                            t.at,
+                            out,
+                        );
                         continue;
                     }
-                    let sent = self.route(&rule, &rule.recipients, &rule.channels, 0, alert, Phase::Firing, t.at, out);
+                    let sent = self.route(
+                        &rule,
+                        &rule.recipients,
+                        &rule.channels,
+                        0,
+                        alert,
+                        Phase::Firing,
+                        t.at,
+                        out,
+                    );
                     if sent > 0 && rule.cooldown_s > 0 {
-                        self.cooldown.insert((rule.rule.clone(), alert.key.clone()), t.at);
+                        self.cooldown
+                            .insert((rule.rule.clone(), alert.key.clone()), t.at);
                     }
                     if !rule.escalation.is_empty() {
                         self.escalation
@@ -437,7 +480,11 @@ impl Engine {
         rule_for_cooldown: Option<&RuleSpec>,
         at: DateTime<Utc>,
     ) -> Option<SuppressedBy> {
-        if alert.host.as_ref().is_some_and(|h| self.book.host_blocked(h)) {
+        if alert
+            .host
+            .as_ref()
+            .is_some_and(|h| self.book.host_blocked(h))
+        {
             return Some(SuppressedBy::Blocked);
         }
         let host = alert.host.as_ref().and_then(|h| self.book.host(h));
@@ -752,7 +799,11 @@ mod tests {
     #[test]
     fn ids_are_deterministic_and_distinct_per_component() {
         let a = AlertId(EventId::new().0);
-        let (r, p, c) = ("r".parse().unwrap(), "p".parse().unwrap(), "c".parse().unwrap());
+        let (r, p, c) = (
+            "r".parse().unwrap(),
+            "p".parse().unwrap(),
+            "c".parse().unwrap(),
+        );
         let id = notification_id(a, &r, &p, &c, 0, Phase::Firing);
         assert_eq!(id, notification_id(a, &r, &p, &c, 0, Phase::Firing));
         assert_eq!(id.len(), 34);
@@ -764,11 +815,21 @@ mod tests {
     #[test]
     fn given_a_rule_when_a_service_goes_down_and_up_then_firing_and_resolved_are_sent() {
         let mut e = engine(vec![rule("r1", &["alice"], &["hook"])]);
-        let d = e.apply(&svc("2026-01-05T10:00:00Z", "web-1", "nginx", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-05T10:00:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Failed,
+        ));
         let s = sends(&d);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].phase, Phase::Firing);
-        let d = e.apply(&svc("2026-01-05T10:01:00Z", "web-1", "nginx", ServiceState::Running));
+        let d = e.apply(&svc(
+            "2026-01-05T10:01:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Running,
+        ));
         let s = sends(&d);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].phase, Phase::Resolved);
@@ -784,11 +845,25 @@ mod tests {
         let mut e = engine(vec![r, crit]);
         e.apply(&host("2026-01-05T09:00:00Z", "web-1", &["web"]));
         e.apply(&host("2026-01-05T09:00:00Z", "db-1", &["db"]));
-        let d = e.apply(&svc("2026-01-05T10:00:00Z", "web-1", "nginx", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-05T10:00:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Failed,
+        ));
         let s = sends(&d);
-        assert_eq!(s.len(), 1, "error-level service_down on a web host: only web-only");
+        assert_eq!(
+            s.len(),
+            1,
+            "error-level service_down on a web host: only web-only"
+        );
         assert_eq!(s[0].rule.as_str(), "web-only");
-        let d = e.apply(&svc("2026-01-05T10:00:00Z", "db-1", "pg", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-05T10:00:00Z",
+            "db-1",
+            "pg",
+            ServiceState::Failed,
+        ));
         assert!(d.is_empty(), "db host matches neither rule: {d:?}");
     }
 
@@ -797,17 +872,42 @@ mod tests {
         let mut r = rule("r1", &["alice"], &["hook"]);
         r.cooldown_s = 600;
         let mut e = engine(vec![r]);
-        e.apply(&svc("2026-01-05T10:00:00Z", "web-1", "nginx", ServiceState::Failed));
-        e.apply(&svc("2026-01-05T10:01:00Z", "web-1", "nginx", ServiceState::Running));
-        let d = e.apply(&svc("2026-01-05T10:02:00Z", "web-1", "nginx", ServiceState::Failed));
+        e.apply(&svc(
+            "2026-01-05T10:00:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Failed,
+        ));
+        e.apply(&svc(
+            "2026-01-05T10:01:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Running,
+        ));
+        let d = e.apply(&svc(
+            "2026-01-05T10:02:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Failed,
+        ));
         assert_eq!(
             suppressions(&d),
             vec![&SuppressedBy::Cooldown { remaining_s: 480 }]
         );
         // A suppressed firing means no resolved notification either.
-        let d = e.apply(&svc("2026-01-05T10:03:00Z", "web-1", "nginx", ServiceState::Running));
+        let d = e.apply(&svc(
+            "2026-01-05T10:03:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Running,
+        ));
         assert!(d.is_empty(), "{d:?}");
-        let d = e.apply(&svc("2026-01-05T10:20:00Z", "web-1", "nginx", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-05T10:20:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Failed,
+        ));
         assert_eq!(sends(&d).len(), 1, "after the cooldown it pages again");
     }
 
@@ -831,7 +931,12 @@ mod tests {
             },
         );
         // Sunday 2026-01-04 02:30 Berlin = 01:30 UTC.
-        let d = e.apply(&svc("2026-01-04T01:30:00Z", "db-1", "pg", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-04T01:30:00Z",
+            "db-1",
+            "pg",
+            ServiceState::Failed,
+        ));
         assert_eq!(
             suppressions(&d),
             vec![&SuppressedBy::Mute {
@@ -840,7 +945,12 @@ mod tests {
             }]
         );
         // Same time on a Monday: not in the window.
-        let d = e.apply(&svc("2026-01-05T01:30:00Z", "db-1", "redis", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-05T01:30:00Z",
+            "db-1",
+            "redis",
+            ServiceState::Failed,
+        ));
         assert_eq!(sends(&d).len(), 1);
         // Ad hoc mute of a web host.
         e.catalog.mutes.insert(
@@ -857,7 +967,12 @@ mod tests {
                 reason: String::new(),
             },
         );
-        let d = e.apply(&svc("2026-01-05T11:00:00Z", "web-1", "nginx", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-05T11:00:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Failed,
+        ));
         assert!(matches!(suppressions(&d)[0], SuppressedBy::Mute { mute, .. } if mute == "deploy"));
     }
 
@@ -873,7 +988,12 @@ mod tests {
         );
         let d = e.apply(&down);
         assert_eq!(sends(&d).len(), 1, "the host-down alert itself is sent");
-        let d = e.apply(&svc("2026-01-05T10:00:05Z", "web-1", "nginx", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-05T10:00:05Z",
+            "web-1",
+            "nginx",
+            ServiceState::Failed,
+        ));
         assert_eq!(
             suppressions(&d),
             vec![&SuppressedBy::Dependency {
@@ -887,7 +1007,12 @@ mod tests {
                 reason: "decommissioned".into(),
             }),
         ));
-        let d = e.apply(&svc("2026-01-05T10:02:00Z", "db-1", "pg", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-05T10:02:00Z",
+            "db-1",
+            "pg",
+            ServiceState::Failed,
+        ));
         assert_eq!(suppressions(&d), vec![&SuppressedBy::Blocked]);
     }
 
@@ -907,13 +1032,21 @@ mod tests {
             },
         ];
         let mut e = engine(vec![r]);
-        let open = svc("2026-01-05T10:00:00Z", "web-1", "nginx", ServiceState::Failed);
+        let open = svc(
+            "2026-01-05T10:00:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Failed,
+        );
         e.apply(&open);
         assert!(e.tick(t("2026-01-05T10:04:59Z")).is_empty());
         let d = e.tick(t("2026-01-05T10:05:00Z"));
         let s = sends(&d);
         assert_eq!((s.len(), s[0].step, s[0].recipient.as_str()), (1, 1, "bob"));
-        assert!(e.tick(t("2026-01-05T10:06:00Z")).is_empty(), "step 1 only once");
+        assert!(
+            e.tick(t("2026-01-05T10:06:00Z")).is_empty(),
+            "step 1 only once"
+        );
         e.apply(&at(
             "2026-01-05T10:07:00Z",
             Event::Alert(AlertEvent::Acknowledged {
@@ -921,9 +1054,17 @@ mod tests {
                 note: String::new(),
             }),
         ));
-        assert!(e.tick(t("2026-01-05T11:00:00Z")).is_empty(), "acknowledged: no step 2");
+        assert!(
+            e.tick(t("2026-01-05T11:00:00Z")).is_empty(),
+            "acknowledged: no step 2"
+        );
         // Resolution tells everyone who was told: alice (step 0) and bob (step 1).
-        let d = e.apply(&svc("2026-01-05T11:01:00Z", "web-1", "nginx", ServiceState::Running));
+        let d = e.apply(&svc(
+            "2026-01-05T11:01:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Running,
+        ));
         let s = sends(&d);
         assert_eq!(s.len(), 2);
         assert!(s.iter().all(|n| n.phase == Phase::Resolved));
@@ -953,16 +1094,30 @@ mod tests {
         e.apply(&host("2026-01-05T00:00:00Z", "web-1", &["acme"]));
         e.apply(&host("2026-01-05T00:00:00Z", "web-2", &["other"]));
         // 23:30 Berlin = 22:30 UTC: bob is in quiet hours; alice wants only critical.
-        let d = e.apply(&svc("2026-01-05T22:30:00Z", "web-1", "nginx", ServiceState::Failed));
+        let d = e.apply(&svc(
+            "2026-01-05T22:30:00Z",
+            "web-1",
+            "nginx",
+            ServiceState::Failed,
+        ));
         let s = sends(&d);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].recipient.as_str(), "cust");
         let sup = suppressions(&d);
         assert_eq!(sup.len(), 2);
-        assert!(sup.iter().all(|b| matches!(b, SuppressedBy::Preference { .. })));
+        assert!(sup
+            .iter()
+            .all(|b| matches!(b, SuppressedBy::Preference { .. })));
         // The customer hears nothing about a host outside its groups (no decision at all).
-        let d = e.apply(&svc("2026-01-05T12:00:00Z", "web-2", "nginx", ServiceState::Failed));
-        assert!(d.iter().all(|d| d.notification().recipient.as_str() != "cust"));
+        let d = e.apply(&svc(
+            "2026-01-05T12:00:00Z",
+            "web-2",
+            "nginx",
+            ServiceState::Failed,
+        ));
+        assert!(d
+            .iter()
+            .all(|d| d.notification().recipient.as_str() != "cust"));
         assert_eq!(sends(&d).len(), 1, "bob at noon");
     }
 
@@ -975,8 +1130,14 @@ mod tests {
             days: vec!["fri".into()],
         };
         assert!(window_contains(&w, t("2026-01-09T23:00:00Z")), "fri 23:00");
-        assert!(window_contains(&w, t("2026-01-10T01:00:00Z")), "sat 01:00 belongs to fri");
+        assert!(
+            window_contains(&w, t("2026-01-10T01:00:00Z")),
+            "sat 01:00 belongs to fri"
+        );
         assert!(!window_contains(&w, t("2026-01-10T23:00:00Z")), "sat 23:00");
-        assert!(!window_contains(&w, t("2026-01-09T01:00:00Z")), "fri 01:00 belongs to thu");
+        assert!(
+            !window_contains(&w, t("2026-01-09T01:00:00Z")),
+            "fri 01:00 belongs to thu"
+        );
     }
 }

@@ -7,9 +7,13 @@
 
 pub mod alerts;
 pub mod config;
+pub mod deliver;
 pub mod engine;
+pub mod render;
+pub mod service;
 
 pub use config::{Config, Secrets};
+pub use service::run;
 
 use std::path::PathBuf;
 
