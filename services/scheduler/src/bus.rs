@@ -1,0 +1,322 @@
+//! The scheduler on the bus: replay the log, then fold new events, take commands and publish
+//! decisions, all from one task so the state never needs a lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, context::Publish};
+use fleetbus_schemas::events::system::RejectKind;
+use fleetbus_schemas::subjects::{COMMANDS_STREAM, EVENTS_ALL, EVENTS_STREAM, OUTPUT_STREAM};
+use fleetbus_schemas::{decode, encode, Actor, CommandEnvelope, Envelope};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::core::{rejection, Core, CoreConfig, Outputs};
+use crate::SchedulerError;
+
+/// Durable consumers of the scheduler's command areas (defined in bus-config).
+pub const COMMAND_CONSUMERS: [&str; 2] = ["cmd-schedule", "cmd-check"];
+
+/// Attempts per publish before giving up on it (JetStream dedup makes retries harmless).
+const PUBLISH_ATTEMPTS: u32 = 5;
+
+/// One scheduler process on the bus.
+pub struct Scheduler {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    clock: Arc<dyn Clock>,
+    core: Core,
+    sweep: Duration,
+}
+
+impl Scheduler {
+    /// A scheduler on `client`, deciding with `core_config` at `clock`'s instants.
+    pub fn new(
+        client: async_nats::Client,
+        clock: Arc<dyn Clock>,
+        core_config: CoreConfig,
+        sweep: Duration,
+    ) -> Scheduler {
+        let js = jetstream::new(client.clone());
+        let core = Core::new(core_config, clock.now());
+        Scheduler {
+            client,
+            js,
+            clock,
+            core,
+            sweep,
+        }
+    }
+
+    /// Replays the log, then runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
+        let mut events_stream = self
+            .js
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|e| SchedulerError::js("get stream EVENTS", e))?;
+        let last_seq = events_stream
+            .info()
+            .await
+            .map_err(|e| SchedulerError::js("stream EVENTS info", e))?
+            .state
+            .last_sequence;
+        let replay = events_stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                filter_subject: EVENTS_ALL.to_owned(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| SchedulerError::js("create ordered consumer on EVENTS", e))?;
+        let mut events = replay
+            .messages()
+            .await
+            .map_err(|e| SchedulerError::js("read EVENTS", e))?;
+
+        // Catch up with the log before deciding anything: the state is a fold of it.
+        let started = std::time::Instant::now();
+        let mut replayed: u64 = 0;
+        let mut seq: u64 = 0;
+        while seq < last_seq {
+            let msg = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                msg = events.next() => msg,
+            };
+            match msg {
+                Some(Ok(msg)) => {
+                    seq = msg.info().map(|i| i.stream_sequence).unwrap_or(seq);
+                    self.fold(&msg.payload);
+                    replayed += 1;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "event stream hiccup during replay"),
+                None => return Err(SchedulerError::js("read EVENTS", "stream ended")),
+            }
+        }
+        tracing::info!(
+            events = replayed,
+            schedules = self.core.schedule_count(),
+            ms = started.elapsed().as_millis() as u64,
+            "log replayed"
+        );
+
+        let commands = self
+            .js
+            .get_stream(COMMANDS_STREAM)
+            .await
+            .map_err(|e| SchedulerError::js("get stream COMMANDS", e))?;
+        let mut command_streams = Vec::new();
+        for name in COMMAND_CONSUMERS {
+            let c: consumer::PullConsumer = commands
+                .get_consumer(name)
+                .await
+                .map_err(|e| SchedulerError::js(format!("get consumer COMMANDS/{name}"), e))?;
+            command_streams.push(
+                c.messages()
+                    .await
+                    .map_err(|e| SchedulerError::js(format!("consume COMMANDS/{name}"), e))?,
+            );
+        }
+        let mut commands_in = futures::stream::select_all(command_streams);
+
+        let sweep = chrono::Duration::from_std(self.sweep).unwrap_or(chrono::Duration::seconds(1));
+        let mut next_sweep = self.clock.now();
+        loop {
+            let now = self.clock.now();
+            if now >= next_sweep {
+                let out = self.core.sweep(now);
+                self.publish(out, &shutdown).await;
+                next_sweep = now + sweep;
+            }
+            let out = self.core.fire_due(now);
+            self.publish(out, &shutdown).await;
+
+            let wake = self
+                .core
+                .next_wake()
+                .map_or(next_sweep, |t| t.min(next_sweep));
+            let clock = Arc::clone(&self.clock);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = clock.sleep_until(wake) => {}
+                msg = events.next() => match msg {
+                    Some(Ok(msg)) => self.fold(&msg.payload),
+                    Some(Err(e)) => tracing::warn!(error = %e, "event stream hiccup"),
+                    None => return Err(SchedulerError::js("read EVENTS", "stream ended")),
+                },
+                msg = commands_in.next() => match msg {
+                    Some(Ok(msg)) => self.command(msg, &shutdown).await,
+                    Some(Err(e)) => tracing::warn!(error = %e, "command stream hiccup"),
+                    None => return Err(SchedulerError::js("read COMMANDS", "stream ended")),
+                },
+            }
+        }
+        tracing::info!("scheduler stopped");
+        Ok(())
+    }
+
+    fn fold(&mut self, payload: &[u8]) {
+        match decode::<Envelope>(payload) {
+            Ok(env) => self.core.apply(&env),
+            // Not ours to reject: ingest answers for the log. Skip what we cannot read.
+            Err(e) => tracing::warn!(error = %e, "undecodable event skipped"),
+        }
+    }
+
+    async fn command(&mut self, msg: jetstream::Message, shutdown: &CancellationToken) {
+        let now = self.clock.now();
+        let subject = msg.subject.to_string();
+        let out = match decode::<CommandEnvelope>(&msg.payload) {
+            Ok(cmd) if cmd.subject() != subject => {
+                let mut out = Outputs::default();
+                out.events.push(rejection(
+                    now,
+                    &subject,
+                    Some(cmd.id),
+                    &cmd.actor,
+                    RejectKind::Malformed,
+                    format!(
+                        "command arrived on {subject} but its payload is a {} command",
+                        cmd.subject()
+                    ),
+                ));
+                out
+            }
+            Ok(cmd) => {
+                tracing::info!(command = %cmd.id, subject = %subject, actor = %cmd.actor.name, "command");
+                self.core.handle_command(now, &subject, &cmd)
+            }
+            Err(e) => {
+                let mut out = Outputs::default();
+                out.events.push(rejection(
+                    now,
+                    &subject,
+                    None,
+                    &Actor::service("unknown"),
+                    RejectKind::Malformed,
+                    format!("cannot decode a command envelope: {e}"),
+                ));
+                out
+            }
+        };
+        self.publish(out, shutdown).await;
+        if let Err(e) = msg.ack().await {
+            tracing::warn!(subject = %subject, error = %e, "command ack failed; it will be redelivered");
+        }
+    }
+
+    /// Publishes commands (all acked first), purges output, then publishes events.
+    async fn publish(&self, out: Outputs, shutdown: &CancellationToken) {
+        if out.is_empty() {
+            return;
+        }
+        let commands: Vec<(String, String, Result<Vec<u8>, String>)> = out
+            .commands
+            .iter()
+            .map(|c| {
+                (
+                    c.subject(),
+                    c.id.to_string(),
+                    encode(c).map_err(|e| e.to_string()),
+                )
+            })
+            .collect();
+        self.publish_all(commands, shutdown).await;
+        if !out.purge_jobs.is_empty() {
+            self.purge_output(&out.purge_jobs).await;
+        }
+        let events: Vec<(String, String, Result<Vec<u8>, String>)> = out
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.subject(),
+                    e.id.to_string(),
+                    encode(e).map_err(|err| err.to_string()),
+                )
+            })
+            .collect();
+        self.publish_all(events, shutdown).await;
+    }
+
+    /// Publishes with `Nats-Msg-Id`, keeping every ack in flight, retrying failures.
+    async fn publish_all(
+        &self,
+        items: Vec<(String, String, Result<Vec<u8>, String>)>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut pending: Vec<(String, String, Vec<u8>)> = Vec::with_capacity(items.len());
+        for (subject, id, payload) in items {
+            match payload {
+                Ok(p) => pending.push((subject, id, p)),
+                Err(e) => {
+                    tracing::error!(subject = %subject, id = %id, error = %e, "cannot encode; dropped")
+                }
+            }
+        }
+        let mut attempt = 0;
+        while !pending.is_empty() && attempt < PUBLISH_ATTEMPTS {
+            attempt += 1;
+            let mut acks = Vec::with_capacity(pending.len());
+            for (subject, id, payload) in &pending {
+                let publish = Publish::build()
+                    .message_id(id)
+                    .payload(payload.clone().into());
+                acks.push(self.js.send_publish(subject.clone(), publish).await);
+            }
+            let mut failed = Vec::new();
+            for (item, ack) in pending.into_iter().zip(acks) {
+                let result = match ack {
+                    Ok(fut) => fut.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(ack) => {
+                        if ack.duplicate {
+                            tracing::debug!(subject = %item.0, id = %item.1, "duplicate suppressed by jetstream");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(subject = %item.0, id = %item.1, attempt, error = %e, "publish failed");
+                        failed.push(item);
+                    }
+                }
+            }
+            pending = failed;
+            if !pending.is_empty() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))) => {}
+                }
+            }
+        }
+        for (subject, id, _) in pending {
+            tracing::error!(subject = %subject, id = %id, "publish gave up");
+        }
+    }
+
+    async fn purge_output(&self, jobs: &[fleetbus_schemas::JobId]) {
+        let stream = match self.js.get_stream(OUTPUT_STREAM).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "retention: cannot open OUTPUT");
+                return;
+            }
+        };
+        let mut purged: u64 = 0;
+        for job in jobs {
+            let subject = fleetbus_schemas::subjects::job_output(*job);
+            match stream.purge().filter(subject.as_str()).await {
+                Ok(r) => purged += r.purged,
+                Err(e) => tracing::warn!(job = %job, error = %e, "retention: purge failed"),
+            }
+        }
+        tracing::info!(
+            jobs = jobs.len(),
+            messages = purged,
+            "retention: output purged"
+        );
+    }
+}
