@@ -1178,3 +1178,7 @@ pub fn rejection(
         }),
     )
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;
