@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use fleetbus_bus_config::CommandArea;
 use fleetbus_schemas::commands::{
-    AgentCommand, AlertCommand, ConfigCommand, HostCommand, UserCommand,
+    AgentCommand, AlertCommand, AreaCommand, ConfigCommand, HostCommand, UserCommand,
 };
 use fleetbus_schemas::events::host::HostSpec;
 use fleetbus_schemas::events::service::{ServiceEvent, ServiceManager, ServiceSpec};
@@ -497,8 +497,18 @@ pub fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>, Reject
                 version,
                 toml: toml.clone(),
                 hash,
+                template: None,
+                overrides: None,
+                volatile: Vec::new(),
             })])
         }
+        Command::Config(other) => Err(reject(
+            RejectKind::Invalid,
+            format!(
+                "config command '{}' is not handled by this ingest yet (only set_desired)",
+                other.verb()
+            ),
+        )),
         other => Err(reject(
             RejectKind::Malformed,
             format!(

@@ -106,8 +106,9 @@ pub fn spawn(
                 metrics.record_commit(appended as u64, (outcomes.len() - appended) as u64, started.elapsed());
                 tracing::trace!(batch = entries.len(), appended, head = head.seq,
                     commit_us = started.elapsed().as_micros() as u64, "batch committed");
-                hub.notify(entries.iter().map(|e| e.envelope.id).zip(outcomes.iter().copied()));
+                // Head first: whoever is woken may ask for it.
                 head_tx.send_replace(head);
+                hub.notify(entries.iter().map(|e| e.envelope.id).zip(outcomes.iter().copied()));
                 if !batch_messages.is_empty() && acks.send(batch_messages).is_err() {
                     tracing::warn!("acker is gone; committed messages will be redelivered and deduplicated");
                 }

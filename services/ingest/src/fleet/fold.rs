@@ -1,0 +1,434 @@
+//! `Configs`: the managed-config read model, a pure fold of the log (desired config per agent
+//! and its history head, templates, live configs, pending instructions, snapshot metadata,
+//! passphrase hashes). Ingest folds it in the writer together with the projections.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use fleetbus_schemas::events::config::Instruction;
+use fleetbus_schemas::events::{AgentEvent, ConfigEvent, Event};
+use fleetbus_schemas::{AgentId, Envelope, EventId};
+use serde::{Deserialize, Serialize};
+
+use super::merge::{self, Difference};
+
+/// A config template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    /// TOML text.
+    pub toml: String,
+    /// SHA-256 (hex) of the text.
+    pub hash: String,
+    /// Volatile key paths for every agent using it.
+    pub volatile: Vec<String>,
+    /// Who changed it last.
+    pub actor: String,
+    /// When.
+    pub time: DateTime<Utc>,
+}
+
+/// An agent's current desired config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// Version (per agent, monotonic).
+    pub version: u64,
+    /// The whole desired TOML text.
+    pub toml: String,
+    /// SHA-256 (hex) of the text.
+    pub hash: String,
+    /// The template it is built from.
+    pub template: Option<String>,
+    /// The agent's overrides (`None`: `toml` is the whole config).
+    pub overrides: Option<String>,
+    /// The agent's own volatile key paths.
+    pub volatile: Vec<String>,
+    /// Who set it.
+    pub actor: String,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// Log sequence of the event.
+    pub seq: u64,
+}
+
+/// The config an agent last said it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    /// The desired version it applied last, if any.
+    pub version: Option<u64>,
+    /// SHA-256 (hex) of the live file.
+    pub hash: String,
+    /// The live file.
+    pub toml: String,
+    /// When it was sent.
+    pub time: DateTime<Utc>,
+}
+
+/// What the agent's last report said about its config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastReport {
+    /// When.
+    pub time: DateTime<Utc>,
+    /// The agent's version.
+    pub agent_version: String,
+    /// Applied desired version.
+    pub config_version: Option<u64>,
+    /// Hash of the live config.
+    pub config_hash: Option<String>,
+}
+
+/// An instruction and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The `InstructionIssued` event id (what the agent acknowledges).
+    pub id: EventId,
+    /// Target version (agent version for updates, desired version for pushes).
+    pub target: String,
+    /// Who asked.
+    pub actor: String,
+    /// When.
+    pub issued: DateTime<Utc>,
+    /// The agent's answer, once it came.
+    pub ack: Option<Ack>,
+}
+
+/// An agent's answer to an instruction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Whether it worked.
+    pub ok: bool,
+    /// The agent's words.
+    pub message: String,
+    /// When.
+    pub time: DateTime<Utc>,
+}
+
+/// Metadata of one stored snapshot (the bytes live encrypted in the object store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Object name in the `snapshots` bucket.
+    pub object: String,
+    /// Ciphertext size in bytes.
+    pub size: u64,
+    /// SHA-256 (hex) of the plaintext.
+    pub hash: String,
+    /// When it was stored.
+    pub time: DateTime<Utc>,
+}
+
+/// Everything fleetbus holds about one agent's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// The desired config; `None`: not managed.
+    pub desired: Option<Desired>,
+    /// Highest version ever given (versions keep counting across release and re-manage).
+    pub last_version: u64,
+    /// The live config the agent sent last.
+    pub live: Option<Live>,
+    /// What its last report said.
+    pub report: Option<LastReport>,
+    /// The last push instruction.
+    pub push: Option<Pending>,
+    /// The last update instruction.
+    pub update: Option<Pending>,
+    /// Stored snapshots, oldest first.
+    pub snapshots: Vec<SnapshotMeta>,
+    /// argon2id hash of the retrieval passphrase. Credential material: never in a reply.
+    pub passphrase_hash: Option<String>,
+}
+
+/// Whether fleetbus manages an agent's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Management {
+    /// Has a desired config and reports.
+    Managed,
+    /// Reports, but fleetbus holds no config for it.
+    ReportOnly,
+    /// Has a desired config but never reported.
+    Pending,
+}
+
+impl AgentConfig {
+    /// Managed, report-only or pending; `None` for an agent with neither a config nor a report.
+    pub fn management(&self) -> Option<Management> {
+        match (&self.desired, &self.report) {
+            (Some(_), Some(_)) => Some(Management::Managed),
+            (Some(_), None) => Some(Management::Pending),
+            (None, Some(_)) => Some(Management::ReportOnly),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The managed-config read model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configs {
+    /// Templates by name.
+    pub templates: BTreeMap<String, Template>,
+    /// Agents by id.
+    pub agents: BTreeMap<AgentId, AgentConfig>,
+}
+
+impl Configs {
+    /// Folds one event.
+    pub fn apply(&mut self, seq: u64, env: &Envelope) {
+        match &env.event {
+            Event::Agent(AgentEvent::Reported(r)) => {
+                self.agents.entry(r.agent.clone()).or_default().report = Some(LastReport {
+                    time: env.time,
+                    agent_version: r.agent_version.clone(),
+                    config_version: r.config_version,
+                    config_hash: r.config_hash.clone(),
+                });
+            }
+            Event::Config(e) => self.apply_config(seq, env, e),
+            _ => {}
+        }
+    }
+
+    fn apply_config(&mut self, seq: u64, env: &Envelope, event: &ConfigEvent) {
+        let actor = env.actor.name.clone();
+        match event {
+            ConfigEvent::TemplateSet {
+                template,
+                toml,
+                hash,
+                volatile,
+            } => {
+                self.templates.insert(
+                    template.clone(),
+                    Template {
+                        toml: toml.clone(),
+                        hash: hash.clone(),
+                        volatile: volatile.clone(),
+                        actor,
+                        time: env.time,
+                    },
+                );
+            }
+            ConfigEvent::TemplateRemoved { template } => {
+                self.templates.remove(template);
+            }
+            ConfigEvent::DesiredSet {
+                agent,
+                version,
+                toml,
+                hash,
+                template,
+                overrides,
+                volatile,
+            } => {
+                let a = self.agents.entry(agent.clone()).or_default();
+                a.last_version = a.last_version.max(*version);
+                a.desired = Some(Desired {
+                    version: *version,
+                    toml: toml.clone(),
+                    hash: hash.clone(),
+                    template: template.clone(),
+                    overrides: overrides.clone(),
+                    volatile: volatile.clone(),
+                    actor,
+                    time: env.time,
+                    seq,
+                });
+            }
+            ConfigEvent::Released { agent } => {
+                if let Some(a) = self.agents.get_mut(agent) {
+                    a.desired = None;
+                    a.push = None;
+                }
+            }
+            ConfigEvent::LiveReported {
+                agent,
+                version,
+                hash,
+                toml,
+            } => {
+                self.agents.entry(agent.clone()).or_default().live = Some(Live {
+                    version: *version,
+                    hash: hash.clone(),
+                    toml: toml.clone(),
+                    time: env.time,
+                });
+            }
+            ConfigEvent::InstructionIssued {
+                agent,
+                instruction,
+                target,
+            } => {
+                let pending = Some(Pending {
+                    id: env.id,
+                    target: target.clone(),
+                    actor,
+                    issued: env.time,
+                    ack: None,
+                });
+                let a = self.agents.entry(agent.clone()).or_default();
+                match instruction {
+                    Instruction::Push => a.push = pending,
+                    Instruction::Update => a.update = pending,
+                }
+            }
+            ConfigEvent::InstructionAcknowledged {
+                agent,
+                request,
+                instruction,
+                ok,
+                message,
+            } => {
+                let Some(a) = self.agents.get_mut(agent) else {
+                    return;
+                };
+                let slot = match instruction {
+                    Instruction::Push => &mut a.push,
+                    Instruction::Update => &mut a.update,
+                };
+                if let Some(p) = slot.as_mut().filter(|p| p.id == *request) {
+                    p.ack = Some(Ack {
+                        ok: *ok,
+                        message: message.clone(),
+                        time: env.time,
+                    });
+                }
+            }
+            ConfigEvent::SnapshotStored {
+                agent,
+                object,
+                size,
+                hash,
+            } => {
+                let a = self.agents.entry(agent.clone()).or_default();
+                a.snapshots.retain(|s| s.object != *object);
+                a.snapshots.push(SnapshotMeta {
+                    object: object.clone(),
+                    size: *size,
+                    hash: hash.clone(),
+                    time: env.time,
+                });
+            }
+            ConfigEvent::SnapshotDeleted { agent, object } => {
+                if let Some(a) = self.agents.get_mut(agent) {
+                    a.snapshots.retain(|s| s.object != *object);
+                }
+            }
+            ConfigEvent::PassphraseSet {
+                agent,
+                passphrase_hash,
+            } => {
+                self.agents.entry(agent.clone()).or_default().passphrase_hash =
+                    Some(passphrase_hash.clone());
+            }
+            ConfigEvent::RecoveryAttempted { .. } => {}
+        }
+    }
+
+    /// The volatile key paths in effect for an agent: its own plus its template's.
+    pub fn volatile(&self, desired: &Desired) -> Vec<String> {
+        let mut v = desired.volatile.clone();
+        if let Some(t) = desired.template.as_ref().and_then(|t| self.templates.get(t)) {
+            v.extend(t.volatile.iter().cloned());
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The drift view of one agent (`None` if fleetbus knows nothing about it).
+    pub fn drift(&self, agent: &AgentId) -> Option<DriftView> {
+        let a = self.agents.get(agent)?;
+        let management = a.management()?;
+        let mut view = DriftView {
+            agent: agent.clone(),
+            management,
+            desired_version: a.desired.as_ref().map(|d| d.version),
+            desired_hash: a.desired.as_ref().map(|d| d.hash.clone()),
+            template: a.desired.as_ref().and_then(|d| d.template.clone()),
+            applied_version: a
+                .report
+                .as_ref()
+                .and_then(|r| r.config_version)
+                .or_else(|| a.live.as_ref().and_then(|l| l.version)),
+            live_hash: a.live.as_ref().map(|l| l.hash.clone()),
+            live_known: a.live.is_some(),
+            state: DriftState::Unknown,
+            volatile: Vec::new(),
+            differences: Vec::new(),
+            error: None,
+        };
+        let (Some(desired), Some(live)) = (&a.desired, &a.live) else {
+            view.state = if a.desired.is_none() {
+                DriftState::Unmanaged
+            } else {
+                DriftState::Unknown
+            };
+            return Some(view);
+        };
+        view.volatile = self.volatile(desired);
+        let parsed = merge::parse("desired config", &desired.toml)
+            .and_then(|d| merge::parse("live config", &live.toml).map(|l| (d, l)));
+        match parsed {
+            Ok((d, l)) => {
+                view.differences = merge::drift(&d, &l, &view.volatile);
+                view.state = if !view.differences.is_empty() {
+                    DriftState::Drifted
+                } else if view.applied_version == Some(desired.version) {
+                    DriftState::InSync
+                } else {
+                    // Same values, but the agent has not confirmed this version yet.
+                    DriftState::Applying
+                };
+            }
+            Err(e) => {
+                view.state = DriftState::Drifted;
+                view.error = Some(e);
+            }
+        }
+        Some(view)
+    }
+}
+
+/// How an agent's live config relates to its desired config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftState {
+    /// Live values equal desired values and the agent confirmed the version.
+    InSync,
+    /// Values equal, the agent has not yet reported the new version.
+    Applying,
+    /// Values differ (see `differences`).
+    Drifted,
+    /// The agent has not sent its live config yet.
+    Unknown,
+    /// Not managed: there is nothing to drift from.
+    Unmanaged,
+}
+
+/// Drift of one agent, as `fleetctl config drift` and the web UI show it (JSON at the edges).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftView {
+    /// The agent.
+    pub agent: AgentId,
+    /// Managed, report-only or pending.
+    pub management: Management,
+    /// The summary.
+    pub state: DriftState,
+    /// Desired version.
+    pub desired_version: Option<u64>,
+    /// Desired text hash.
+    pub desired_hash: Option<String>,
+    /// The template in use.
+    pub template: Option<String>,
+    /// The version the agent last said it applied.
+    pub applied_version: Option<u64>,
+    /// Hash of the live config the agent sent last.
+    pub live_hash: Option<String>,
+    /// Whether the agent ever sent its live config.
+    pub live_known: bool,
+    /// Key paths left out of the comparison.
+    pub volatile: Vec<String>,
+    /// Per-key differences.
+    pub differences: Vec<Difference>,
+    /// Why the comparison could not be made (a config that no longer parses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

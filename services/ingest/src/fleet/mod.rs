@@ -1,0 +1,130 @@
+//! The hub side of agent fleet management: managed configs and drift, instructions to agents
+//! (push, self-update), disaster-recovery snapshots with retrieval passphrases, and assets.
+//!
+//! - [`merge`]: pure TOML deep merge, overlays and value-based drift.
+//! - [`fold`]: [`Configs`], the managed-config read model folded from the log.
+//! - [`decide`]: `fleet.cmd.config.*` commands → config events.
+//! - [`http`]: the agent-facing routes (config fetch with ETag, live config, acks, snapshots,
+//!   recovery, assets).
+//! - [`store`]: object store buckets and snapshot sealing.
+//! - [`queries`]: the `fleet.q.config` read model for fleetctl and the web UI.
+
+pub mod decide;
+pub mod fold;
+pub mod http;
+pub mod merge;
+pub mod queries;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use fleetbus_schemas::{Envelope, EventId};
+
+pub use decide::decide;
+pub use fold::{Configs, DriftView, Management};
+pub use http::router;
+
+use crate::log::Appended;
+use crate::writer::Shared;
+
+/// What can go wrong in fleet management.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// The snapshot key file is unusable.
+    #[error("snapshot key {}: {reason}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Sealing or opening a snapshot failed.
+    #[error("snapshot crypto: {0}")]
+    Crypto(String),
+    /// The object store failed.
+    #[error("object store: {0}")]
+    Store(String),
+    /// The events were not committed.
+    #[error("log: {0}")]
+    Commit(String),
+}
+
+/// Settings of the fleet routes. Defaults suit the demo; ingest passes its state dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The snapshot key file.
+    pub key_path: PathBuf,
+    /// Largest snapshot accepted (bytes, plaintext).
+    pub max_snapshot_bytes: usize,
+    /// Snapshots kept per agent.
+    pub keep_snapshots: usize,
+    /// Largest live config or ack body (bytes).
+    pub max_body_bytes: usize,
+    /// Wrong passphrases allowed before an agent's recovery is locked for a while.
+    pub free_attempts: u32,
+    /// The first lockout; each further wrong passphrase doubles it.
+    pub lockout: Duration,
+    /// How long a request waits for its events to be committed.
+    pub commit_timeout: Duration,
+}
+
+impl Settings {
+    /// Defaults for a state dir.
+    pub fn new(state_dir: &Path) -> Settings {
+        Settings {
+            key_path: store::SnapshotKey::path(state_dir),
+            max_snapshot_bytes: 8 * 1024 * 1024,
+            keep_snapshots: 5,
+            max_body_bytes: merge::MAX_CONFIG_BYTES + 4 * 1024,
+            free_attempts: 3,
+            lockout: Duration::from_secs(30),
+            commit_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Publishes events and waits until each is in the log (like the agent API's "202 means
+/// durable").
+pub async fn commit(
+    shared: &Shared,
+    js: &jetstream::Context,
+    envelopes: &[Envelope],
+    timeout: Duration,
+) -> Result<u64, FleetError> {
+    let hub = &shared.hub;
+    let waiters: Vec<_> = envelopes.iter().map(|e| (e.id, hub.wait(e.id))).collect();
+    let forget = |ids: &[EventId]| ids.iter().for_each(|id| hub.forget(*id));
+    let ids: Vec<EventId> = envelopes.iter().map(|e| e.id).collect();
+    let published = match crate::bus::publish_all(js, envelopes).await {
+        Ok(p) => p,
+        Err(e) => {
+            forget(&ids);
+            return Err(FleetError::Commit(e.to_string()));
+        }
+    };
+    for (env, p) in envelopes.iter().zip(&published) {
+        if p.duplicate {
+            if let Ok(Some(seq)) = shared.store.lookup(env.id) {
+                hub.resolve(env.id, Appended::Duplicate(seq));
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seq = 0;
+    for (id, rx) in waiters {
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(outcome)) => seq = seq.max(outcome.seq()),
+            _ => {
+                forget(&ids);
+                return Err(FleetError::Commit(format!(
+                    "event {id} was not committed to the log within {} ms",
+                    timeout.as_millis()
+                )));
+            }
+        }
+    }
+    Ok(seq)
+}
