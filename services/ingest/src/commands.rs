@@ -11,13 +11,13 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use fleetbus_bus_config::CommandArea;
 use fleetbus_schemas::commands::{
-    AgentCommand, AlertCommand, AreaCommand, ConfigCommand, HostCommand, UserCommand,
+    AgentCommand, AlertCommand, HostCommand, UserCommand,
 };
 use fleetbus_schemas::events::host::HostSpec;
 use fleetbus_schemas::events::service::{ServiceEvent, ServiceManager, ServiceSpec};
 use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::{
-    AgentEvent, AlertEvent, ConfigEvent, Event, HostEvent, SystemEvent, UserEvent,
+    AgentEvent, AlertEvent, Event, HostEvent, SystemEvent, UserEvent,
 };
 use fleetbus_schemas::{
     Actor, ActorKind, Command, CommandEnvelope, CommandId, Envelope, EventId, UserRole,
@@ -474,41 +474,7 @@ pub fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>, Reject
             };
             Ok(vec![Event::Alert(event)])
         }
-        Command::Config(ConfigCommand::SetDesired { agent, toml }) => {
-            require_role(&cmd.actor, UserRole::Admin)?;
-            if !reg.agents.contains_key(agent) {
-                return Err(not_found(format!(
-                    "agent '{agent}' has never been issued a key"
-                )));
-            }
-            if toml.len() > 64 * 1024 {
-                return Err(invalid("config is larger than 64 KiB".into()));
-            }
-            if let Err(e) = toml.parse::<toml::Table>() {
-                return Err(invalid(format!(
-                    "config is not valid TOML: {}",
-                    e.to_string().trim()
-                )));
-            }
-            let hash = hex::encode(Sha256::digest(toml.as_bytes()));
-            let version = state.desired.get(agent).map(|d| d.version).unwrap_or(0) + 1;
-            Ok(vec![Event::Config(ConfigEvent::DesiredSet {
-                agent: agent.clone(),
-                version,
-                toml: toml.clone(),
-                hash,
-                template: None,
-                overrides: None,
-                volatile: Vec::new(),
-            })])
-        }
-        Command::Config(other) => Err(reject(
-            RejectKind::Invalid,
-            format!(
-                "config command '{}' is not handled by this ingest yet (only set_desired)",
-                other.verb()
-            ),
-        )),
+        Command::Config(c) => crate::fleet::decide(reg, &state.configs, &cmd.actor, c),
         other => Err(reject(
             RejectKind::Malformed,
             format!(

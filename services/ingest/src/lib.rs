@@ -11,6 +11,7 @@ pub mod api;
 pub mod bus;
 pub mod commands;
 pub mod config;
+pub mod fleet;
 pub mod hub;
 pub mod log;
 pub mod metrics;
@@ -172,6 +173,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         js.clone(),
         config.limits.clone(),
     )));
+    let app = app.merge(
+        fleet::router(
+            shared.clone(),
+            js.clone(),
+            fleet::Settings::new(&config.state_dir),
+        )
+        .map_err(|e| IngestError::Config(e.to_string()))?,
+    );
     let http = {
         let stop = http_stop.clone();
         tokio::spawn(async move {

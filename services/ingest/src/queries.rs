@@ -119,6 +119,7 @@ pub fn answer_query(shared: &Shared, model_name: &str, payload: &[u8]) -> Vec<u8
         model::USER_CREDENTIAL => {
             answer(decode::<UserCredentialQuery>(payload).and_then(|q| user_credential(shared, &q.user)))
         }
+        crate::fleet::queries::MODEL => crate::fleet::queries::answer(&shared.read_state(), payload),
         other => answer::<()>(Err(bad_request(format!(
             "unknown model '{}'; expected one of overview, host, history, alerts, events, log_head, registry, users, user_credential",
             other.chars().take(64).collect::<String>()

@@ -26,11 +26,15 @@ pub struct State {
     pub projections: Projections,
     /// Desired config per agent (to number the next version).
     pub desired: BTreeMap<AgentId, Desired>,
+    /// Managed configs, snapshots and instructions (see [`crate::fleet`]).
+    #[serde(default)]
+    pub configs: crate::fleet::Configs,
 }
 
 impl Fold for State {
     fn apply(&mut self, seq: u64, envelope: &Envelope) {
         self.projections.apply(seq, envelope);
+        self.configs.apply(seq, envelope);
         if let Event::Config(ConfigEvent::DesiredSet {
             agent,
             version,

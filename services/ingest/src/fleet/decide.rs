@@ -32,12 +32,18 @@ fn invalid(message: impl Into<String>) -> Rejection {
 fn require_role(actor: &Actor, needed: UserRole) -> Result<(), Rejection> {
     match actor.kind {
         ActorKind::Service => Ok(()),
-        ActorKind::Agent => Err(reject(RejectKind::Forbidden, "agents may not send commands")),
+        ActorKind::Agent => Err(reject(
+            RejectKind::Forbidden,
+            "agents may not send commands",
+        )),
         ActorKind::User => match actor.role {
             Some(role) if role >= needed => Ok(()),
             _ => Err(reject(
                 RejectKind::Forbidden,
-                format!("user '{}' needs the {needed:?} role for this command", actor.name),
+                format!(
+                    "user '{}' needs the {needed:?} role for this command",
+                    actor.name
+                ),
             )),
         },
     }
@@ -399,7 +405,12 @@ mod tests {
     }
 
     /// Decides and folds, like ingest does.
-    fn run(reg: &Registry, configs: &mut Configs, seq: &mut u64, cmd: ConfigCommand) -> Result<Vec<Event>, Rejection> {
+    fn run(
+        reg: &Registry,
+        configs: &mut Configs,
+        seq: &mut u64,
+        cmd: ConfigCommand,
+    ) -> Result<Vec<Event>, Rejection> {
         let events = decide(reg, configs, &admin(), &cmd)?;
         for e in &events {
             *seq += 1;
@@ -413,32 +424,55 @@ mod tests {
         let reg = registry();
         let mut c = Configs::default();
         let mut seq = 0;
-        run(&reg, &mut c, &mut seq, ConfigCommand::SetTemplate {
-            template: "web".into(),
-            toml: "interval = 30\n[nginx]\nworkers = 4\n".into(),
-            volatile: vec!["nginx.pid".into()],
-        })
+        run(
+            &reg,
+            &mut c,
+            &mut seq,
+            ConfigCommand::SetTemplate {
+                template: "web".into(),
+                toml: "interval = 30\n[nginx]\nworkers = 4\n".into(),
+                volatile: vec!["nginx.pid".into()],
+            },
+        )
         .unwrap();
-        run(&reg, &mut c, &mut seq, ConfigCommand::Assign {
-            agent: agent("web-1"),
-            template: Some("web".into()),
-            overrides: "[nginx]\nworkers = 8\n".into(),
-            volatile: vec![],
-        })
+        run(
+            &reg,
+            &mut c,
+            &mut seq,
+            ConfigCommand::Assign {
+                agent: agent("web-1"),
+                template: Some("web".into()),
+                overrides: "[nginx]\nworkers = 8\n".into(),
+                volatile: vec![],
+            },
+        )
         .unwrap();
-        run(&reg, &mut c, &mut seq, ConfigCommand::SetDesired {
-            agent: agent("web-2"),
-            toml: "plain = true\n".into(),
-        })
+        run(
+            &reg,
+            &mut c,
+            &mut seq,
+            ConfigCommand::SetDesired {
+                agent: agent("web-2"),
+                toml: "plain = true\n".into(),
+            },
+        )
         .unwrap();
         let d1 = c.agents[&agent("web-1")].desired.clone().unwrap();
         assert_eq!(d1.version, 1);
-        assert_eq!(merge::parse("t", &d1.toml).unwrap()["nginx"]["workers"].as_integer(), Some(8));
-        let events = run(&reg, &mut c, &mut seq, ConfigCommand::SetTemplate {
-            template: "web".into(),
-            toml: "interval = 60\n[nginx]\nworkers = 4\n".into(),
-            volatile: vec![],
-        })
+        assert_eq!(
+            merge::parse("t", &d1.toml).unwrap()["nginx"]["workers"].as_integer(),
+            Some(8)
+        );
+        let events = run(
+            &reg,
+            &mut c,
+            &mut seq,
+            ConfigCommand::SetTemplate {
+                template: "web".into(),
+                toml: "interval = 60\n[nginx]\nworkers = 4\n".into(),
+                volatile: vec![],
+            },
+        )
         .unwrap();
         assert_eq!(events.len(), 2, "template + web-1 only: {events:?}");
         let d1 = c.agents[&agent("web-1")].desired.clone().unwrap();
@@ -446,9 +480,20 @@ mod tests {
         let t = merge::parse("t", &d1.toml).unwrap();
         assert_eq!(t["interval"].as_integer(), Some(60));
         assert_eq!(t["nginx"]["workers"].as_integer(), Some(8));
-        assert_eq!(c.agents[&agent("web-2")].desired.as_ref().unwrap().version, 1);
+        assert_eq!(
+            c.agents[&agent("web-2")].desired.as_ref().unwrap().version,
+            1
+        );
         // The template cannot go while web-1 uses it.
-        let e = run(&reg, &mut c, &mut seq, ConfigCommand::RemoveTemplate { template: "web".into() }).unwrap_err();
+        let e = run(
+            &reg,
+            &mut c,
+            &mut seq,
+            ConfigCommand::RemoveTemplate {
+                template: "web".into(),
+            },
+        )
+        .unwrap_err();
         assert_eq!(e.kind, RejectKind::Conflict);
         assert!(e.message.contains("web-1"), "{}", e.message);
     }
@@ -458,38 +503,75 @@ mod tests {
         let reg = registry();
         let mut c = Configs::default();
         let mut seq = 0;
-        run(&reg, &mut c, &mut seq, ConfigCommand::SetTemplate {
-            template: "web".into(),
-            toml: "a = 1\nb = 2\n".into(),
-            volatile: vec![],
-        })
+        run(
+            &reg,
+            &mut c,
+            &mut seq,
+            ConfigCommand::SetTemplate {
+                template: "web".into(),
+                toml: "a = 1\nb = 2\n".into(),
+                volatile: vec![],
+            },
+        )
         .unwrap();
-        run(&reg, &mut c, &mut seq, ConfigCommand::Assign {
-            agent: agent("web-1"),
-            template: Some("web".into()),
-            overrides: String::new(),
-            volatile: vec![],
-        })
+        run(
+            &reg,
+            &mut c,
+            &mut seq,
+            ConfigCommand::Assign {
+                agent: agent("web-1"),
+                template: Some("web".into()),
+                overrides: String::new(),
+                volatile: vec![],
+            },
+        )
         .unwrap();
         let live = |c: &mut Configs, seq: &mut u64, text: &str| {
             *seq += 1;
-            c.apply(*seq, &Envelope::new("agent", Actor::agent("web-1"), None, Event::Config(ConfigEvent::LiveReported {
-                agent: agent("web-1"),
-                version: Some(1),
-                hash: text_hash(text),
-                toml: text.into(),
-            })));
+            c.apply(
+                *seq,
+                &Envelope::new(
+                    "agent",
+                    Actor::agent("web-1"),
+                    None,
+                    Event::Config(ConfigEvent::LiveReported {
+                        agent: agent("web-1"),
+                        version: Some(1),
+                        hash: text_hash(text),
+                        toml: text.into(),
+                    }),
+                ),
+            );
         };
         live(&mut c, &mut seq, "b = 3\na = 1\nc = 4\n");
         assert_eq!(c.drift(&agent("web-1")).unwrap().differences.len(), 2);
-        run(&reg, &mut c, &mut seq, ConfigCommand::Import { agent: agent("web-1") }).unwrap();
+        run(
+            &reg,
+            &mut c,
+            &mut seq,
+            ConfigCommand::Import {
+                agent: agent("web-1"),
+            },
+        )
+        .unwrap();
         let d = c.agents[&agent("web-1")].desired.clone().unwrap();
         assert_eq!(d.template.as_deref(), Some("web"));
-        assert_eq!(merge::parse("o", d.overrides.as_deref().unwrap()).unwrap(), merge::parse("o", "b = 3\nc = 4\n").unwrap());
+        assert_eq!(
+            merge::parse("o", d.overrides.as_deref().unwrap()).unwrap(),
+            merge::parse("o", "b = 3\nc = 4\n").unwrap()
+        );
         assert!(c.drift(&agent("web-1")).unwrap().differences.is_empty());
         // A live config lacking a template key detaches from the template.
         live(&mut c, &mut seq, "b = 3\n");
-        run(&reg, &mut c, &mut seq, ConfigCommand::Import { agent: agent("web-1") }).unwrap();
+        run(
+            &reg,
+            &mut c,
+            &mut seq,
+            ConfigCommand::Import {
+                agent: agent("web-1"),
+            },
+        )
+        .unwrap();
         let d = c.agents[&agent("web-1")].desired.clone().unwrap();
         assert_eq!(d.template, None);
         assert_eq!(d.toml, "b = 3\n");
@@ -502,14 +584,71 @@ mod tests {
         let mut c = Configs::default();
         let mut seq = 0;
         let cases = [
-            (ConfigCommand::SetDesired { agent: agent("nobody"), toml: "a = 1".into() }, RejectKind::NotFound, "never been issued"),
-            (ConfigCommand::SetDesired { agent: agent("web-1"), toml: "a = ".into() }, RejectKind::Invalid, "not valid TOML"),
-            (ConfigCommand::Assign { agent: agent("web-1"), template: Some("nope".into()), overrides: String::new(), volatile: vec![] }, RejectKind::NotFound, "template 'nope'"),
-            (ConfigCommand::SetTemplate { template: "Bad Name".into(), toml: String::new(), volatile: vec![] }, RejectKind::Invalid, "template name"),
-            (ConfigCommand::Import { agent: agent("web-1") }, RejectKind::NotFound, "live config"),
-            (ConfigCommand::Push { agent: agent("web-1") }, RejectKind::NotFound, "not managed"),
-            (ConfigCommand::TriggerUpdate { agent: agent("web-1"), version: "1; rm -rf /".into() }, RejectKind::Invalid, "version"),
-            (ConfigCommand::SetPassphrase { agent: agent("web-1"), passphrase_hash: "plain".into() }, RejectKind::Invalid, "argon2id"),
+            (
+                ConfigCommand::SetDesired {
+                    agent: agent("nobody"),
+                    toml: "a = 1".into(),
+                },
+                RejectKind::NotFound,
+                "never been issued",
+            ),
+            (
+                ConfigCommand::SetDesired {
+                    agent: agent("web-1"),
+                    toml: "a = ".into(),
+                },
+                RejectKind::Invalid,
+                "not valid TOML",
+            ),
+            (
+                ConfigCommand::Assign {
+                    agent: agent("web-1"),
+                    template: Some("nope".into()),
+                    overrides: String::new(),
+                    volatile: vec![],
+                },
+                RejectKind::NotFound,
+                "template 'nope'",
+            ),
+            (
+                ConfigCommand::SetTemplate {
+                    template: "Bad Name".into(),
+                    toml: String::new(),
+                    volatile: vec![],
+                },
+                RejectKind::Invalid,
+                "template name",
+            ),
+            (
+                ConfigCommand::Import {
+                    agent: agent("web-1"),
+                },
+                RejectKind::NotFound,
+                "live config",
+            ),
+            (
+                ConfigCommand::Push {
+                    agent: agent("web-1"),
+                },
+                RejectKind::NotFound,
+                "not managed",
+            ),
+            (
+                ConfigCommand::TriggerUpdate {
+                    agent: agent("web-1"),
+                    version: "1; rm -rf /".into(),
+                },
+                RejectKind::Invalid,
+                "version",
+            ),
+            (
+                ConfigCommand::SetPassphrase {
+                    agent: agent("web-1"),
+                    passphrase_hash: "plain".into(),
+                },
+                RejectKind::Invalid,
+                "argon2id",
+            ),
         ];
         for (cmd, kind, text) in cases {
             let e = run(&reg, &mut c, &mut seq, cmd.clone()).unwrap_err();
@@ -518,7 +657,16 @@ mod tests {
         }
         assert_eq!(c, Configs::default());
         let viewer = Actor::user("v", UserRole::Viewer);
-        let e = decide(&reg, &c, &viewer, &ConfigCommand::SetDesired { agent: agent("web-1"), toml: String::new() }).unwrap_err();
+        let e = decide(
+            &reg,
+            &c,
+            &viewer,
+            &ConfigCommand::SetDesired {
+                agent: agent("web-1"),
+                toml: String::new(),
+            },
+        )
+        .unwrap_err();
         assert_eq!(e.kind, RejectKind::Forbidden);
     }
 }

@@ -315,8 +315,10 @@ impl Configs {
                 agent,
                 passphrase_hash,
             } => {
-                self.agents.entry(agent.clone()).or_default().passphrase_hash =
-                    Some(passphrase_hash.clone());
+                self.agents
+                    .entry(agent.clone())
+                    .or_default()
+                    .passphrase_hash = Some(passphrase_hash.clone());
             }
             ConfigEvent::RecoveryAttempted { .. } => {}
         }
@@ -325,7 +327,11 @@ impl Configs {
     /// The volatile key paths in effect for an agent: its own plus its template's.
     pub fn volatile(&self, desired: &Desired) -> Vec<String> {
         let mut v = desired.volatile.clone();
-        if let Some(t) = desired.template.as_ref().and_then(|t| self.templates.get(t)) {
+        if let Some(t) = desired
+            .template
+            .as_ref()
+            .and_then(|t| self.templates.get(t))
+        {
             v.extend(t.volatile.iter().cloned());
         }
         v.sort();

@@ -185,7 +185,11 @@ pub struct FleetState {
 
 /// The fleet routes, ready to merge into ingest's agent API router. Fails when the snapshot key
 /// file is unusable.
-pub fn router(shared: Shared, js: jetstream::Context, settings: Settings) -> Result<Router, FleetError> {
+pub fn router(
+    shared: Shared,
+    js: jetstream::Context,
+    settings: Settings,
+) -> Result<Router, FleetError> {
     let key = SnapshotKey::load_or_create(&settings.key_path)?;
     let snapshot_limit = settings.max_snapshot_bytes;
     let body_limit = settings.max_body_bytes;
@@ -243,7 +247,10 @@ fn not_found(message: String) -> Response {
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::TooLarge(format!("request body is too large: {}", rejection.body_text()))
+            AppError::TooLarge(format!(
+                "request body is too large: {}",
+                rejection.body_text()
+            ))
         } else {
             AppError::Malformed {
                 path: ".".into(),
@@ -282,14 +289,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Remote {
 
 impl FleetState {
     /// The agent owning the bearer key; it must be `expected` when given.
-    fn authenticate(&self, headers: &HeaderMap, expected: Option<&AgentId>) -> Result<AgentId, AppError> {
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        expected: Option<&AgentId>,
+    ) -> Result<AgentId, AppError> {
         let key = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| AppError::Unauthorized("expected 'Authorization: Bearer <agent key>'".into()))?;
+            .ok_or_else(|| {
+                AppError::Unauthorized("expected 'Authorization: Bearer <agent key>'".into())
+            })?;
         let hash = hex::encode(Sha256::digest(key.as_bytes()));
         let state = self.shared.read_state();
         let mut owner = None;
@@ -299,9 +312,9 @@ impl FleetState {
             }
         }
         match (owner, expected) {
-            (Some(owner), Some(expected)) if owner != *expected => Err(AppError::Forbidden(format!(
-                "this key belongs to agent '{owner}', not '{expected}'"
-            ))),
+            (Some(owner), Some(expected)) if owner != *expected => Err(AppError::Forbidden(
+                format!("this key belongs to agent '{owner}', not '{expected}'"),
+            )),
             (Some(owner), _) => Ok(owner),
             (None, _) => Err(AppError::Unauthorized("unknown agent key".into())),
         }
@@ -313,9 +326,14 @@ impl FleetState {
     }
 
     async fn commit(&self, events: Vec<Envelope>) -> Result<u64, AppError> {
-        commit(&self.shared, &self.js, &events, self.settings.commit_timeout)
-            .await
-            .map_err(unavailable)
+        commit(
+            &self.shared,
+            &self.js,
+            &events,
+            self.settings.commit_timeout,
+        )
+        .await
+        .map_err(unavailable)
     }
 
     fn desired_reply(&self, agent: &AgentId) -> DesiredReply {
@@ -325,7 +343,12 @@ impl FleetState {
         let desired = a.and_then(|a| a.desired.as_ref());
         let instructions = a
             .into_iter()
-            .flat_map(|a| [(Instruction::Push, &a.push), (Instruction::Update, &a.update)])
+            .flat_map(|a| {
+                [
+                    (Instruction::Push, &a.push),
+                    (Instruction::Update, &a.update),
+                ]
+            })
             .filter_map(|(instruction, p)| {
                 let p = p.as_ref().filter(|p| p.ack.is_none())?;
                 Some(InstructionOut {
@@ -342,7 +365,9 @@ impl FleetState {
             version: desired.map(|d| d.version),
             hash: desired.map(|d| d.hash.clone()),
             toml: desired.map(|d| d.toml.clone()),
-            volatile: desired.map(|d| state.configs.volatile(d)).unwrap_or_default(),
+            volatile: desired
+                .map(|d| state.configs.volatile(d))
+                .unwrap_or_default(),
             instructions,
             blocked,
         }
@@ -373,13 +398,19 @@ async fn get_config(
     if if_none_match(&headers, &etag) {
         return Ok((
             StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag_value), (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+            [
+                (header::ETAG, etag_value),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
         )
             .into_response());
     }
     Ok((
         StatusCode::OK,
-        [(header::ETAG, etag_value), (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+        [
+            (header::ETAG, etag_value),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
         Json(reply),
     )
         .into_response())
@@ -405,7 +436,17 @@ async fn put_live(
         .and_then(|a| a.live.as_ref())
         .is_some_and(|l| l.hash == hash && l.version == live.version);
     if unchanged {
-        return Ok((StatusCode::OK, Json(StoredReply { stored: false, seq: 0, object: None, hash, size })).into_response());
+        return Ok((
+            StatusCode::OK,
+            Json(StoredReply {
+                stored: false,
+                seq: 0,
+                object: None,
+                hash,
+                size,
+            }),
+        )
+            .into_response());
     }
     let env = Envelope::new(
         SOURCE,
@@ -420,7 +461,17 @@ async fn put_live(
     );
     let seq = state.commit(vec![env]).await?;
     tracing::info!(agent = %agent, %hash, version = ?live.version, "live config stored");
-    Ok((StatusCode::ACCEPTED, Json(StoredReply { stored: true, seq, object: None, hash, size })).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(StoredReply {
+            stored: true,
+            seq,
+            object: None,
+            hash,
+            size,
+        }),
+    )
+        .into_response())
 }
 
 async fn post_ack(
@@ -454,7 +505,17 @@ async fn post_ack(
             )))
         }
         Some(true) => {
-            return Ok((StatusCode::OK, Json(StoredReply { stored: false, seq: 0, object: None, hash: String::new(), size: 0 })).into_response())
+            return Ok((
+                StatusCode::OK,
+                Json(StoredReply {
+                    stored: false,
+                    seq: 0,
+                    object: None,
+                    hash: String::new(),
+                    size: 0,
+                }),
+            )
+                .into_response())
         }
         Some(false) => {}
     }
@@ -472,7 +533,17 @@ async fn post_ack(
     );
     let seq = state.commit(vec![env]).await?;
     tracing::info!(agent = %agent, instruction = ack.instruction.as_str(), ok = ack.ok, "instruction acknowledged");
-    Ok((StatusCode::ACCEPTED, Json(StoredReply { stored: true, seq, object: None, hash: String::new(), size: 0 })).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(StoredReply {
+            stored: true,
+            seq,
+            object: None,
+            hash: String::new(),
+            size: 0,
+        }),
+    )
+        .into_response())
 }
 
 async fn post_snapshot(
@@ -491,7 +562,9 @@ async fn post_snapshot(
     let object = format!("{agent}/{id}");
     let sealed = state.key.seal(&object, &plain).map_err(unavailable)?;
     let size = sealed.len() as u64;
-    let bucket = store::bucket(&state.js, SNAPSHOTS_BUCKET).await.map_err(unavailable)?;
+    let bucket = store::bucket(&state.js, SNAPSHOTS_BUCKET)
+        .await
+        .map_err(unavailable)?;
     bucket
         .put(object.as_str(), &mut sealed.as_slice())
         .await
@@ -537,9 +610,18 @@ async fn post_snapshot(
 async fn prune(state: &FleetState, agent: &AgentId, bucket: &jetstream::object_store::ObjectStore) {
     let old: Vec<String> = {
         let s = state.shared.read_state();
-        let Some(a) = s.configs.agents.get(agent) else { return };
-        let excess = a.snapshots.len().saturating_sub(state.settings.keep_snapshots);
-        a.snapshots.iter().take(excess).map(|s| s.object.clone()).collect()
+        let Some(a) = s.configs.agents.get(agent) else {
+            return;
+        };
+        let excess = a
+            .snapshots
+            .len()
+            .saturating_sub(state.settings.keep_snapshots);
+        a.snapshots
+            .iter()
+            .take(excess)
+            .map(|s| s.object.clone())
+            .collect()
     };
     let mut events = Vec::new();
     for object in old {
@@ -587,13 +669,17 @@ impl FleetState {
         if entry.failures >= self.settings.free_attempts {
             let doublings = (entry.failures - self.settings.free_attempts).min(10);
             let lockout = self.settings.lockout * 2u32.pow(doublings);
-            entry.locked_until = Some(Instant::now() + lockout.min(std::time::Duration::from_secs(3600)));
+            entry.locked_until =
+                Some(Instant::now() + lockout.min(std::time::Duration::from_secs(3600)));
         }
         entry.failures
     }
 
     fn record_success(&self, agent: &AgentId) {
-        self.throttle.lock().unwrap_or_else(|p| p.into_inner()).remove(agent);
+        self.throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(agent);
     }
 }
 
@@ -618,7 +704,11 @@ async fn get_recovery(
         .and_then(|v| v.to_str().ok())
         .map(normalize_passphrase)
         .filter(|p| !p.is_empty())
-        .ok_or_else(|| AppError::Unauthorized(format!("expected the retrieval passphrase in the {PASSPHRASE_HEADER} header")))?;
+        .ok_or_else(|| {
+            AppError::Unauthorized(format!(
+                "expected the retrieval passphrase in the {PASSPHRASE_HEADER} header"
+            ))
+        })?;
     let stored = state
         .shared
         .read_state()
@@ -662,11 +752,18 @@ async fn get_recovery(
     let snapshot = match latest {
         None => None,
         Some(meta) => {
-            let bucket = store::bucket(&state.js, SNAPSHOTS_BUCKET).await.map_err(unavailable)?;
+            let bucket = store::bucket(&state.js, SNAPSHOTS_BUCKET)
+                .await
+                .map_err(unavailable)?;
             let sealed = store::read_object(&bucket, &meta.object)
                 .await
                 .map_err(unavailable)?
-                .ok_or_else(|| unavailable(FleetError::Store(format!("snapshot {} is missing from the bucket", meta.object))))?;
+                .ok_or_else(|| {
+                    unavailable(FleetError::Store(format!(
+                        "snapshot {} is missing from the bucket",
+                        meta.object
+                    )))
+                })?;
             let plain = state.key.open(&meta.object, &sealed).map_err(unavailable)?;
             if hex::encode(Sha256::digest(&plain)) != meta.hash {
                 return Err(unavailable(FleetError::Crypto(format!(
@@ -710,13 +807,20 @@ pub fn normalize_passphrase(raw: &str) -> String {
 fn verify_passphrase(phc: &str, passphrase: &str) -> bool {
     use argon2::PasswordVerifier;
     argon2::PasswordHash::new(phc)
-        .map(|h| argon2::Argon2::default().verify_password(passphrase.as_bytes(), &h).is_ok())
+        .map(|h| {
+            argon2::Argon2::default()
+                .verify_password(passphrase.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
 /// The MIME type for a file name.
 pub fn content_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
@@ -742,7 +846,9 @@ pub fn content_type(name: &str) -> &'static str {
 }
 
 async fn manifest(state: &FleetState) -> Result<Manifest, AppError> {
-    let bucket = store::bucket(&state.js, ASSETS_BUCKET).await.map_err(unavailable)?;
+    let bucket = store::bucket(&state.js, ASSETS_BUCKET)
+        .await
+        .map_err(unavailable)?;
     let mut list = bucket
         .list()
         .await
@@ -770,7 +876,10 @@ async fn manifest(state: &FleetState) -> Result<Manifest, AppError> {
     Ok(Manifest { assets })
 }
 
-async fn get_manifest(State(state): State<Arc<FleetState>>, headers: HeaderMap) -> Result<Response, AppError> {
+async fn get_manifest(
+    State(state): State<Arc<FleetState>>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     state.authenticate(&headers, None)?;
     let m = manifest(&state).await?;
     Ok((
@@ -787,7 +896,9 @@ async fn get_asset(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     state.authenticate(&headers, None)?;
-    let bucket = store::bucket(&state.js, ASSETS_BUCKET).await.map_err(unavailable)?;
+    let bucket = store::bucket(&state.js, ASSETS_BUCKET)
+        .await
+        .map_err(unavailable)?;
     let info = match bucket.info(name.as_str()).await {
         Ok(i) if !i.deleted => i,
         _ => return Ok(not_found(format!("no asset named {name:?}"))),
@@ -797,9 +908,16 @@ async fn get_asset(
     let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     let cache = HeaderValue::from_static("private, max-age=0, must-revalidate");
     if if_none_match(&headers, &etag) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value), (header::CACHE_CONTROL, cache)]).into_response());
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag_value), (header::CACHE_CONTROL, cache)],
+        )
+            .into_response());
     }
-    let Some(bytes) = store::read_object(&bucket, &name).await.map_err(unavailable)? else {
+    let Some(bytes) = store::read_object(&bucket, &name)
+        .await
+        .map_err(unavailable)?
+    else {
         return Ok(not_found(format!("no asset named {name:?}")));
     };
     let ctype = info
@@ -807,7 +925,8 @@ async fn get_asset(
         .get("content-type")
         .cloned()
         .unwrap_or_else(|| content_type(&name).to_owned());
-    let ctype = HeaderValue::from_str(&ctype).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let ctype = HeaderValue::from_str(&ctype)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     Ok((
         StatusCode::OK,
         [
@@ -826,13 +945,19 @@ mod tests {
 
     #[test]
     fn passphrases_match_whatever_the_spacing_and_case() {
-        assert_eq!(normalize_passphrase("  Apple\tTIGER-river  "), "apple tiger river");
+        assert_eq!(
+            normalize_passphrase("  Apple\tTIGER-river  "),
+            "apple tiger river"
+        );
     }
 
     #[test]
     fn content_types_follow_the_extension() {
         assert_eq!(content_type("logo.PNG"), "image/png");
-        assert_eq!(content_type("scripts/setup.sh"), "text/x-shellscript; charset=utf-8");
+        assert_eq!(
+            content_type("scripts/setup.sh"),
+            "text/x-shellscript; charset=utf-8"
+        );
         assert_eq!(content_type("noext"), "application/octet-stream");
     }
 
@@ -854,7 +979,11 @@ mod tests {
         v.version = Some(2);
         assert_ne!(e, config_etag(&v));
         let mut i = base.clone();
-        i.instructions.push(InstructionOut { id: EventId::new(), instruction: Instruction::Push, target: "1".into() });
+        i.instructions.push(InstructionOut {
+            id: EventId::new(),
+            instruction: Instruction::Push,
+            target: "1".into(),
+        });
         assert_ne!(e, config_etag(&i));
         let mut b = base;
         b.blocked = true;

@@ -100,7 +100,10 @@ pub fn drift(desired: &Table, live: &Table, volatile: &[String]) -> Vec<Differen
 
 fn is_volatile(path: &[String], patterns: &[Vec<&str>]) -> bool {
     patterns.iter().any(|p| {
-        p.len() <= path.len() && p.iter().zip(path).all(|(seg, key)| *seg == "*" || seg == key)
+        p.len() <= path.len()
+            && p.iter()
+                .zip(path)
+                .all(|(seg, key)| *seg == "*" || seg == key)
     })
 }
 
@@ -190,9 +193,9 @@ pub fn to_json(value: &Value) -> serde_json::Value {
         Value::Boolean(b) => serde_json::Value::Bool(*b),
         Value::Datetime(d) => serde_json::Value::String(d.to_string()),
         Value::Array(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
-        Value::Table(t) => serde_json::Value::Object(
-            t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect(),
-        ),
+        Value::Table(t) => {
+            serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
     }
 }
 
@@ -315,7 +318,8 @@ mod tests {
     #[test]
     fn volatile_patterns_hide_keys_subtrees_and_wildcard_segments() {
         let desired = t("pid = 1\n[state]\nlast = 1\n[[srv]]\nport = 1\nseen = 1\n[x]\ny = 1\n");
-        let live = t("pid = 2\n[state]\nlast = 2\nnew = 1\n[[srv]]\nport = 1\nseen = 9\n[x]\ny = 2\n");
+        let live =
+            t("pid = 2\n[state]\nlast = 2\nnew = 1\n[[srv]]\nport = 1\nseen = 9\n[x]\ny = 2\n");
         let all = drift(&desired, &live, &[]);
         assert_eq!(all.len(), 5);
         let volatile = ["pid".to_string(), "state".into(), "srv.*.seen".into()];

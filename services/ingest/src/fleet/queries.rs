@@ -130,7 +130,11 @@ pub fn summary(state: &State) -> ConfigSummary {
             agents: configs
                 .agents
                 .values()
-                .filter(|a| a.desired.as_ref().is_some_and(|d| d.template.as_deref() == Some(name)))
+                .filter(|a| {
+                    a.desired
+                        .as_ref()
+                        .is_some_and(|d| d.template.as_deref() == Some(name))
+                })
                 .count(),
             actor: t.actor.clone(),
             time: t.time,

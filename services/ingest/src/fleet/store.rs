@@ -49,7 +49,8 @@ impl SnapshotKey {
         };
         if !path.exists() {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create its directory: {e}")))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| err(format!("cannot create its directory: {e}")))?;
                 let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
             }
             let key = ChaCha20Poly1305::generate_key(&mut OsRng);
@@ -72,9 +73,13 @@ impl SnapshotKey {
             )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let bytes = hex::decode(text.trim()).map_err(|_| err("expected 64 hex characters".into()))?;
+        let bytes =
+            hex::decode(text.trim()).map_err(|_| err("expected 64 hex characters".into()))?;
         if bytes.len() != 32 {
-            return Err(err(format!("expected a 32-byte key, found {} bytes", bytes.len())));
+            return Err(err(format!(
+                "expected a 32-byte key, found {} bytes",
+                bytes.len()
+            )));
         }
         Ok(SnapshotKey(*Key::from_slice(&bytes)))
     }
@@ -102,7 +107,9 @@ impl SnapshotKey {
     /// Opens a sealed snapshot of `object`; fails if it was altered or sealed for another name.
     pub fn open(&self, object: &str, sealed: &[u8]) -> Result<Vec<u8>, FleetError> {
         if sealed.len() < MAGIC.len() + NONCE_LEN || &sealed[..MAGIC.len()] != MAGIC {
-            return Err(FleetError::Crypto(format!("object {object} is not a sealed snapshot")));
+            return Err(FleetError::Crypto(format!(
+                "object {object} is not a sealed snapshot"
+            )));
         }
         let (nonce, body) = sealed[MAGIC.len()..].split_at(NONCE_LEN);
         ChaCha20Poly1305::new(&self.0)
@@ -122,7 +129,10 @@ impl SnapshotKey {
 }
 
 /// Opens a bucket, creating it (file storage) when it does not exist yet.
-pub async fn bucket(js: &jetstream::Context, name: &str) -> Result<object_store::ObjectStore, FleetError> {
+pub async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<object_store::ObjectStore, FleetError> {
     match js.get_object_store(name).await {
         Ok(b) => Ok(b),
         Err(_) => js
@@ -138,7 +148,10 @@ pub async fn bucket(js: &jetstream::Context, name: &str) -> Result<object_store:
 }
 
 /// Reads a whole object.
-pub async fn read_object(store: &object_store::ObjectStore, name: &str) -> Result<Option<Vec<u8>>, FleetError> {
+pub async fn read_object(
+    store: &object_store::ObjectStore,
+    name: &str,
+) -> Result<Option<Vec<u8>>, FleetError> {
     let mut object = match store.get(name).await {
         Ok(o) => o,
         Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
@@ -175,17 +188,32 @@ mod tests {
         let again = SnapshotKey::load_or_create(&path).unwrap();
         let plain = b"disk layout: /dev/sda1 ext4\nsecret=hunter2\n".repeat(10);
         let sealed = key.seal("web-1/01A", &plain).unwrap();
-        assert!(!sealed.windows(7).any(|w| w == b"hunter2"), "plaintext visible in ciphertext");
+        assert!(
+            !sealed.windows(7).any(|w| w == b"hunter2"),
+            "plaintext visible in ciphertext"
+        );
         assert_eq!(again.open("web-1/01A", &sealed).unwrap(), plain);
-        assert!(key.open("web-2/01A", &sealed).is_err(), "opened under another name");
+        assert!(
+            key.open("web-2/01A", &sealed).is_err(),
+            "opened under another name"
+        );
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(key.open("web-1/01A", &flipped).is_err(), "altered ciphertext opened");
+        assert!(
+            key.open("web-1/01A", &flipped).is_err(),
+            "altered ciphertext opened"
+        );
         std::fs::remove_file(&path).unwrap();
         let other = SnapshotKey::load_or_create(&path).unwrap();
-        assert!(other.open("web-1/01A", &sealed).is_err(), "opened with another key");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(
+            other.open("web-1/01A", &sealed).is_err(),
+            "opened with another key"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -200,10 +228,13 @@ mod tests {
 
     #[test]
     fn object_store_digests_convert_to_hex() {
-        use sha2::Digest;
         use base64::Engine;
+        use sha2::Digest;
         let sum = sha2::Sha256::digest(b"abc");
-        let d = format!("SHA-256={}", base64::engine::general_purpose::URL_SAFE.encode(sum));
+        let d = format!(
+            "SHA-256={}",
+            base64::engine::general_purpose::URL_SAFE.encode(sum)
+        );
         assert_eq!(digest_hex(Some(&d)), Some(hex::encode(sum)));
         assert_eq!(digest_hex(Some("MD5=x")), None);
     }
