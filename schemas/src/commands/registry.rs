@@ -256,12 +256,72 @@ impl AreaCommand for AlertCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum ConfigCommand {
-    /// Set an agent's desired config (TOML text).
+    /// Set an agent's whole desired config (TOML text), without a template.
     SetDesired {
         /// The agent.
         agent: AgentId,
         /// The desired config.
         toml: String,
+    },
+    /// Manage an agent: its desired config is `template` (if any) deep-merged with `overrides`.
+    Assign {
+        /// The agent.
+        agent: AgentId,
+        /// The template's name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<String>,
+        /// The agent's own keys (TOML), merged over the template.
+        #[serde(default)]
+        overrides: String,
+        /// Extra volatile key paths for this agent.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        volatile: Vec<String>,
+    },
+    /// Create or change a template; every agent using it gets a new desired version.
+    SetTemplate {
+        /// The template's name.
+        template: String,
+        /// Its TOML text.
+        toml: String,
+        /// Volatile key paths of every agent using it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        volatile: Vec<String>,
+    },
+    /// Remove a template no agent uses.
+    RemoveTemplate {
+        /// The template's name.
+        template: String,
+    },
+    /// Pull: make the agent's last reported live config its desired config ("create config from
+    /// report" for a report-only agent).
+    Import {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// Stop managing an agent.
+    Release {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// Push: tell the agent to apply its desired config now.
+    Push {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// Tell the agent to update itself to a version.
+    TriggerUpdate {
+        /// The agent.
+        agent: AgentId,
+        /// The agent version to install.
+        version: String,
+    },
+    /// Set the agent's retrieval passphrase. The passphrase is shown once by the issuer; only
+    /// its argon2id hash is sent.
+    SetPassphrase {
+        /// The agent.
+        agent: AgentId,
+        /// argon2id PHC string.
+        passphrase_hash: String,
     },
 }
 
@@ -269,12 +329,47 @@ impl AreaCommand for ConfigCommand {
     fn verb(&self) -> &'static str {
         match self {
             Self::SetDesired { .. } => "set_desired",
+            Self::Assign { .. } => "assign",
+            Self::SetTemplate { .. } => "set_template",
+            Self::RemoveTemplate { .. } => "remove_template",
+            Self::Import { .. } => "import",
+            Self::Release { .. } => "release",
+            Self::Push { .. } => "push",
+            Self::TriggerUpdate { .. } => "trigger_update",
+            Self::SetPassphrase { .. } => "set_passphrase",
         }
     }
     fn samples() -> Vec<Self> {
-        vec![Self::SetDesired {
-            agent: id("web-1"),
-            toml: "interval_s = 10\n".into(),
-        }]
+        vec![
+            Self::SetDesired {
+                agent: id("web-1"),
+                toml: "interval_s = 10\n".into(),
+            },
+            Self::Assign {
+                agent: id("web-1"),
+                template: Some("web".into()),
+                overrides: "[nginx]\nworkers = 8\n".into(),
+                volatile: vec!["state.*".into()],
+            },
+            Self::SetTemplate {
+                template: "web".into(),
+                toml: "interval_s = 30\n".into(),
+                volatile: vec![],
+            },
+            Self::RemoveTemplate {
+                template: "web".into(),
+            },
+            Self::Import { agent: id("web-1") },
+            Self::Release { agent: id("web-1") },
+            Self::Push { agent: id("web-1") },
+            Self::TriggerUpdate {
+                agent: id("web-1"),
+                version: "0.2.0".into(),
+            },
+            Self::SetPassphrase {
+                agent: id("web-1"),
+                passphrase_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            },
+        ]
     }
 }
