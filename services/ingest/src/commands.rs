@@ -10,15 +10,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use fleetbus_bus_config::CommandArea;
-use fleetbus_schemas::commands::{
-    AgentCommand, AlertCommand, HostCommand, UserCommand,
-};
+use fleetbus_schemas::commands::{AgentCommand, AlertCommand, HostCommand, UserCommand};
 use fleetbus_schemas::events::host::HostSpec;
 use fleetbus_schemas::events::service::{ServiceEvent, ServiceManager, ServiceSpec};
 use fleetbus_schemas::events::system::RejectKind;
-use fleetbus_schemas::events::{
-    AgentEvent, AlertEvent, Event, HostEvent, SystemEvent, UserEvent,
-};
+use fleetbus_schemas::events::{AgentEvent, AlertEvent, Event, HostEvent, SystemEvent, UserEvent};
 use fleetbus_schemas::{
     Actor, ActorKind, Command, CommandEnvelope, CommandId, Envelope, EventId, UserRole,
     SCHEMA_VERSION,
