@@ -29,6 +29,20 @@ pub struct Config {
     /// The daily retention pass.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Time warp, for tests and demos only (absent: the system clock).
+    #[serde(default)]
+    pub warp: Option<WarpConfig>,
+}
+
+/// Run the clock faster than real time: `now = anchor + (real_now - anchor) * speed`.
+/// Several processes with the same anchor and speed agree on the time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarpConfig {
+    /// RFC 3339 instant at which virtual time equals real time.
+    pub anchor: String,
+    /// How many virtual seconds pass per real second (≥ 1).
+    pub speed: f64,
 }
 
 fn version() -> u32 {
@@ -112,6 +126,30 @@ fn secs(what: &str, s: u64) -> Result<chrono::Duration, SchedulerError> {
 }
 
 impl Config {
+    /// The clock this config asks for: the system clock, or a warped one.
+    pub fn clock(&self) -> Result<std::sync::Arc<dyn crate::Clock>, SchedulerError> {
+        match &self.warp {
+            None => Ok(std::sync::Arc::new(crate::SystemClock)),
+            Some(w) => {
+                let anchor: chrono::DateTime<chrono::Utc> = w.anchor.parse().map_err(|e| {
+                    SchedulerError::Config(format!(
+                        "warp.anchor: {:?} is not RFC 3339: {e}",
+                        w.anchor
+                    ))
+                })?;
+                if !(w.speed.is_finite() && w.speed >= 1.0) {
+                    return Err(SchedulerError::Config(format!(
+                        "warp.speed: expected a number ≥ 1, found {}",
+                        w.speed
+                    )));
+                }
+                Ok(std::sync::Arc::new(crate::clock::WarpClock::new(
+                    anchor, w.speed,
+                )))
+            }
+        }
+    }
+
     /// Checks the values and derives what the core decides with.
     pub fn core(&self) -> Result<CoreConfig, SchedulerError> {
         if self.version != CONFIG_VERSION {
@@ -160,6 +198,7 @@ impl Default for Config {
             liveness: LivenessConfig::default(),
             firing: FiringConfig::default(),
             retention: RetentionConfig::default(),
+            warp: None,
         }
     }
 }

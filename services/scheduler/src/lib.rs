@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-pub use clock::{Clock, SystemClock, TestClock};
+pub use clock::{Clock, SystemClock, TestClock, WarpClock};
 pub use config::Config;
 
 /// Everything that stops the scheduler.
@@ -49,8 +49,10 @@ impl SchedulerError {
 }
 
 /// Runs the scheduler on the system clock until `shutdown` is cancelled.
+/// (or the warped clock of `config.warp`, for tests and demos).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SchedulerError> {
-    run_with_clock(config, Arc::new(SystemClock), shutdown).await
+    let clock = config.clock()?;
+    run_with_clock(config, clock, shutdown).await
 }
 
 /// Runs the scheduler on `clock` until `shutdown` is cancelled.
