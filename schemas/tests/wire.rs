@@ -23,10 +23,19 @@ fn fixed_time() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap()
 }
 
+/// A stable id per fixture name, so adding a sample elsewhere never changes this fixture.
+fn fixture_ulid(name: &str) -> ulid::Ulid {
+    // FNV-1a: tiny, deterministic, good enough to spread names.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    ulid::Ulid::from_parts(1_767_225_600_000, u128::from(hash))
+}
+
 fn event_envelopes() -> BTreeMap<String, Envelope> {
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     let mut out = BTreeMap::new();
-    for (i, event) in Event::samples().into_iter().enumerate() {
+    for event in Event::samples() {
         let base = format!("{}.{}", event.domain(), event.type_name());
         let n = seen.entry(base.clone()).or_default();
         let name = if *n == 0 {
@@ -36,7 +45,7 @@ fn event_envelopes() -> BTreeMap<String, Envelope> {
         };
         *n += 1;
         let envelope = Envelope {
-            id: EventId(ulid::Ulid::from_parts(1_767_225_600_000, i as u128)),
+            id: EventId(fixture_ulid(&name)),
             time: fixed_time(),
             source: "fixture".into(),
             actor: Actor::user("alice", UserRole::Operator),
@@ -52,7 +61,7 @@ fn event_envelopes() -> BTreeMap<String, Envelope> {
 fn command_envelopes() -> BTreeMap<String, CommandEnvelope> {
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     let mut out = BTreeMap::new();
-    for (i, command) in Command::samples().into_iter().enumerate() {
+    for command in Command::samples() {
         let base = format!("{}.{}", command.area(), command.verb());
         let n = seen.entry(base.clone()).or_default();
         let name = if *n == 0 {
@@ -61,16 +70,14 @@ fn command_envelopes() -> BTreeMap<String, CommandEnvelope> {
             format!("{base}.{n}")
         };
         *n += 1;
-        out.insert(
-            name,
-            CommandEnvelope {
-                id: CommandId(ulid::Ulid::from_parts(1_767_225_600_000, 1000 + i as u128)),
-                time: fixed_time(),
-                actor: Actor::user("alice", UserRole::Admin),
-                schema: SCHEMA_VERSION,
-                command,
-            },
-        );
+        let envelope = CommandEnvelope {
+            id: CommandId(fixture_ulid(&name)),
+            time: fixed_time(),
+            actor: Actor::user("alice", UserRole::Admin),
+            schema: SCHEMA_VERSION,
+            command,
+        };
+        out.insert(name, envelope);
     }
     out
 }
