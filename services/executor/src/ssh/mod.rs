@@ -1,0 +1,714 @@
+//! The SSH layer: a pool of russh client connections per host, host key policy, and command
+//! execution with streamed output, exit codes, timeouts and real cancellation.
+//!
+//! Every command runs wrapped as
+//! `read _ _ _ _ pg _ </proc/$$/stat; printf '<prefix> PGID %s %s\n' "$pg" "$$" >&2; exec /bin/sh -c '<line>'`.
+//! sshd starts a non-pty session in its own session (setsid), so the wrapper shell leads a
+//! process group containing everything the command starts. Its id comes back on stderr as a
+//! control line with a per-run nonce (taken out of the output), and cancel runs
+//! `kill -TERM -<pgid>`, waits a grace period, then `kill -KILL -<pgid>`, over a second channel.
+
+pub mod control;
+pub mod known_hosts;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleetbus_schemas::events::host::HostKeyPolicy;
+use fleetbus_schemas::events::job::OutputStream;
+use fleetbus_schemas::HostId;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
+use russh::{client, ChannelMsg, Preferred};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use self::control::{Control, ControlFilter, Utf8Stream};
+use self::known_hosts::{KnownHosts, Pinned};
+use crate::error::ExecError;
+use crate::quote::quote;
+
+/// How to reach one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The host's id (key of the pool and the known-hosts store).
+    pub host: HostId,
+    /// IP or DNS name.
+    pub address: String,
+    /// SSH port.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Host key policy.
+    pub policy: HostKeyPolicy,
+}
+
+impl Target {
+    fn addr(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+}
+
+/// SSH settings.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// Private key file (OpenSSH format).
+    pub key_path: PathBuf,
+    /// Optional password per host id (from a secrets file); tried after the key.
+    pub passwords: HashMap<HostId, String>,
+    /// TCP connect + handshake + auth deadline.
+    pub connect_timeout: Duration,
+    /// Keepalive interval on pooled connections.
+    pub keepalive: Duration,
+    /// Reuse connections (`false`: one connection per command, closed after it).
+    pub pool: bool,
+    /// Grace between TERM and KILL on cancel.
+    pub kill_grace: Duration,
+}
+
+impl SshSettings {
+    /// Defaults with a key file.
+    pub fn new(key_path: impl Into<PathBuf>) -> Self {
+        SshSettings {
+            key_path: key_path.into(),
+            passwords: HashMap::new(),
+            connect_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(15),
+            pool: true,
+            kill_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Host key facts for the bus (`host.key_pinned`, `host.key_mismatch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyNotice {
+    /// Pinned on first contact (accept-new).
+    Pinned {
+        /// The host.
+        host: HostId,
+        /// The key.
+        key: Pinned,
+    },
+    /// A key other than the pinned one was presented and refused.
+    Mismatch {
+        /// The host.
+        host: HostId,
+        /// Pinned fingerprint.
+        expected: String,
+        /// Presented fingerprint.
+        presented: String,
+    },
+}
+
+/// Modern algorithms only: no SHA-1 key exchange or signatures, no CBC, no SHA-1 MACs.
+pub fn modern_algorithms() -> Preferred {
+    use russh::keys::{Algorithm, EcdsaCurve};
+    use russh::{cipher, compression, kex, mac};
+    Preferred {
+        kex: Cow::Owned(vec![
+            kex::CURVE25519,
+            kex::CURVE25519_PRE_RFC_8731,
+            kex::ECDH_SHA2_NISTP256,
+            kex::ECDH_SHA2_NISTP384,
+            kex::ECDH_SHA2_NISTP521,
+            kex::DH_G16_SHA512,
+            kex::DH_G14_SHA256,
+            kex::EXTENSION_SUPPORT_AS_CLIENT,
+            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+        ]),
+        key: Cow::Owned(vec![
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP521,
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ]),
+        cipher: Cow::Owned(vec![
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_GCM,
+            cipher::AES_128_GCM,
+            cipher::AES_256_CTR,
+            cipher::AES_128_CTR,
+        ]),
+        mac: Cow::Owned(vec![
+            mac::HMAC_SHA512_ETM,
+            mac::HMAC_SHA256_ETM,
+            mac::HMAC_SHA256,
+        ]),
+        compression: Cow::Owned(vec![compression::NONE]),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Verdict {
+    Mismatch { expected: String, presented: String },
+    Unknown { presented: String },
+}
+
+struct Handler {
+    host: HostId,
+    policy: HostKeyPolicy,
+    known: Arc<KnownHosts>,
+    verdict: Arc<Mutex<Option<Verdict>>>,
+    notices: mpsc::UnboundedSender<KeyNotice>,
+}
+
+impl client::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKey,
+    ) -> Result<bool, Self::Error> {
+        let presented = key.fingerprint(HashAlg::Sha256).to_string();
+        let algorithm = key.algorithm().as_str().to_string();
+        let pinned = self.known.get(&self.host);
+        let set = |v: Verdict| {
+            *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        };
+        match (pinned, self.policy) {
+            (Some(p), _) if p.fingerprint == presented => Ok(true),
+            (_, HostKeyPolicy::Off) => {
+                warn!(host = %self.host, fingerprint = %presented, "host key not checked (policy off)");
+                Ok(true)
+            }
+            (Some(p), _) => {
+                warn!(host = %self.host, expected = %p.fingerprint, presented = %presented, "host key mismatch, refusing");
+                let _ = self.notices.send(KeyNotice::Mismatch {
+                    host: self.host.clone(),
+                    expected: p.fingerprint.clone(),
+                    presented: presented.clone(),
+                });
+                set(Verdict::Mismatch {
+                    expected: p.fingerprint,
+                    presented,
+                });
+                Ok(false)
+            }
+            (None, HostKeyPolicy::Strict) => {
+                set(Verdict::Unknown { presented });
+                Ok(false)
+            }
+            (None, HostKeyPolicy::AcceptNew) => {
+                let key = Pinned {
+                    algorithm,
+                    fingerprint: presented,
+                };
+                match self.known.pin(&self.host, key.clone()) {
+                    Ok(_) => {
+                        let _ = self.notices.send(KeyNotice::Pinned {
+                            host: self.host.clone(),
+                            key,
+                        });
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        warn!(host = %self.host, error = %e, "cannot pin host key, refusing");
+                        Ok(false)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One authenticated connection.
+struct Conn {
+    target: Target,
+    handle: client::Handle<Handler>,
+}
+
+/// What an exec run reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecEvent {
+    /// Output text.
+    Output {
+        /// Which stream.
+        stream: OutputStream,
+        /// Text (complete UTF-8).
+        data: String,
+    },
+    /// A batch step began.
+    Step {
+        /// 1-based.
+        step: u32,
+        /// Number of steps.
+        total: u32,
+    },
+}
+
+/// How an exec run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The command exited (see the exit code).
+    Exited,
+    /// Cancelled by the caller; the process group was killed.
+    Cancelled,
+    /// The command timeout passed; the process group was killed.
+    TimedOut,
+}
+
+/// The result of an exec run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// How it ended.
+    pub end: End,
+    /// Remote exit code.
+    pub exit_code: Option<i32>,
+    /// Remote signal name if killed by one.
+    pub exit_signal: Option<String>,
+    /// For batch scripts: the step that failed and its exit code.
+    pub failed_step: Option<(u32, i32)>,
+    /// Whether the kill confirmed the process group gone (cancel/timeout only).
+    pub killed: bool,
+}
+
+/// The pool. Cheap to clone.
+#[derive(Clone)]
+pub struct SshPool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    settings: SshSettings,
+    config: Arc<client::Config>,
+    key: Arc<PrivateKey>,
+    known: Arc<KnownHosts>,
+    notices: mpsc::UnboundedSender<KeyNotice>,
+    slots: Mutex<HashMap<HostId, Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>>>,
+}
+
+/// Loads an OpenSSH private key.
+pub fn load_key(path: &Path) -> Result<PrivateKey, ExecError> {
+    russh::keys::load_secret_key(path, None).map_err(|e| ExecError::Key {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl SshPool {
+    /// A pool with a key loaded from `settings.key_path`; key notices go to `notices`.
+    pub fn new(
+        settings: SshSettings,
+        known: Arc<KnownHosts>,
+        notices: mpsc::UnboundedSender<KeyNotice>,
+    ) -> Result<Self, ExecError> {
+        let key = load_key(&settings.key_path)?;
+        let config = client::Config {
+            preferred: modern_algorithms(),
+            keepalive_interval: settings.pool.then_some(settings.keepalive),
+            keepalive_max: 3,
+            inactivity_timeout: None,
+            nodelay: true,
+            ..Default::default()
+        };
+        Ok(SshPool {
+            inner: Arc::new(PoolInner {
+                settings,
+                config: Arc::new(config),
+                key: Arc::new(key),
+                known,
+                notices,
+                slots: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The known-hosts store.
+    pub fn known_hosts(&self) -> &Arc<KnownHosts> {
+        &self.inner.known
+    }
+
+    /// Drops a pooled connection (host removed or changed).
+    pub async fn evict(&self, host: &HostId) {
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(host);
+        if let Some(slot) = slot {
+            if let Some(conn) = slot.lock().await.take() {
+                let _ = conn
+                    .handle
+                    .disconnect(russh::Disconnect::ByApplication, "", "en")
+                    .await;
+            }
+        }
+    }
+
+    async fn connection(&self, target: &Target) -> Result<Arc<Conn>, ExecError> {
+        if !self.inner.settings.pool {
+            return Ok(Arc::new(self.connect(target).await?));
+        }
+        let slot = {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(target.host.clone()).or_default().clone()
+        };
+        // One connect at a time per host; other callers wait and reuse it.
+        let mut guard = slot.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            if !conn.handle.is_closed() && conn.target == *target {
+                return Ok(conn.clone());
+            }
+            debug!(host = %target.host, "pooled connection closed or target changed, reconnecting");
+        }
+        let conn = Arc::new(self.connect(target).await?);
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn connect(&self, target: &Target) -> Result<Conn, ExecError> {
+        let secs = self.inner.settings.connect_timeout.as_secs().max(1);
+        match tokio::time::timeout(
+            self.inner.settings.connect_timeout,
+            self.connect_inner(target),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ExecError::Timeout {
+                what: format!("connecting to {} ({})", target.host, target.addr()),
+                secs,
+            }),
+        }
+    }
+
+    async fn connect_inner(&self, target: &Target) -> Result<Conn, ExecError> {
+        let addr = target.addr();
+        let verdict = Arc::new(Mutex::new(None));
+        let handler = Handler {
+            host: target.host.clone(),
+            policy: target.policy,
+            known: self.inner.known.clone(),
+            verdict: verdict.clone(),
+            notices: self.inner.notices.clone(),
+        };
+        let socket = tokio::net::TcpStream::connect((target.address.as_str(), target.port))
+            .await
+            .map_err(|e| ExecError::Connect {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        let _ = socket.set_nodelay(true);
+        let connected = client::connect_stream(self.inner.config.clone(), socket, handler).await;
+        let mut handle = match connected {
+            Ok(h) => h,
+            Err(e) => {
+                let v = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
+                return Err(match v {
+                    Some(Verdict::Mismatch {
+                        expected,
+                        presented,
+                    }) => ExecError::HostKeyMismatch {
+                        host: target.host.to_string(),
+                        expected,
+                        presented,
+                    },
+                    Some(Verdict::Unknown { presented }) => ExecError::HostKeyUnknown {
+                        host: target.host.to_string(),
+                        presented,
+                    },
+                    None => match e {
+                        russh::Error::NoCommonAlgo { kind, ours, theirs } => {
+                            ExecError::NoCommonAlgorithm {
+                                addr,
+                                detail: format!(
+                                    "{kind:?}: server offers {}; client accepts {}",
+                                    theirs.join(","),
+                                    ours.join(",")
+                                ),
+                            }
+                        }
+                        other => ExecError::Session {
+                            addr,
+                            reason: other.to_string(),
+                        },
+                    },
+                });
+            }
+        };
+        let user = target.user.clone();
+        let hash = if self.inner.key.algorithm().is_rsa() {
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten()
+                .or(Some(HashAlg::Sha256))
+        } else {
+            None
+        };
+        let auth = handle
+            .authenticate_publickey(
+                user.clone(),
+                PrivateKeyWithHashAlg::new(self.inner.key.clone(), hash),
+            )
+            .await
+            .map_err(|e| ExecError::Auth {
+                user: user.clone(),
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut ok = auth.success();
+        if !ok {
+            if let Some(pw) = self.inner.settings.passwords.get(&target.host) {
+                ok = handle
+                    .authenticate_password(user.clone(), pw.clone())
+                    .await
+                    .map_err(|e| ExecError::Auth {
+                        user: user.clone(),
+                        addr: addr.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .success();
+            }
+        }
+        if !ok {
+            return Err(ExecError::Auth {
+                user,
+                addr,
+                reason: "the server refused the key (and the password, if one is configured)"
+                    .into(),
+            });
+        }
+        Ok(Conn {
+            target: target.clone(),
+            handle,
+        })
+    }
+
+    /// Opens (or reuses) the connection to `target` without running anything.
+    pub async fn check(&self, target: &Target) -> Result<(), ExecError> {
+        let conn = self.connection(target).await?;
+        if !self.inner.settings.pool {
+            let _ = conn
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Runs `line` on `target`, sending output to `events` as it arrives. `timeout` bounds the
+    /// run; `cancel` stops it. Both kill the remote process group (TERM, grace, KILL).
+    pub async fn exec(
+        &self,
+        target: &Target,
+        line: &str,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+        events: &mpsc::UnboundedSender<ExecEvent>,
+    ) -> Result<ExecOutcome, ExecError> {
+        let conn = self.connection(target).await?;
+        let result = self
+            .exec_on(&conn, target, line, timeout, cancel, events)
+            .await;
+        if !self.inner.settings.pool {
+            let _ = conn
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
+        result
+    }
+
+    async fn exec_on(
+        &self,
+        conn: &Conn,
+        target: &Target,
+        line: &str,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+        events: &mpsc::UnboundedSender<ExecEvent>,
+    ) -> Result<ExecOutcome, ExecError> {
+        let addr = target.addr();
+        let session_err = |reason: String| ExecError::Session {
+            addr: addr.clone(),
+            reason,
+        };
+        let nonce = ulid::Ulid::new().to_string();
+        let prefix = format!("\x1eFLEETBUS-{nonce} ");
+        let wrapped = wrap(&nonce, line)?;
+        let mut channel = conn
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| session_err(format!("cannot open a channel: {e}")))?;
+        channel
+            .exec(true, wrapped.into_bytes())
+            .await
+            .map_err(|e| session_err(format!("exec request failed: {e}")))?;
+        // Commands get end-of-file on stdin rather than waiting for input that never comes.
+        let _ = channel.eof().await;
+
+        let mut out_utf8 = Utf8Stream::default();
+        let mut err_utf8 = Utf8Stream::default();
+        let mut filter = ControlFilter::new(&prefix);
+        let mut pg: Option<(u32, u32)> = None;
+        let mut exit_code = None;
+        let mut exit_signal = None;
+        let mut failed_step = None;
+        let mut end = End::Exited;
+        let mut killed = false;
+        let sleep = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep);
+        let mut stopping = false;
+        let send = |stream, data: String| {
+            if !data.is_empty() {
+                let _ = events.send(ExecEvent::Output { stream, data });
+            }
+        };
+        loop {
+            tokio::select! {
+                msg = channel.wait() => {
+                    let Some(msg) = msg else { break };
+                    match msg {
+                        ChannelMsg::Data { data } => {
+                            send(OutputStream::Stdout, out_utf8.push(&data));
+                        }
+                        ChannelMsg::ExtendedData { data, ext: 1 } => {
+                            let (bytes, controls) = filter.push(&data);
+                            for c in controls {
+                                match c {
+                                    Control::Pgid { pgid, pid } => pg = Some((pgid, pid)),
+                                    Control::Step { step, total } => {
+                                        let _ = events.send(ExecEvent::Step { step, total });
+                                    }
+                                    Control::Fail { step, code } => failed_step = Some((step, code)),
+                                }
+                            }
+                            send(OutputStream::Stderr, err_utf8.push(&bytes));
+                        }
+                        ChannelMsg::ExitStatus { exit_status } => {
+                            exit_code = Some(exit_status as i32);
+                        }
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            exit_signal = Some(format!("{signal_name:?}"));
+                        }
+                        ChannelMsg::Close => break,
+                        _ => {}
+                    }
+                }
+                _ = cancel.cancelled(), if !stopping => {
+                    stopping = true;
+                    end = End::Cancelled;
+                    killed = self.kill_group(conn, target, pg).await;
+                }
+                _ = &mut sleep, if !stopping => {
+                    stopping = true;
+                    end = End::TimedOut;
+                    killed = self.kill_group(conn, target, pg).await;
+                }
+            }
+        }
+        let rest = filter.finish();
+        send(OutputStream::Stderr, err_utf8.push(&rest));
+        send(OutputStream::Stdout, out_utf8.finish());
+        send(OutputStream::Stderr, err_utf8.finish());
+        if exit_code.is_none() && exit_signal.is_none() && end == End::Exited {
+            return Err(session_err(
+                "the connection was lost while the command ran (no exit status received)".into(),
+            ));
+        }
+        Ok(ExecOutcome {
+            end,
+            exit_code,
+            exit_signal,
+            failed_step,
+            killed,
+        })
+    }
+
+    /// TERM the group, wait up to the grace period, then KILL; true when the group is gone.
+    async fn kill_group(&self, conn: &Conn, target: &Target, pg: Option<(u32, u32)>) -> bool {
+        let Some((pgid, pid)) = pg else {
+            warn!(host = %target.host, "cancel before the remote process group was known");
+            return false;
+        };
+        // Only a group the wrapper leads is ours to kill; otherwise kill just the wrapper.
+        // Liveness is read from /proc, skipping zombies: orphans reparented to an init that does
+        // not reap (containers) would otherwise look alive forever.
+        let (victim, field) = if pgid == pid {
+            (format!("-{pgid}"), 3)
+        } else {
+            (pid.to_string(), 0)
+        };
+        let tenths = (self.inner.settings.kill_grace.as_millis() / 100).max(1);
+        let script = format!(
+            "fb_alive() {{ for fb_s in /proc/[0-9]*/stat; do read -r fb_l < \"$fb_s\" 2>/dev/null || continue; \
+             fb_p=${{fb_s#/proc/}}; fb_p=${{fb_p%/stat}}; set -- ${{fb_l##*) }}; [ \"$1\" = Z ] && continue; \
+             if [ {field} = 0 ]; then [ \"$fb_p\" = {pid} ] && return 0; else [ \"$3\" = {pgid} ] && return 0; fi; done; return 1; }}; \
+             kill -TERM {victim} 2>/dev/null; i=0; while fb_alive && [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done; \
+             if fb_alive; then kill -KILL {victim} 2>/dev/null; sleep 0.1; fi; \
+             if fb_alive; then echo alive; else echo gone; fi"
+        );
+        let run = async {
+            let mut ch = conn.handle.channel_open_session().await.ok()?;
+            ch.exec(true, script.into_bytes()).await.ok()?;
+            let mut out = Vec::new();
+            while let Some(msg) = ch.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            Some(String::from_utf8_lossy(&out).trim() == "gone")
+        };
+        let limit = self.inner.settings.kill_grace + Duration::from_secs(5);
+        match tokio::time::timeout(limit, run).await {
+            Ok(Some(gone)) => gone,
+            _ => {
+                warn!(host = %target.host, pgid, "could not confirm the remote process group is gone");
+                false
+            }
+        }
+    }
+}
+
+/// The wrapper that reports the process group and then becomes the command.
+fn wrap(nonce: &str, line: &str) -> Result<String, ExecError> {
+    Ok(format!(
+        "read _ _ _ _ fb_pg _ </proc/$$/stat; printf '\\036FLEETBUS-{nonce} PGID %s %s\\n' \"$fb_pg\" \"$$\" >&2; FLEETBUS_TAG=FLEETBUS-{nonce}; export FLEETBUS_TAG; exec /bin/sh -c {}",
+        quote(line)?
+    ))
+}
+
+/// Builds the remote script of a batch: each line is run with `eval` in one shell (so `cd` and
+/// variables persist), preceded by a `STEP i/n` control line; the first failing step reports
+/// `FAIL i code` and ends the script with that code. The control tag (with the run's nonce)
+/// comes from the wrapper through `FLEETBUS_TAG`, which the script then unsets.
+pub fn batch_script(lines: &[String]) -> Result<String, ExecError> {
+    let total = lines.len();
+    let mut s = String::from("fb_tag=\"$FLEETBUS_TAG\"; unset FLEETBUS_TAG\n");
+    for (i, line) in lines.iter().enumerate() {
+        let step = i + 1;
+        s.push_str(&format!(
+            "printf '\\036%s STEP {step}/{total}\\n' \"$fb_tag\" >&2\neval {}\nfb_rc=$?\nif [ $fb_rc -ne 0 ]; then printf '\\036%s FAIL {step} %s\\n' \"$fb_tag\" \"$fb_rc\" >&2; exit $fb_rc; fi\n",
+            quote(line)?
+        ));
+    }
+    Ok(s)
+}
