@@ -1,0 +1,9 @@
+//! One module per verb group. Each has `Args` (clap) and `run(&Ctx, Args)`.
+
+pub mod agent;
+pub mod bus;
+pub mod host;
+pub mod log;
+pub mod query;
+pub mod send;
+pub mod tail;
