@@ -8,7 +8,8 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::users::{Role, SubjectRules};
+use crate::streams::{tap_api_prefix, tap_deliver_prefix, EVENTS_STREAM};
+use crate::users::{Account, Role, SubjectRules};
 use crate::BusConfigError;
 
 /// Default largest message the server accepts (1 MiB, the nats-server default).
@@ -228,6 +229,87 @@ fn rules(out: &mut String, name: &str, r: &SubjectRules) {
     out.push_str(" }\n");
 }
 
+fn render_users(out: &mut String, creds: &Credentials, account: Account) {
+    let _ = writeln!(out, "    users: [");
+    for role in Role::ALL.into_iter().filter(|r| r.account() == account) {
+        let perms = role.permissions();
+        let _ = writeln!(out, "      # {}", role.name());
+        let _ = writeln!(out, "      {{");
+        let _ = writeln!(out, "        nkey: {}", q(creds.public_key(role)));
+        let _ = writeln!(out, "        permissions: {{");
+        rules(out, "publish", &perms.publish);
+        rules(out, "subscribe", &perms.subscribe);
+        let _ = writeln!(out, "        }}");
+        let _ = writeln!(out, "      }}");
+    }
+    let _ = writeln!(out, "    ]");
+}
+
+/// The two accounts and the bridge between them: `TAP` imports the live events and, for its
+/// `EVENTS` mirror only, consumer creation on `FLEET`'s `EVENTS`, its flow control and the
+/// mirror's deliveries.
+fn render_accounts(out: &mut String, creds: &Credentials) {
+    let fleet = Account::Fleet.name();
+    let tap = Account::Tap.name();
+    let evt = EVENTS_STREAM;
+    let api = tap_api_prefix();
+    let deliver = tap_deliver_prefix();
+    let _ = writeln!(out, "accounts {{");
+    let _ = writeln!(out, "  {fleet} {{");
+    let _ = writeln!(out, "    jetstream: enabled");
+    render_users(out, creds, Account::Fleet);
+    let _ = writeln!(out, "    exports: [");
+    for (kind, subject) in [
+        ("stream", "fleet.evt.>".to_owned()),
+        ("service", format!("$JS.API.CONSUMER.CREATE.{evt}")),
+        ("service", format!("$JS.API.CONSUMER.CREATE.{evt}.>")),
+        ("service", format!("$JS.FC.{evt}.>")),
+        ("stream", format!("{deliver}.>")),
+    ] {
+        let _ = writeln!(
+            out,
+            "      {{ {kind}: {}, accounts: [{}] }}",
+            q(&subject),
+            q(tap)
+        );
+    }
+    let _ = writeln!(out, "    ]");
+    let _ = writeln!(out, "  }}");
+    let _ = writeln!(out, "  {tap} {{");
+    let _ = writeln!(out, "    jetstream: enabled");
+    render_users(out, creds, Account::Tap);
+    let _ = writeln!(out, "    imports: [");
+    let _ = writeln!(
+        out,
+        "      {{ stream: {{ account: {}, subject: \"fleet.evt.>\" }} }}",
+        q(fleet)
+    );
+    for suffix in ["", ".>"] {
+        let _ = writeln!(
+            out,
+            "      {{ service: {{ account: {}, subject: {} }}, to: {} }}",
+            q(fleet),
+            q(&format!("$JS.API.CONSUMER.CREATE.{evt}{suffix}")),
+            q(&format!("{api}.CONSUMER.CREATE.{evt}{suffix}"))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "      {{ service: {{ account: {}, subject: {} }} }}",
+        q(fleet),
+        q(&format!("$JS.FC.{evt}.>"))
+    );
+    let _ = writeln!(
+        out,
+        "      {{ stream: {{ account: {}, subject: {} }} }}",
+        q(fleet),
+        q(&format!("{deliver}.>"))
+    );
+    let _ = writeln!(out, "    ]");
+    let _ = writeln!(out, "  }}");
+    let _ = writeln!(out, "}}");
+}
+
 /// Render a server config. Every role in `creds` becomes an nkey user with its permissions.
 pub fn render(conf: &ServerConf, creds: &Credentials) -> String {
     let mut out = String::new();
@@ -260,21 +342,7 @@ pub fn render(conf: &ServerConf, creds: &Credentials) -> String {
         let _ = writeln!(out, "  routes: {}", list(&cluster.routes));
         let _ = writeln!(out, "}}");
     }
-    let _ = writeln!(out, "authorization {{");
-    let _ = writeln!(out, "  users: [");
-    for role in Role::ALL {
-        let perms = role.permissions();
-        let _ = writeln!(out, "    # {}", role.name());
-        let _ = writeln!(out, "    {{");
-        let _ = writeln!(out, "      nkey: {}", q(creds.public_key(role)));
-        let _ = writeln!(out, "      permissions: {{");
-        rules(&mut out, "publish", &perms.publish);
-        rules(&mut out, "subscribe", &perms.subscribe);
-        let _ = writeln!(out, "      }}");
-        let _ = writeln!(out, "    }}");
-    }
-    let _ = writeln!(out, "  ]");
-    let _ = writeln!(out, "}}");
+    render_accounts(&mut out, creds);
     out
 }
 

@@ -9,8 +9,11 @@ pub mod users;
 use std::path::{Path, PathBuf};
 
 pub use conf::{Credentials, ServerConf};
-pub use streams::{check, definitions, ensure, CommandArea, Definitions, Report, Retention};
-pub use users::{Permissions, Role};
+pub use streams::{
+    check, check_bus, definitions, ensure, ensure_bus, tap_definitions, BusContexts, CommandArea,
+    Definitions, Report, Retention,
+};
+pub use users::{Account, Permissions, Role};
 
 /// Everything that can go wrong in bus configuration.
 #[derive(Debug, thiserror::Error)]

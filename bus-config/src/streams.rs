@@ -41,6 +41,20 @@ pub fn durable_names(stream: &str) -> Vec<String> {
         .collect()
 }
 
+/// Subject prefix of the bridge between the `FLEET` and `TAP` accounts: the imported
+/// consumer-create API (`<prefix>.API.…`) and the mirror's deliveries (`<prefix>.deliver.…`).
+pub const TAP_BRIDGE_PREFIX: &str = "fleetbus-bridge";
+
+/// API prefix the `TAP` account's mirror uses to create its consumer on `FLEET`'s `EVENTS`.
+pub fn tap_api_prefix() -> String {
+    format!("{TAP_BRIDGE_PREFIX}.API")
+}
+
+/// Deliver prefix of the mirror's consumer (a stream export from `FLEET` to `TAP`).
+pub fn tap_deliver_prefix() -> String {
+    format!("{TAP_BRIDGE_PREFIX}.deliver")
+}
+
 /// JetStream's duplicate window for the streams fed with `Nats-Msg-Id`.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -296,6 +310,33 @@ pub fn definitions(retention: &Retention, replicas: usize) -> Definitions {
     }
 }
 
+/// The `TAP` account's streams: `EVENTS`, a mirror of `FLEET`'s `EVENTS` with the same
+/// sequence numbers, which the `tap` user replays. Apply with a `tap-admin` connection.
+pub fn tap_definitions(replicas: usize) -> Definitions {
+    let mirror = stream::Config {
+        name: EVENTS_STREAM.into(),
+        description: Some("read-only mirror of FLEET's EVENTS for tap users".into()),
+        storage: StorageType::File,
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        allow_direct: true,
+        num_replicas: replicas.max(1),
+        mirror: Some(stream::Source {
+            name: EVENTS_STREAM.into(),
+            external: Some(stream::External {
+                api_prefix: tap_api_prefix(),
+                delivery_prefix: Some(tap_deliver_prefix()),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Definitions {
+        streams: vec![mirror],
+        consumers: vec![],
+    }
+}
+
 /// What [`ensure`] or [`check`] found for one stream or consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -466,6 +507,21 @@ pub fn stream_drift(expected: &stream::Config, actual: &stream::Config) -> Vec<D
         dbg,
     );
     d.cmp("storage", &expected.storage, &actual.storage, false, dbg);
+    let mirror = |c: &stream::Config| {
+        c.mirror.as_ref().map(|m| {
+            let ext = m.external.as_ref();
+            format!(
+                "{} (api {}, deliver {})",
+                m.name,
+                ext.map(|e| e.api_prefix.as_str()).unwrap_or("local"),
+                ext.and_then(|e| e.delivery_prefix.as_deref())
+                    .unwrap_or("-")
+            )
+        })
+    };
+    d.cmp("mirror", &mirror(expected), &mirror(actual), false, |v| {
+        v.clone().unwrap_or_else(|| "(none)".into())
+    });
     d.cmp("discard", &expected.discard, &actual.discard, true, dbg);
     d.cmp("max_age", &expected.max_age, &actual.max_age, true, |v| {
         dur(*v)
@@ -493,13 +549,16 @@ pub fn stream_drift(expected: &stream::Config, actual: &stream::Config) -> Vec<D
         true,
         num,
     );
-    d.cmp(
-        "duplicate_window",
-        &expected.duplicate_window,
-        &actual.duplicate_window,
-        true,
-        |v| dur(*v),
-    );
+    // Zero means "server default" (2 min), which is what mirrors get.
+    if !expected.duplicate_window.is_zero() {
+        d.cmp(
+            "duplicate_window",
+            &expected.duplicate_window,
+            &actual.duplicate_window,
+            true,
+            |v| dur(*v),
+        );
+    }
     d.cmp(
         "num_replicas",
         &expected.num_replicas.max(1),
@@ -651,24 +710,59 @@ async fn consumer_config(
 
 /// Compare the server with `defs` without changing anything.
 pub async fn check(js: &jetstream::Context, defs: &Definitions) -> Result<Report, BusConfigError> {
-    apply(js, defs, false).await
+    apply(js, defs, false, "").await
 }
 
 /// Create missing streams and consumers, update updatable fields that differ, and report
 /// everything (including differences that need a recreate). Running it twice is a no-op.
 pub async fn ensure(js: &jetstream::Context, defs: &Definitions) -> Result<Report, BusConfigError> {
-    apply(js, defs, true).await
+    apply(js, defs, true, "").await
+}
+
+/// Connections for a whole-bus apply: `admin` (account `FLEET`) and `tap-admin` (`TAP`).
+pub struct BusContexts<'a> {
+    /// JetStream of an `admin` connection.
+    pub admin: &'a jetstream::Context,
+    /// JetStream of a `tap-admin` connection.
+    pub tap_admin: &'a jetstream::Context,
+}
+
+/// [`ensure`] for both accounts: the fleet's streams and consumers, then the `TAP` mirror.
+/// Items of the `TAP` account are named `TAP:<stream>`.
+pub async fn ensure_bus(
+    ctx: BusContexts<'_>,
+    retention: &Retention,
+    replicas: usize,
+) -> Result<Report, BusConfigError> {
+    let mut report = apply(ctx.admin, &definitions(retention, replicas), true, "").await?;
+    let tap = apply(ctx.tap_admin, &tap_definitions(replicas), true, "TAP:").await?;
+    report.items.extend(tap.items);
+    Ok(report)
+}
+
+/// [`check`] for both accounts (see [`ensure_bus`]).
+pub async fn check_bus(
+    ctx: BusContexts<'_>,
+    retention: &Retention,
+    replicas: usize,
+) -> Result<Report, BusConfigError> {
+    let mut report = apply(ctx.admin, &definitions(retention, replicas), false, "").await?;
+    let tap = apply(ctx.tap_admin, &tap_definitions(replicas), false, "TAP:").await?;
+    report.items.extend(tap.items);
+    Ok(report)
 }
 
 async fn apply(
     js: &jetstream::Context,
     defs: &Definitions,
     change: bool,
+    prefix: &str,
 ) -> Result<Report, BusConfigError> {
     let mut report = Report::default();
     for def in &defs.streams {
+        let label = format!("{prefix}{}", def.name);
         let item = match stream_config(js, &def.name).await? {
-            None if !change => outcome(ObjectKind::Stream, &def.name, Outcome::Missing, vec![]),
+            None if !change => outcome(ObjectKind::Stream, &label, Outcome::Missing, vec![]),
             None => {
                 js.create_stream(def.clone())
                     .await
@@ -677,13 +771,13 @@ async fn apply(
                         reason: e.to_string(),
                     })?;
                 tracing::info!(stream = %def.name, "stream created");
-                outcome(ObjectKind::Stream, &def.name, Outcome::Created, vec![])
+                outcome(ObjectKind::Stream, &label, Outcome::Created, vec![])
             }
             Some(actual) => {
                 let drift = stream_drift(def, &actual);
                 let fixable = !drift.is_empty() && drift.iter().all(|d| d.updatable);
                 if drift.is_empty() {
-                    outcome(ObjectKind::Stream, &def.name, Outcome::Unchanged, drift)
+                    outcome(ObjectKind::Stream, &label, Outcome::Unchanged, drift)
                 } else if change && fixable {
                     // Keep server-assigned fields we do not manage (e.g. placement) as they are.
                     let mut update = def.clone();
@@ -695,10 +789,10 @@ async fn apply(
                             reason: e.to_string(),
                         })?;
                     tracing::info!(stream = %def.name, fields = drift.len(), "stream updated");
-                    outcome(ObjectKind::Stream, &def.name, Outcome::Updated, drift)
+                    outcome(ObjectKind::Stream, &label, Outcome::Updated, drift)
                 } else {
                     tracing::warn!(stream = %def.name, fields = drift.len(), "stream drift");
-                    outcome(ObjectKind::Stream, &def.name, Outcome::Drifted, drift)
+                    outcome(ObjectKind::Stream, &label, Outcome::Drifted, drift)
                 }
             }
         };
@@ -706,9 +800,9 @@ async fn apply(
     }
 
     for def in &defs.consumers {
-        let label = format!("{}/{}", def.stream, def.name());
+        let label = format!("{prefix}{}/{}", def.stream, def.name());
         let stream_present = report
-            .item(&def.stream)
+            .item(&format!("{prefix}{}", def.stream))
             .map(|i| i.outcome != Outcome::Missing)
             .unwrap_or(true);
         let actual = if stream_present {

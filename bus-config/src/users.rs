@@ -35,13 +35,41 @@ pub enum Role {
     Web,
     /// `fleetctl`: may do everything.
     Admin,
-    /// Read-only external tools: live events and replay of `EVENTS`, nothing else.
+    /// Read-only external tools: live events and replay of `EVENTS`, nothing else. Lives in
+    /// its own account (see [`Account`]).
     Tap,
+    /// Maintains the `TAP` account's mirror of `EVENTS` (used by `ensure`, never by a service).
+    TapAdmin,
+}
+
+/// NATS accounts. Services share `FLEET`; `tap` is isolated in `TAP`, which sees `fleet.evt.>`
+/// through an import and replays a server-maintained mirror of `EVENTS`.
+///
+/// Why not one account: a push consumer delivers with the server's rights, not its creator's.
+/// A user allowed to create consumers on `EVENTS` in the services' account could aim one at
+/// `fleet.cmd.…` or `fleet.q.…` and have the server publish there for it (tested in
+/// `tests/permissions.rs`). In its own account, anything tap's consumers deliver stays there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Account {
+    /// The services, `admin`.
+    Fleet,
+    /// `tap` and `tap-admin`.
+    Tap,
+}
+
+impl Account {
+    /// The account name in the server config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Account::Fleet => "FLEET",
+            Account::Tap => "TAP",
+        }
+    }
 }
 
 impl Role {
     /// Every role, in a stable order.
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Ingest,
         Role::Executor,
         Role::Scheduler,
@@ -49,6 +77,7 @@ impl Role {
         Role::Web,
         Role::Admin,
         Role::Tap,
+        Role::TapAdmin,
     ];
 
     /// The user name (also the seed file stem and the connection name prefix).
@@ -61,6 +90,15 @@ impl Role {
             Role::Web => "web",
             Role::Admin => "admin",
             Role::Tap => "tap",
+            Role::TapAdmin => "tap-admin",
+        }
+    }
+
+    /// The account the user belongs to.
+    pub fn account(self) -> Account {
+        match self {
+            Role::Tap | Role::TapAdmin => Account::Tap,
+            _ => Account::Fleet,
         }
     }
 
@@ -318,12 +356,23 @@ fn permissions(role: Role) -> Permissions {
             publish_deny.extend(js_protect_durables(EVENTS_STREAM));
             // Belt and braces: even if an allow rule above is widened by mistake, tap never
             // writes to the bus, never sees secrets or commands, never joins query traffic.
-            publish_deny.add("fleet.>");
+            publish_deny
+                .add("fleet.>")
+                .add(format!("{}.>", crate::streams::TAP_BRIDGE_PREFIX));
             subscribe_deny
+                .add(format!("{}.>", crate::streams::TAP_BRIDGE_PREFIX))
                 .add("fleet.sec.>")
                 .add("fleet.cmd.>")
                 .add("fleet.q.>")
                 .add("$O.>");
+        }
+        Role::TapAdmin => {
+            // Only the JetStream API of its own account: it defines the EVENTS mirror. The
+            // import subjects into FLEET are the mirror's business alone.
+            publish.add("$JS.API.>");
+            publish_deny
+                .add("fleet.>")
+                .add(format!("{}.>", crate::streams::TAP_BRIDGE_PREFIX));
         }
         Role::Admin => {}
     }
@@ -363,6 +412,7 @@ mod tests {
             );
             assert!(!s.starts_with("fleet.q") && s != "_INBOX.>", "{s}");
         }
+        assert_eq!(Role::Tap.account(), Account::Tap);
     }
 
     #[test]

@@ -117,3 +117,45 @@ async fn immutable_change_is_reported_not_fixed() -> anyhow::Result<()> {
     assert!(report.has_drift());
     Ok(())
 }
+
+#[tokio::test]
+async fn ensure_bus_adds_the_tap_mirror_and_is_idempotent() -> anyhow::Result<()> {
+    use fleetbus_bus_config::{check_bus, ensure_bus, BusContexts};
+    let server = NatsServer::start();
+    let admin = jetstream::new(server.client(Role::Admin).await);
+    let tap_admin = jetstream::new(server.client(Role::TapAdmin).await);
+    let ctx = || BusContexts {
+        admin: &admin,
+        tap_admin: &tap_admin,
+    };
+    let first = ensure_bus(ctx(), &Retention::default(), 1).await?;
+    assert_eq!(
+        first.item("TAP:EVENTS").map(|i| i.outcome),
+        Some(Outcome::Created),
+        "{first}"
+    );
+    let second = ensure_bus(ctx(), &Retention::default(), 1).await?;
+    assert!(second.is_clean(), "{second}");
+
+    // The mirror follows EVENTS with the same sequence numbers.
+    let ingest = jetstream::new(server.client(Role::Ingest).await);
+    for i in 0..3 {
+        ingest
+            .publish(format!("fleet.evt.agent.a{i}.registered"), "e".into())
+            .await?
+            .await?;
+    }
+    assert!(server.wait_tap_mirror().await, "mirror did not catch up");
+    let mirror = tap_admin
+        .get_stream("EVENTS")
+        .await?
+        .info()
+        .await?
+        .state
+        .clone();
+    assert_eq!((mirror.first_sequence, mirror.last_sequence), (1, 3));
+
+    let checked = check_bus(ctx(), &Retention::default(), 1).await?;
+    assert!(checked.is_clean(), "{checked}");
+    Ok(())
+}

@@ -298,10 +298,19 @@ async fn tap_replays_events_from_the_start() -> anyhow::Result<()> {
     let server = NatsServer::start();
     server.ensure_streams().await;
     publish_events(&server, 5).await?;
+    assert!(server.wait_tap_mirror().await, "mirror did not catch up");
 
     let (client, errors) = server.client_with_errors(Role::Tap).await;
     let js = jetstream::new(client.clone());
-    let stream = js.get_stream("EVENTS").await?;
+    let mut stream = js.get_stream("EVENTS").await?;
+    // Tap sees its account's mirror, with the fleet's sequence numbers.
+    let info = stream.info().await?;
+    assert!(
+        info.config.mirror.is_some(),
+        "tap's EVENTS should be the mirror"
+    );
+    assert_eq!(info.state.first_sequence, 1);
+    assert_eq!(info.state.last_sequence, 5);
 
     // Ordered pull consumer (what fleetctl replay uses).
     let ordered = stream
@@ -673,5 +682,76 @@ async fn ingest_object_store() -> anyhow::Result<()> {
         )
         .await?;
     assert!(r.is_err(), "tap opened the snapshots bucket");
+    Ok(())
+}
+
+/// A push consumer delivers with the server's rights, not the creator's. With tap in the
+/// services' account this test fails: a consumer on EVENTS aimed at `fleet.cmd.host.register`
+/// made the server publish events into the COMMANDS work queue. In its own account (with a
+/// mirror of EVENTS) whatever tap's consumers deliver stays in `TAP`.
+#[tokio::test]
+async fn tap_cannot_redirect_deliveries() -> anyhow::Result<()> {
+    let server = NatsServer::start();
+    server.ensure_streams().await;
+    publish_events(&server, 2).await?;
+    assert!(server.wait_tap_mirror().await, "mirror did not catch up");
+    let tap = Probe::new(&server, Role::Tap).await;
+    let admin = server.client(Role::Admin).await;
+    let targets = [
+        "fleet.cmd.host.register",
+        "_INBOX.ingest.stolen",
+        "fleet.q.status",
+        "fleet.evt.host.h9.forged",
+        "fleet.notify.x",
+    ];
+    let mut watchers = Vec::new();
+    for target in targets {
+        // Interest in the services' account, so a leaked delivery would go through.
+        watchers.push(admin.subscribe(target.to_owned()).await?);
+    }
+    sync(&admin).await?;
+    let create = |deliver: &str| {
+        serde_json::json!({"stream_name": "EVENTS",
+            "config": {"deliver_subject": deliver, "ack_policy": "none", "deliver_policy": "all"}})
+    };
+    for target in targets {
+        let r = tap
+            .js_api("$JS.API.CONSUMER.CREATE.EVENTS", create(target))
+            .await?;
+        let created = r.map(|v| v.get("error").is_none()).unwrap_or(false);
+        assert!(created, "consumer on tap's own mirror should be allowed");
+    }
+    // Control: a consumer aimed at tap's own inbox delivers both events; by then the others
+    // have had the same chance to deliver.
+    let mut control = tap.client.subscribe("_INBOX.tap.control").await?;
+    sync(&tap.client).await?;
+    tap.js_api(
+        "$JS.API.CONSUMER.CREATE.EVENTS",
+        create("_INBOX.tap.control"),
+    )
+    .await?
+    .map_err(|v| anyhow::anyhow!("control consumer: {v:?}"))?;
+    for _ in 0..2 {
+        tokio::time::timeout(PROBE, control.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("control closed"))?;
+    }
+    sync(&admin).await?;
+    for (target, watcher) in targets.iter().zip(watchers.iter_mut()) {
+        let leaked = futures::FutureExt::now_or_never(watcher.next());
+        assert!(
+            leaked.is_none(),
+            "tap's consumer delivered into FLEET's {target}"
+        );
+    }
+    let admin_js = jetstream::new(admin.clone());
+    let commands = admin_js
+        .get_stream("COMMANDS")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    assert_eq!(commands, 0, "tap redirected events into COMMANDS");
     Ok(())
 }

@@ -259,13 +259,42 @@ impl NatsServer {
         connect_with_errors(&self.nats_config(role)).await
     }
 
-    /// Apply bus-config's stream and consumer definitions (default retention, R1) as admin.
+    /// Apply bus-config's definitions (default retention, R1): the fleet's streams and
+    /// consumers as `admin`, the `TAP` account's `EVENTS` mirror as `tap-admin`.
     pub async fn ensure_streams(&self) -> Report {
-        let js = async_nats::jetstream::new(self.client(Role::Admin).await);
-        let defs = fleetbus_bus_config::definitions(&Retention::default(), 1);
-        fleetbus_bus_config::ensure(&js, &defs)
+        let admin = async_nats::jetstream::new(self.client(Role::Admin).await);
+        let tap_admin = async_nats::jetstream::new(self.client(Role::TapAdmin).await);
+        let ctx = fleetbus_bus_config::BusContexts {
+            admin: &admin,
+            tap_admin: &tap_admin,
+        };
+        fleetbus_bus_config::ensure_bus(ctx, &Retention::default(), 1)
             .await
             .unwrap_or_else(|e| panic!("ensure streams: {e}\n{}", self.log()))
+    }
+
+    /// Wait (max 10 s) until the `TAP` account's mirror of `EVENTS` has caught up with the
+    /// fleet's `EVENTS` (same last sequence). Tap replays see events only after that.
+    pub async fn wait_tap_mirror(&self) -> bool {
+        let admin = async_nats::jetstream::new(self.client(Role::Admin).await);
+        let tap_admin = async_nats::jetstream::new(self.client(Role::TapAdmin).await);
+        crate::wait_for(
+            || {
+                let (admin, tap_admin) = (admin.clone(), tap_admin.clone());
+                async move {
+                    let last = |js: async_nats::jetstream::Context| async move {
+                        let mut s = js.get_stream("EVENTS").await.ok()?;
+                        s.info().await.ok().map(|i| i.state.last_sequence)
+                    };
+                    match (last(admin).await, last(tap_admin).await) {
+                        (Some(a), Some(t)) => a == t,
+                        _ => false,
+                    }
+                }
+            },
+            Duration::from_secs(10),
+        )
+        .await
     }
 
     /// Kill the server (SIGKILL, like a crash) and start it again on the same port and dir.
