@@ -63,7 +63,10 @@ fn start_smtp(py: &Path, dir: &Path) -> Smtp {
         .expect("start aiosmtpd");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "aiosmtpd did not listen on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "aiosmtpd did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Smtp {
@@ -129,7 +132,9 @@ async fn operators_and_customers_get_their_own_emails_through_a_real_smtp_server
     let (stop, task) = spawn_notifier(config);
 
     bus.publish(host_registered("shop-1", &["acme"])).await;
-    let opened = bus.publish(service("shop-1", "nginx", ServiceState::Failed)).await;
+    let opened = bus
+        .publish(service("shop-1", "nginx", ServiceState::Failed))
+        .await;
     let ok = fleetbus_testkit::wait_for(
         || {
             let n = mails(&smtp.maildir).len();
@@ -140,28 +145,50 @@ async fn operators_and_customers_get_their_own_emails_through_a_real_smtp_server
     .await;
     let got = mails(&smtp.maildir);
     assert!(ok, "expected 2 mails, got {}: {got:#?}", got.len());
-    let to_alice = got.iter().find(|m| m.contains("To: alice@example.com")).expect("mail to alice");
-    let to_cust = got.iter().find(|m| m.contains("To: cust@example.com")).expect("mail to customer");
+    let to_alice = got
+        .iter()
+        .find(|m| m.contains("To: alice@example.com"))
+        .expect("mail to alice");
+    let to_cust = got
+        .iter()
+        .find(|m| m.contains("To: cust@example.com"))
+        .expect("mail to customer");
     for m in [to_alice, to_cust] {
-        assert!(m.contains("Subject: [fleetbus] ERROR: nginx on shop-1 is down"), "{m}");
+        assert!(
+            m.contains("Subject: [fleetbus] ERROR: nginx on shop-1 is down"),
+            "{m}"
+        );
         assert!(m.contains("multipart/alternative"), "{m}");
         assert!(m.contains("text/plain") && m.contains("text/html"), "{m}");
         assert!(m.contains("Message-ID: <n-"), "{m}");
         assert!(m.contains("Idempotency-Key: n-"), "{m}");
     }
-    assert!(to_alice.contains(&opened.id.to_string()), "operators see the alert id");
+    assert!(
+        to_alice.contains(&opened.id.to_string()),
+        "operators see the alert id"
+    );
     assert!(to_cust.contains("Hello Acme Corp"), "{to_cust}");
-    assert!(!to_cust.contains(&opened.id.to_string()), "customers get no internals");
+    assert!(
+        !to_cust.contains(&opened.id.to_string()),
+        "customers get no internals"
+    );
 
     // STARTTLS configured but not offered by the server: no plaintext fallback, a failed event.
     bus.wait_log("failed starttls", |log| {
-        log.iter().any(|e| matches!(e, NotificationEvent::Failed { notification, reason, .. }
-            if notification.channel.as_str() == "mail-tls" && reason.to_lowercase().contains("tls")))
+        log.iter().any(|e| {
+            matches!(e, NotificationEvent::Failed { notification, reason, .. }
+            if notification.channel.as_str() == "mail-tls" && reason.to_lowercase().contains("tls"))
+        })
     })
     .await;
-    assert!(!mails(&smtp.maildir).iter().any(|m| m.contains("tess@example.com")));
+    assert!(!mails(&smtp.maildir)
+        .iter()
+        .any(|m| m.contains("tess@example.com")));
     bus.wait_log("two sent", |log| {
-        log.iter().filter(|e| matches!(e, NotificationEvent::Sent { .. })).count() == 2
+        log.iter()
+            .filter(|e| matches!(e, NotificationEvent::Sent { .. }))
+            .count()
+            == 2
     })
     .await;
     stop.cancel();
