@@ -690,3 +690,112 @@ async fn process(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetbus_schemas::events::host::HostKeyPolicy;
+    use fleetbus_schemas::HostId;
+
+    fn spec(host: &str) -> HostSpec {
+        HostSpec {
+            host: host.parse().expect("id"),
+            address: "127.0.0.2".into(),
+            port: 22,
+            user: "fleet".into(),
+            tags: vec![],
+            roles: vec![],
+            host_key_policy: HostKeyPolicy::AcceptNew,
+            allow_adhoc: false,
+            disabled: false,
+        }
+    }
+
+    fn admin_cmd(command: Command) -> CommandEnvelope {
+        CommandEnvelope::new(Actor::user("root", UserRole::Admin), command)
+    }
+
+    fn rejected(env: &Envelope) -> (Option<CommandId>, RejectKind) {
+        match &env.event {
+            Event::System(SystemEvent::CommandRejected {
+                command, reason, ..
+            }) => (*command, reason.clone()),
+            other => panic!("not a rejection: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn given_a_host_when_added_again_then_conflict_else_registered() {
+        let mut state = State::default();
+        let add = admin_cmd(Command::Host(HostCommand::Add(spec("web-1"))));
+        let events = handle(
+            &state,
+            &add.subject(),
+            &fleetbus_schemas::encode(&add).expect("enc"),
+        )
+        .expect("accepted");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].causation, Some(add.id));
+        assert_eq!(events[0].actor, add.actor);
+        assert_eq!(
+            events[0].id,
+            derived_id(add.id, 0),
+            "ids derive from the command id"
+        );
+        crate::log::Fold::apply(&mut state, 1, &events[0]);
+        let again = admin_cmd(Command::Host(HostCommand::Add(spec("web-1"))));
+        let err = handle(
+            &state,
+            &again.subject(),
+            &fleetbus_schemas::encode(&again).expect("enc"),
+        )
+        .expect_err("conflict");
+        assert_eq!(rejected(&err), (Some(again.id), RejectKind::Conflict));
+    }
+
+    #[test]
+    fn bad_specs_keys_and_hashes_are_invalid() {
+        let mut bad = spec("web-1");
+        bad.address = "a b; rm -rf /".into();
+        let c = admin_cmd(Command::Host(HostCommand::Add(bad)));
+        assert_eq!(
+            decide(&State::default(), &c).expect_err("bad").kind,
+            RejectKind::Invalid
+        );
+        let c = admin_cmd(Command::Agent(AgentCommand::IssueKey {
+            agent: "web-1".parse().expect("id"),
+            host: "web-1".parse::<HostId>().expect("id"),
+            key_id: "k".into(),
+            key_hash: "ab".repeat(32),
+        }));
+        assert_eq!(
+            decide(&State::default(), &c).expect_err("no host").kind,
+            RejectKind::NotFound
+        );
+        assert!(
+            check_password_hash("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaGhhc2hoYXNo").is_ok()
+        );
+        assert!(check_password_hash("$2b$12$abcdefghijklmnopqrstuu").is_err());
+        assert!(check_password_hash("plain").is_err());
+    }
+
+    #[test]
+    fn garbage_and_oversize_payloads_are_rejected_without_a_command_id() {
+        let err =
+            handle(&State::default(), "fleet.cmd.host.add", b"\xc1\xc1").expect_err("garbage");
+        assert_eq!(rejected(&err), (None, RejectKind::Malformed));
+        let huge = vec![0u8; fleetbus_schemas::MAX_MESSAGE_BYTES + 1];
+        let err = handle(&State::default(), "fleet.cmd.host.add", &huge).expect_err("huge");
+        assert_eq!(rejected(&err), (None, RejectKind::TooLarge));
+        // A payload whose body is wrong but whose id is readable is named.
+        #[derive(serde::Serialize)]
+        struct Half {
+            id: CommandId,
+            command: u8,
+        }
+        let id = CommandId::new();
+        let bytes = rmp_serde::to_vec_named(&Half { id, command: 1 }).expect("enc");
+        let err = handle(&State::default(), "fleet.cmd.host.add", &bytes).expect_err("half");
+        assert_eq!(rejected(&err), (Some(id), RejectKind::Malformed));
+    }
+}
