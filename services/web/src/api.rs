@@ -57,7 +57,10 @@ async fn whoami(p: Principal) -> Json<Value> {
     Json(json!({"user": p.user, "role": role_name(p.role)}))
 }
 
-fn host_json(h: &fleetbus_projections::HostStatus, proj: &fleetbus_projections::Projections) -> Value {
+fn host_json(
+    h: &fleetbus_projections::HostStatus,
+    proj: &fleetbus_projections::Projections,
+) -> Value {
     json!({
         "host": h.host.to_string(),
         "state": h.state().as_str(),
@@ -75,12 +78,24 @@ fn host_json(h: &fleetbus_projections::HostStatus, proj: &fleetbus_projections::
 
 async fn hosts(State(state): State<Shared>, _p: Principal) -> Json<Value> {
     Json(state.hub.read_fold(|f| {
-        Value::Array(f.proj.fleet.hosts.values().map(|h| host_json(h, &f.proj)).collect())
+        Value::Array(
+            f.proj
+                .fleet
+                .hosts
+                .values()
+                .map(|h| host_json(h, &f.proj))
+                .collect(),
+        )
     }))
 }
 
-async fn host(State(state): State<Shared>, _p: Principal, Path(host): Path<String>) -> Result<Json<Value>, WebError> {
-    let id = fleetbus_schemas::HostId::new(host.clone()).map_err(|_| WebError::NotFound(format!("unknown host {host:?}")))?;
+async fn host(
+    State(state): State<Shared>,
+    _p: Principal,
+    Path(host): Path<String>,
+) -> Result<Json<Value>, WebError> {
+    let id = fleetbus_schemas::HostId::new(host.clone())
+        .map_err(|_| WebError::NotFound(format!("unknown host {host:?}")))?;
     state
         .hub
         .read_fold(|f| {
@@ -99,14 +114,25 @@ fn slug(s: &str) -> Result<ServiceKey, WebError> {
         .map_err(|_| WebError::NotFound(format!("unknown service {s:?} (expected HOST:SERVICE)")))
 }
 
-async fn service_status(State(state): State<Shared>, _p: Principal, Path(s): Path<String>) -> Result<Json<Value>, WebError> {
+async fn service_status(
+    State(state): State<Shared>,
+    _p: Principal,
+    Path(s): Path<String>,
+) -> Result<Json<Value>, WebError> {
     let key = slug(&s)?;
     state
         .hub
         .read_fold(|f| {
             let spec = f.proj.registry.services.get(&key)?;
-            let view = f.proj.fleet.hosts.get(&key.host).and_then(|h| h.services.get(&key.service));
-            let state = view.map(|v| v.state).unwrap_or(fleetbus_schemas::events::agent::ServiceState::Unknown);
+            let view = f
+                .proj
+                .fleet
+                .hosts
+                .get(&key.host)
+                .and_then(|h| h.services.get(&key.service));
+            let state = view
+                .map(|v| v.state)
+                .unwrap_or(fleetbus_schemas::events::agent::ServiceState::Unknown);
             Some(json!({
                 "service": key.to_string(),
                 "host": key.host.to_string(),
@@ -139,13 +165,21 @@ async fn service_action(
     Query(q): Query<Lines>,
 ) -> Result<Response, WebError> {
     let key = slug(&s)?;
-    Ok(run_action(&state, &p, &key, &action, q.lines).await?.into_response())
+    Ok(run_action(&state, &p, &key, &action, q.lines)
+        .await?
+        .into_response())
 }
 
-async fn service_logs(State(state): State<Shared>, p: Principal, Path(s): Path<String>, Query(q): Query<Lines>) -> Result<Json<Value>, WebError> {
+async fn service_logs(
+    State(state): State<Shared>,
+    p: Principal,
+    Path(s): Path<String>,
+    Query(q): Query<Lines>,
+) -> Result<Json<Value>, WebError> {
     let key = slug(&s)?;
     let lines = q.lines.unwrap_or(100).clamp(1, 500);
-    let (job, text) = fetch_logs(&state, &p, key.host.as_str(), key.service.as_str(), lines).await?;
+    let (job, text) =
+        fetch_logs(&state, &p, key.host.as_str(), key.service.as_str(), lines).await?;
     Ok(Json(json!({
         "service": key.to_string(),
         "job": job.to_string(),
@@ -153,18 +187,30 @@ async fn service_logs(State(state): State<Shared>, p: Principal, Path(s): Path<S
     })))
 }
 
-async fn job_list(State(state): State<Shared>, _p: Principal, Query(f): Query<JobFilter>) -> Json<Vec<JobRow>> {
+async fn job_list(
+    State(state): State<Shared>,
+    _p: Principal,
+    Query(f): Query<JobFilter>,
+) -> Json<Vec<JobRow>> {
     Json(jobs::filtered(&state, &f))
 }
 
-async fn job(State(state): State<Shared>, _p: Principal, Path(job): Path<String>) -> Result<Json<Value>, WebError> {
+async fn job(
+    State(state): State<Shared>,
+    _p: Principal,
+    Path(job): Path<String>,
+) -> Result<Json<Value>, WebError> {
     let id = jobs::parse_job(&job)?;
     state
         .hub
         .read_fold(|f| {
             f.jobs.get(&id).map(|r| {
                 let mut v = serde_json::to_value(JobRow::from(r)).unwrap_or_default();
-                v["tail"] = r.outcome.as_ref().map(|o| Value::String(o.tail.clone())).unwrap_or(Value::Null);
+                v["tail"] = r
+                    .outcome
+                    .as_ref()
+                    .map(|o| Value::String(o.tail.clone()))
+                    .unwrap_or(Value::Null);
                 v["reason"] = r.reason.clone().map(Value::String).unwrap_or(Value::Null);
                 v
             })
@@ -173,23 +219,41 @@ async fn job(State(state): State<Shared>, _p: Principal, Path(job): Path<String>
         .ok_or_else(|| WebError::NotFound(format!("unknown job {id}")))
 }
 
-async fn job_output(State(state): State<Shared>, _p: Principal, Path(job): Path<String>) -> Result<Response, WebError> {
+async fn job_output(
+    State(state): State<Shared>,
+    _p: Principal,
+    Path(job): Path<String>,
+) -> Result<Response, WebError> {
     let id = jobs::parse_job(&job)?;
     if jobs::phase(&state, id).is_none() {
         return Err(WebError::NotFound(format!("unknown job {id}")));
     }
-    let text: String = jobs::read_output(&state, id).await?.into_iter().map(|(_, d)| d).collect();
+    let text: String = jobs::read_output(&state, id)
+        .await?
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-async fn job_cancel(State(state): State<Shared>, p: Principal, Path(job): Path<String>) -> Result<Response, WebError> {
+async fn job_cancel(
+    State(state): State<Shared>,
+    p: Principal,
+    Path(job): Path<String>,
+) -> Result<Response, WebError> {
     let id = jobs::parse_job(&job)?;
     let message = jobs::cancel_job(&state, &p, id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"job": id.to_string(), "message": message}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job": id.to_string(), "message": message})),
+    )
+        .into_response())
 }
 
 async fn task_list(State(state): State<Shared>, _p: Principal) -> Json<Value> {
-    Json(state.hub.read_fold(|f| serde_json::to_value(f.tasks.values().collect::<Vec<_>>()).unwrap_or_default()))
+    Json(state.hub.read_fold(|f| {
+        serde_json::to_value(f.tasks.values().collect::<Vec<_>>()).unwrap_or_default()
+    }))
 }
 
 /// Body of `POST /api/tasks/{task}/run`.
@@ -208,13 +272,16 @@ async fn task_run(
     Json(body): Json<RunTaskBody>,
 ) -> Result<Response, WebError> {
     need(&p, UserRole::Operator)?;
-    let id = TaskId::new(task.clone()).map_err(|_| WebError::NotFound(format!("unknown task {task:?}")))?;
+    let id = TaskId::new(task.clone())
+        .map_err(|_| WebError::NotFound(format!("unknown task {task:?}")))?;
     let spec = state
         .hub
         .read_fold(|f| f.tasks.get(&id).cloned())
         .ok_or_else(|| WebError::NotFound(format!("unknown task {id}")))?;
     if body.targets.is_empty() {
-        return Err(WebError::BadRequest("targets: pick at least one host, tag or role".into()));
+        return Err(WebError::BadRequest(
+            "targets: pick at least one host, tag or role".into(),
+        ));
     }
     let mut params = BTreeMap::new();
     for ps in &spec.params {
@@ -226,16 +293,39 @@ async fn task_run(
         };
         params.insert(ps.name.clone(), v);
     }
-    let jobs = jobs::start_jobs(&state, &p, JobCommand::RunTask { task: id, params, targets: body.targets }).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"jobs": jobs.iter().map(|j| j.to_string()).collect::<Vec<_>>()}))).into_response())
+    let jobs = jobs::start_jobs(
+        &state,
+        &p,
+        JobCommand::RunTask {
+            task: id,
+            params,
+            targets: body.targets,
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"jobs": jobs.iter().map(|j| j.to_string()).collect::<Vec<_>>()})),
+    )
+        .into_response())
 }
 
-async fn event_list(State(state): State<Shared>, _p: Principal, Query(f): Query<events::EventFilter>) -> Result<Json<Value>, WebError> {
+async fn event_list(
+    State(state): State<Shared>,
+    _p: Principal,
+    Query(f): Query<events::EventFilter>,
+) -> Result<Json<Value>, WebError> {
     let (rows, next) = events::page(&state, &f).await?;
-    Ok(Json(json!({"events": events::rows_json(&rows), "next_before": next})))
+    Ok(Json(
+        json!({"events": events::rows_json(&rows), "next_before": next}),
+    ))
 }
 
-async fn alert_list(State(state): State<Shared>, _p: Principal, Query(f): Query<alerts::AlertFilter>) -> Json<Vec<alerts::AlertRow>> {
+async fn alert_list(
+    State(state): State<Shared>,
+    _p: Principal,
+    Query(f): Query<alerts::AlertFilter>,
+) -> Json<Vec<alerts::AlertRow>> {
     Json(alerts::rows(&state, &f))
 }
 
@@ -254,9 +344,16 @@ async fn alert_act(
 ) -> Result<Response, WebError> {
     let note = body.map(|b| b.0.note).unwrap_or_default();
     alerts::alert_command(&state, &p, &alert, &verb, note).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"alert": alert, "action": verb, "at": Utc::now().to_rfc3339()}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"alert": alert, "action": verb, "at": Utc::now().to_rfc3339()})),
+    )
+        .into_response())
 }
 
-async fn schedule_list(State(state): State<Shared>, _p: Principal) -> Json<Vec<schedules::ScheduleRow>> {
+async fn schedule_list(
+    State(state): State<Shared>,
+    _p: Principal,
+) -> Json<Vec<schedules::ScheduleRow>> {
     Json(schedules::rows(&state))
 }

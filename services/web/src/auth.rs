@@ -265,7 +265,10 @@ impl Throttle {
         let Some(q) = map.get_mut(key) else {
             return Ok(());
         };
-        while q.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
             q.pop_front();
         }
         if q.len() as u32 >= self.max {
@@ -282,7 +285,9 @@ impl Throttle {
         if map.len() > 100_000 {
             map.clear();
         }
-        map.entry(key.to_owned()).or_default().push_back(Instant::now());
+        map.entry(key.to_owned())
+            .or_default()
+            .push_back(Instant::now());
     }
 
     /// Forgets a key's failures (after a successful login).

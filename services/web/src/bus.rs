@@ -43,7 +43,11 @@ pub enum Outcome {
 
 impl Bus {
     /// Wraps a connected client.
-    pub fn new(client: async_nats::Client, query_timeout: Duration, command_timeout: Duration) -> Bus {
+    pub fn new(
+        client: async_nats::Client,
+        query_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Bus {
         let js = async_nats::jetstream::new(client.clone());
         Bus {
             client,
@@ -85,7 +89,12 @@ impl Bus {
             self.client.request(subject, payload.into()),
         )
         .await
-        .map_err(|_| WebError::Unavailable(format!("query {model}: no answer within {:?}", self.query_timeout)))?
+        .map_err(|_| {
+            WebError::Unavailable(format!(
+                "query {model}: no answer within {:?}",
+                self.query_timeout
+            ))
+        })?
         .map_err(|e| WebError::Unavailable(format!("query {model}: {e}")))?;
         match fleetbus_schemas::decode::<Reply<R>>(&reply.payload) {
             Ok(Reply::Ok(answer)) => Ok(answer),
@@ -102,7 +111,12 @@ impl Bus {
 
     /// Publishes a command to the COMMANDS stream and waits for its first events (or its
     /// rejection) through the hub.
-    pub async fn command(&self, hub: &Hub, actor: Actor, command: Command) -> Result<Outcome, WebError> {
+    pub async fn command(
+        &self,
+        hub: &Hub,
+        actor: Actor,
+        command: Command,
+    ) -> Result<Outcome, WebError> {
         let envelope = CommandEnvelope::new(actor, command);
         let id = envelope.id;
         let mut waiter = hub.wait_for(id);
@@ -115,7 +129,10 @@ impl Bus {
                 return Ok(Outcome::Pending(id));
             }
         };
-        if let Event::System(SystemEvent::CommandRejected { reason, message, .. }) = &first.env.event {
+        if let Event::System(SystemEvent::CommandRejected {
+            reason, message, ..
+        }) = &first.env.event
+        {
             hub.forget(id);
             return Ok(Outcome::Rejected {
                 reason: reason.clone(),
@@ -152,7 +169,9 @@ impl Bus {
             .map_err(|e| WebError::Unavailable(format!("publish command: {e}")))?;
         tokio::time::timeout(self.query_timeout, ack)
             .await
-            .map_err(|_| WebError::Unavailable("command was not acknowledged by JetStream in time".into()))?
+            .map_err(|_| {
+                WebError::Unavailable("command was not acknowledged by JetStream in time".into())
+            })?
             .map_err(|e| WebError::Unavailable(format!("command not stored: {e}")))?;
         Ok(())
     }

@@ -62,7 +62,10 @@ impl WebConfig {
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         if self.version != 1 {
-            return Err(format!("version: {} is not supported, expected 1", self.version));
+            return Err(format!(
+                "version: {} is not supported, expected 1",
+                self.version
+            ));
         }
         if self.nats.user != "web" {
             return Err(format!(
@@ -71,7 +74,9 @@ impl WebConfig {
             ));
         }
         if self.session_idle_s == 0 || self.session_absolute_s < self.session_idle_s {
-            return Err("session_idle_s must be > 0 and session_absolute_s >= session_idle_s".into());
+            return Err(
+                "session_idle_s must be > 0 and session_absolute_s >= session_idle_s".into(),
+            );
         }
         if self.live_buffer == 0 {
             return Err("live_buffer must be > 0".into());
@@ -81,9 +86,11 @@ impl WebConfig {
 
     /// The API token file.
     pub fn tokens_path(&self) -> PathBuf {
-        self.tokens_file
-            .clone()
-            .unwrap_or_else(|| fleetbus_runtime::state_dir().join("web").join("tokens.json"))
+        self.tokens_file.clone().unwrap_or_else(|| {
+            fleetbus_runtime::state_dir()
+                .join("web")
+                .join("tokens.json")
+        })
     }
 
     pub(crate) fn query_timeout(&self) -> Duration {

@@ -247,11 +247,11 @@ impl WebFold {
     fn apply_schedule(&mut self, event: &ScheduleEvent) {
         match event {
             ScheduleEvent::Created(spec) | ScheduleEvent::Updated(spec) => {
-                let paused = self
+                let paused = self.schedules.get(&spec.schedule).is_some_and(|s| s.paused);
+                let last_fired = self
                     .schedules
                     .get(&spec.schedule)
-                    .is_some_and(|s| s.paused);
-                let last_fired = self.schedules.get(&spec.schedule).and_then(|s| s.last_fired);
+                    .and_then(|s| s.last_fired);
                 self.schedules.insert(
                     spec.schedule.clone(),
                     ScheduleRecord {

@@ -48,9 +48,8 @@ impl LiveEvent {
                 .then(|| env.event.entity().split(':').next().map(str::to_owned))
                 .flatten()
         });
-        let service = find_str(data_field, &["service", "name"]).filter(|_| {
-            matches!(env.event.domain(), "service" | "agent" | "alert" | "job")
-        });
+        let service = find_str(data_field, &["service", "name"])
+            .filter(|_| matches!(env.event.domain(), "service" | "agent" | "alert" | "job"));
         let job = match &env.event {
             Event::Job(j) => j.job().map(|j| j.to_string()),
             _ => None,
@@ -93,7 +92,12 @@ fn find_str(v: &Value, keys: &[&str]) -> Option<String> {
 
 /// A one-line description from whatever human text the event carries.
 pub fn summarize(env: &Envelope, data: &Value) -> String {
-    let mut text = format!("{}.{} {}", env.event.domain(), env.event.type_name(), env.event.entity());
+    let mut text = format!(
+        "{}.{} {}",
+        env.event.domain(),
+        env.event.type_name(),
+        env.event.entity()
+    );
     if let Some(extra) = find_str(data, &["summary", "message", "reason", "kind"]) {
         text.push_str(" — ");
         text.extend(extra.chars().take(300));
@@ -223,7 +227,11 @@ impl Hub {
     }
 
     /// Consumes the EVENTS stream from the start until shutdown, re-attaching on errors.
-    pub async fn run(self: Arc<Self>, js: async_nats::jetstream::Context, shutdown: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        js: async_nats::jetstream::Context,
+        shutdown: CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             match self.consume_once(&js, &shutdown).await {

@@ -17,7 +17,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config: fleetbus_web::WebConfig =
         fleetbus_runtime::config::load(args.config.as_deref(), "web")?;
-    config.validate().map_err(|e| anyhow::anyhow!("web config: {e}"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("web config: {e}"))?;
     fleetbus_runtime::init_tracing(fleetbus_runtime::LogFormat::from_env())?;
     let shutdown = fleetbus_runtime::shutdown();
     fleetbus_web::run(config, shutdown).await?;

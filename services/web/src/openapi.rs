@@ -30,10 +30,13 @@ fn query_param(name: &str, desc: &str, schema: Value) -> Value {
 /// Errors every authenticated operation may answer.
 fn common(mut responses: Value) -> Value {
     let map = responses.as_object_mut().expect("responses object");
-    map.entry("400").or_insert_with(|| json!({"description": "malformed request"}));
+    map.entry("400")
+        .or_insert_with(|| json!({"description": "malformed request"}));
     map.entry("401").or_insert_with(|| err("not authenticated"));
-    map.entry("403").or_insert_with(|| err("role too low, action not allowed, or CSRF token missing"));
-    map.entry("503").or_insert_with(|| err("the bus or the query path is down"));
+    map.entry("403")
+        .or_insert_with(|| err("role too low, action not allowed, or CSRF token missing"));
+    map.entry("503")
+        .or_insert_with(|| err("the bus or the query path is down"));
     responses
 }
 
@@ -46,10 +49,38 @@ pub fn document() -> Value {
     let service = path_param("slug", "the service as HOST:SERVICE, e.g. web-1:nginx");
     let accepted_job = ok("queued", r("Accepted"));
     let mut paths = serde_json::Map::new();
-    paths.insert("/api/whoami".into(), get("who the request authenticates as", vec![], json!({"200": ok("the principal", r("Whoami"))})));
-    paths.insert("/api/hosts".into(), get("every host with its state and services", vec![], json!({"200": ok("hosts", array(r("Host")))})));
-    paths.insert("/api/hosts/{host}".into(), get("one host", vec![path_param("host", "host id")], json!({"200": ok("the host", r("Host")), "404": err("unknown host")})));
-    paths.insert("/api/services/{slug}/status".into(), get("structured status of a service", vec![service.clone()], json!({"200": ok("status", r("ServiceStatus")), "404": err("unknown service")})));
+    paths.insert(
+        "/api/whoami".into(),
+        get(
+            "who the request authenticates as",
+            vec![],
+            json!({"200": ok("the principal", r("Whoami"))}),
+        ),
+    );
+    paths.insert(
+        "/api/hosts".into(),
+        get(
+            "every host with its state and services",
+            vec![],
+            json!({"200": ok("hosts", array(r("Host")))}),
+        ),
+    );
+    paths.insert(
+        "/api/hosts/{host}".into(),
+        get(
+            "one host",
+            vec![path_param("host", "host id")],
+            json!({"200": ok("the host", r("Host")), "404": err("unknown host")}),
+        ),
+    );
+    paths.insert(
+        "/api/services/{slug}/status".into(),
+        get(
+            "structured status of a service",
+            vec![service.clone()],
+            json!({"200": ok("status", r("ServiceStatus")), "404": err("unknown service")}),
+        ),
+    );
     paths.insert(
         "/api/services/{slug}/logs".into(),
         get(
@@ -77,14 +108,33 @@ pub fn document() -> Value {
             "jobs, newest first",
             vec![
                 query_param("host", "host id", json!({"type": "string"})),
-                query_param("state", "queued, running, succeeded, failed, cancelled", json!({"type": "string"})),
-                query_param("run_type", "action, task, batch, verb, adhoc", json!({"type": "string"})),
-                query_param("limit", "page size (≤ 1000)", json!({"type": "integer", "minimum": 0})),
+                query_param(
+                    "state",
+                    "queued, running, succeeded, failed, cancelled",
+                    json!({"type": "string"}),
+                ),
+                query_param(
+                    "run_type",
+                    "action, task, batch, verb, adhoc",
+                    json!({"type": "string"}),
+                ),
+                query_param(
+                    "limit",
+                    "page size (≤ 1000)",
+                    json!({"type": "integer", "minimum": 0}),
+                ),
             ],
             json!({"200": ok("jobs", array(r("Job")))}),
         ),
     );
-    paths.insert("/api/jobs/{job}".into(), get("one job with its 32 KiB tail", vec![path_param("job", "job id (ULID)")], json!({"200": ok("the job", r("Job")), "404": err("unknown job")})));
+    paths.insert(
+        "/api/jobs/{job}".into(),
+        get(
+            "one job with its 32 KiB tail",
+            vec![path_param("job", "job id (ULID)")],
+            json!({"200": ok("the job", r("Job")), "404": err("unknown job")}),
+        ),
+    );
     paths.insert(
         "/api/jobs/{job}/output".into(),
         get("the full output", vec![path_param("job", "job id (ULID)")], json!({"200": {"description": "stdout and stderr as produced", "content": {"text/plain": {"schema": {"type": "string"}}}}, "404": err("unknown job")})),
@@ -94,7 +144,14 @@ pub fn document() -> Value {
         json!({"post": {"summary": "cancel a queued or running job (operator)", "parameters": [path_param("job", "job id (ULID)")],
             "responses": common(json!({"202": ok("cancel requested", r("Cancelled")), "404": err("unknown job"), "409": err("the job already ended")}))}}),
     );
-    paths.insert("/api/tasks".into(), get("saved tasks", vec![], json!({"200": ok("tasks", array(json!({"type": "object"})))})));
+    paths.insert(
+        "/api/tasks".into(),
+        get(
+            "saved tasks",
+            vec![],
+            json!({"200": ok("tasks", array(json!({"type": "object"})))}),
+        ),
+    );
     paths.insert(
         "/api/tasks/{task}/run".into(),
         json!({"post": {"summary": "run a saved task on targets (operator)", "parameters": [path_param("task", "task id")],
@@ -108,12 +165,28 @@ pub fn document() -> Value {
             vec![
                 query_param("host", "host id", json!({"type": "string"})),
                 query_param("service", "service name", json!({"type": "string"})),
-                query_param("domain", "agent, host, service, job, …", json!({"type": "string"})),
+                query_param(
+                    "domain",
+                    "agent, host, service, job, …",
+                    json!({"type": "string"}),
+                ),
                 query_param("type", "event type", json!({"type": "string"})),
-                query_param("severity", "minimum severity: info, warn, error, critical", json!({"type": "string", "enum": ["info", "warn", "error", "critical"]})),
+                query_param(
+                    "severity",
+                    "minimum severity: info, warn, error, critical",
+                    json!({"type": "string", "enum": ["info", "warn", "error", "critical"]}),
+                ),
                 query_param("since", "RFC 3339 time", json!({"type": "string"})),
-                query_param("before", "only sequences below this (the previous page's next_before)", json!({"type": "integer", "minimum": 0})),
-                query_param("limit", "page size (≤ 1000)", json!({"type": "integer", "minimum": 0})),
+                query_param(
+                    "before",
+                    "only sequences below this (the previous page's next_before)",
+                    json!({"type": "integer", "minimum": 0}),
+                ),
+                query_param(
+                    "limit",
+                    "page size (≤ 1000)",
+                    json!({"type": "integer", "minimum": 0}),
+                ),
             ],
             json!({"200": ok("a page", r("EventPage"))}),
         ),
@@ -128,7 +201,15 @@ pub fn document() -> Value {
     );
     paths.insert(
         "/api/alerts".into(),
-        get("alerts", vec![query_param("state", "open, acknowledged, resolved, all (default: open and acknowledged)", json!({"type": "string"}))], json!({"200": ok("alerts", array(r("Alert")))})),
+        get(
+            "alerts",
+            vec![query_param(
+                "state",
+                "open, acknowledged, resolved, all (default: open and acknowledged)",
+                json!({"type": "string"}),
+            )],
+            json!({"200": ok("alerts", array(r("Alert")))}),
+        ),
     );
     paths.insert(
         "/api/alerts/{alert}/{verb}".into(),
@@ -136,7 +217,14 @@ pub fn document() -> Value {
             "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"note": {"type": "string"}}}}}},
             "responses": common(json!({"202": ok("sent", json!({"type": "object"})), "404": err("unknown alert or verb"), "409": err("conflict"), "415": {"description": "not JSON"}, "422": {"description": "body does not match the schema"}}))}}),
     );
-    paths.insert("/api/schedules".into(), get("schedules", vec![], json!({"200": ok("schedules", array(r("Schedule")))})));
+    paths.insert(
+        "/api/schedules".into(),
+        get(
+            "schedules",
+            vec![],
+            json!({"200": ok("schedules", array(r("Schedule")))}),
+        ),
+    );
     paths.insert(
         "/healthz".into(),
         json!({"get": {"summary": "health: 503 when the bus or the query path is down", "security": [], "responses": {

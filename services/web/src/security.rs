@@ -20,9 +20,18 @@ pub async fn headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let asset = is_asset(&res);
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         "cross-origin-opener-policy",
@@ -91,9 +100,11 @@ pub async fn authenticate(State(state): State<Shared>, req: Request, next: Next)
                 ..
             }) => None,
             // Login has no session yet: double-submit against the pre-login cookie.
-            None if parts.uri.path() == "/login" => {
-                cookie(&parts.headers, LOGIN_COOKIE).map(str::to_owned)
-            }
+            None if parts.uri.path() == "/login" => Some(
+                cookie(&parts.headers, LOGIN_COOKIE)
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
             None => Some(String::new()),
         };
         if let Some(expected) = expected {
@@ -102,8 +113,8 @@ pub async fn authenticate(State(state): State<Shared>, req: Request, next: Next)
                 Err(e) => return e.into_response(),
             };
             body = rebuilt;
-            let ok = !expected.is_empty()
-                && presented.as_deref().is_some_and(|p| same(p, &expected));
+            let ok =
+                !expected.is_empty() && presented.as_deref().is_some_and(|p| same(p, &expected));
             if !ok {
                 if principal.is_none() && parts.uri.path() != "/login" {
                     return unauthenticated(&parts);
@@ -166,7 +177,10 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -183,7 +197,9 @@ fn percent_decode(s: &str) -> String {
 
 /// `Set-Cookie` value for the session: `__Host-` prefix, Secure, HttpOnly, SameSite=Strict.
 pub fn session_cookie(token: &str, max_age_s: u64) -> String {
-    format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_s}")
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
+    )
 }
 
 /// `Set-Cookie` value that deletes the session cookie.
@@ -213,7 +229,10 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; __Host-fleetbus-session=tok; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-fleetbus-session=tok; b=2"),
+        );
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("tok"));
         assert_eq!(cookie(&h, "c"), None);
     }

@@ -58,7 +58,9 @@ fn last_event_id(headers: &HeaderMap, q: &LiveQuery) -> Option<u64> {
 }
 
 fn wanted(q: &LiveQuery, e: &LiveEvent) -> bool {
-    q.host.as_deref().is_none_or(|h| e.host.as_deref() == Some(h))
+    q.host
+        .as_deref()
+        .is_none_or(|h| e.host.as_deref() == Some(h))
         && q.job.as_deref().is_none_or(|j| e.job.as_deref() == Some(j))
 }
 
@@ -87,7 +89,9 @@ pub async fn live(
     tokio::spawn(async move {
         let mut sent = resume.unwrap_or_else(|| state.hub.last_seq());
         if resume.is_some() {
-            let Ok(()) = send_backlog(&state, &q, &tx, &mut sent).await else { return };
+            let Ok(()) = send_backlog(&state, &q, &tx, &mut sent).await else {
+                return;
+            };
         }
         loop {
             let next = tokio::select! {
@@ -107,7 +111,9 @@ pub async fn live(
                 }
                 // A slow client fell behind the broadcast: catch up from memory or the stream.
                 Err(RecvError::Lagged(_)) => {
-                    let Ok(()) = send_backlog(&state, &q, &tx, &mut sent).await else { return };
+                    let Ok(()) = send_backlog(&state, &q, &tx, &mut sent).await else {
+                        return;
+                    };
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -127,10 +133,15 @@ async fn send_backlog(
     let (memory, complete) = state.hub.since(*sent);
     let mut backlog: Vec<Arc<LiveEvent>> = Vec::new();
     if !complete {
-        let upto = memory.first().map(|e| e.seq - 1).unwrap_or_else(|| state.hub.last_seq());
+        let upto = memory
+            .first()
+            .map(|e| e.seq - 1)
+            .unwrap_or_else(|| state.hub.last_seq());
         match replay(state.bus.jetstream(), *sent, upto, MAX_REPLAY).await {
             Ok(old) => backlog.extend(old),
-            Err(e) => tracing::warn!(error = %e, after = *sent, "cannot replay events for a resuming client"),
+            Err(e) => {
+                tracing::warn!(error = %e, after = *sent, "cannot replay events for a resuming client")
+            }
         }
     }
     backlog.extend(memory);
@@ -173,7 +184,10 @@ pub async fn job_live(
     let chunk_shutdown = shutdown.clone();
     tokio::spawn(async move {
         let consumer = async {
-            let stream = js.get_stream(OUTPUT_STREAM).await.map_err(|e| e.to_string())?;
+            let stream = js
+                .get_stream(OUTPUT_STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
             let consumer = stream
                 .create_consumer(pull::OrderedConfig {
                     filter_subject: job_output(job),

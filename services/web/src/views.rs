@@ -101,7 +101,10 @@ pub fn host_rows<'a>(
         .map(|h| {
             let state = h.state();
             let (open_alerts, bucket) = match proj {
-                Some(p) => (p.alerts.open_count(&h.host), p.counts.last_24h(&h.host, now)),
+                Some(p) => (
+                    p.alerts.open_count(&h.host),
+                    p.counts.last_24h(&h.host, now),
+                ),
                 None => (0, Default::default()),
             };
             HostRow {
@@ -147,10 +150,13 @@ pub struct OverviewFilter {
 }
 
 /// Applies the filter.
-pub fn filter_hosts<'a>(fleet: &'a FleetStatus, f: &'a OverviewFilter) -> impl Iterator<Item = &'a HostStatus> {
+pub fn filter_hosts<'a>(
+    fleet: &'a FleetStatus,
+    f: &'a OverviewFilter,
+) -> impl Iterator<Item = &'a HostStatus> {
     fleet.hosts.values().filter(move |h| {
-        (f.tag.is_empty() || h.tags.iter().any(|t| *t == f.tag))
-            && (f.role.is_empty() || h.roles.iter().any(|r| *r == f.role))
+        (f.tag.is_empty() || h.tags.contains(&f.tag))
+            && (f.role.is_empty() || h.roles.contains(&f.role))
             && (f.state.is_empty() || h.state().as_str().eq_ignore_ascii_case(&f.state))
     })
 }
@@ -216,16 +222,30 @@ pub fn sparkline(values: &[f32], max: f32) -> String {
     const W: f32 = 120.0;
     const H: f32 = 24.0;
     if values.is_empty() {
-        return format!(r#"<svg class="spark" viewBox="0 0 {W} {H}" width="{W}" height="{H}" aria-hidden="true"></svg>"#);
+        return format!(
+            r#"<svg class="spark" viewBox="0 0 {W} {H}" width="{W}" height="{H}" aria-hidden="true"></svg>"#
+        );
     }
     let max = if max > 0.0 { max } else { 1.0 };
-    let step = if values.len() > 1 { W / (values.len() - 1) as f32 } else { 0.0 };
+    let step = if values.len() > 1 {
+        W / (values.len() - 1) as f32
+    } else {
+        0.0
+    };
     let points: Vec<String> = values
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let v = if v.is_finite() { v.clamp(0.0, max) } else { 0.0 };
-            format!("{:.1},{:.1}", i as f32 * step, H - 1.0 - v / max * (H - 2.0))
+            let v = if v.is_finite() {
+                v.clamp(0.0, max)
+            } else {
+                0.0
+            };
+            format!(
+                "{:.1},{:.1}",
+                i as f32 * step,
+                H - 1.0 - v / max * (H - 2.0)
+            )
         })
         .collect();
     format!(
@@ -242,7 +262,13 @@ pub fn widgets(h: &HostStatus) -> Vec<Widget> {
         return vec![];
     };
     let load_max = series(|s| s.load1).into_iter().fold(1.0f32, f32::max);
-    let pct = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 };
+    let pct = |used: u64, total: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            used as f64 * 100.0 / total as f64
+        }
+    };
     vec![
         Widget {
             label: "CPU",
@@ -321,7 +347,12 @@ pub fn action_role(action: ServiceAction) -> UserRole {
 }
 
 /// Builds the panels of a host: buttons only for allowed actions and roles.
-pub fn panels(h: &HostStatus, proj: &Projections, role: UserRole, now: DateTime<Utc>) -> Vec<Panel> {
+pub fn panels(
+    h: &HostStatus,
+    proj: &Projections,
+    role: UserRole,
+    now: DateTime<Utc>,
+) -> Vec<Panel> {
     h.services
         .values()
         .map(|s| {
@@ -451,18 +482,31 @@ mod tests {
 
     #[test]
     fn ansi_output_is_escaped_and_coloured() {
-        let html = ansi_to_html("\u{1b}[31merror\u{1b}[0m <script>alert(1)</script>\u{1b}]0;title\u{7}");
-        assert!(html.starts_with("<span class=\"ansi-fg-31\">error</span>"), "{html}");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+        let html =
+            ansi_to_html("\u{1b}[31merror\u{1b}[0m <script>alert(1)</script>\u{1b}]0;title\u{7}");
+        assert!(
+            html.starts_with("<span class=\"ansi-fg-31\">error</span>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
         assert!(!html.contains("<script>"));
-        assert_eq!(ansi_to_html("\u{1b}[1;32mok"), "<span class=\"ansi-bold ansi-fg-32\">ok</span>");
+        assert_eq!(
+            ansi_to_html("\u{1b}[1;32mok"),
+            "<span class=\"ansi-bold ansi-fg-32\">ok</span>"
+        );
         assert_eq!(ansi_to_html("\u{1b}[2Kx"), "x");
     }
 
     #[test]
     fn sparkline_is_numbers_only_and_clamped() {
         let svg = sparkline(&[0.0, 50.0, 200.0, f32::NAN], 100.0);
-        assert!(svg.contains("points=\"0.0,23.0 40.0,12.0 80.0,1.0 120.0,23.0\""), "{svg}");
+        assert!(
+            svg.contains("points=\"0.0,23.0 40.0,12.0 80.0,1.0 120.0,23.0\""),
+            "{svg}"
+        );
         assert!(sparkline(&[], 1.0).starts_with("<svg"));
     }
 

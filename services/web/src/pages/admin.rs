@@ -35,23 +35,28 @@ pub struct AgentRow {
     pub reason: String,
 }
 
-/// All agents.
-pub fn agent_rows(state: &Shared) -> Vec<AgentRow> {
-    state.hub.read_fold(|f| {
-        f.proj
-            .registry
-            .agents
-            .iter()
-            .map(|(id, a)| AgentRow {
-                id: id.to_string(),
-                host: a.host.to_string(),
-                key_id: a.key_id.clone().unwrap_or_default(),
-                has_key: a.key_hash.is_some() || a.key_id.is_some(),
-                blocked: a.blocked,
-                reason: a.block_reason.clone().unwrap_or_default(),
-            })
-            .collect()
-    })
+/// All agents, from `fleet.q.registry` (key issue events carry hashes and travel on
+/// `fleet.sec.…`, which this service cannot read; the registry answer has them redacted).
+pub async fn agent_rows(state: &Shared) -> Result<Vec<AgentRow>, WebError> {
+    let registry: fleetbus_projections::Registry = state
+        .bus
+        .query(
+            fleetbus_schemas::queries::model::REGISTRY,
+            &fleetbus_schemas::queries::RegistryQuery {},
+        )
+        .await?;
+    Ok(registry
+        .agents
+        .iter()
+        .map(|(id, a)| AgentRow {
+            id: id.to_string(),
+            host: a.host.to_string(),
+            key_id: a.key_id.clone().unwrap_or_default(),
+            has_key: a.key_hash.is_some(),
+            blocked: a.blocked,
+            reason: a.block_reason.clone().unwrap_or_default(),
+        })
+        .collect())
 }
 
 #[derive(Template)]
@@ -63,13 +68,20 @@ struct AgentsPage {
 }
 
 /// `GET /agents`.
-pub async fn agents(State(state): State<Shared>, p: Principal) -> Response {
-    let hosts = state.hub.read_fold(|f| f.proj.registry.hosts.keys().map(|h| h.to_string()).collect());
-    render(&AgentsPage {
-        nav: Nav::new(&p, "agents"),
-        rows: agent_rows(&state),
-        hosts,
-    })
+pub async fn agents(State(state): State<Shared>, p: Principal) -> Result<Response, PageError> {
+    let nav = Nav::new(&p, "agents");
+    let rows = agent_rows(&state)
+        .await
+        .map_err(|e| PageError(e, Some(nav.clone())))?;
+    let hosts = state.hub.read_fold(|f| {
+        f.proj
+            .registry
+            .hosts
+            .keys()
+            .map(|h| h.to_string())
+            .collect()
+    });
+    Ok(render(&AgentsPage { nav, rows, hosts }))
 }
 
 async fn send(state: &Shared, p: &Principal, command: Command) -> Result<(), WebError> {
@@ -95,21 +107,44 @@ struct KeyIssued {
 }
 
 /// `POST /agents/issue` (admin): a new key, shown once; only its SHA-256 goes on the bus.
-pub async fn issue_key(State(state): State<Shared>, p: Principal, axum::Form(form): axum::Form<IssueForm>) -> Result<Response, PageError> {
+pub async fn issue_key(
+    State(state): State<Shared>,
+    p: Principal,
+    axum::Form(form): axum::Form<IssueForm>,
+) -> Result<Response, PageError> {
     let nav = Nav::new(&p, "agents");
     let result = async {
         need(&p, UserRole::Admin)?;
-        let agent = AgentId::new(form.agent.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
-        let host = HostId::new(form.host.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
-        let key_id = format!("k-{}", &ulid::Ulid::new().to_string().to_ascii_lowercase()[..10]);
+        let agent =
+            AgentId::new(form.agent.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
+        let host =
+            HostId::new(form.host.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
+        let key_id = format!(
+            "k-{}",
+            &ulid::Ulid::new().to_string().to_ascii_lowercase()[..10]
+        );
         let key = format!("fbk_{key_id}_{}", random_token());
         let key_hash = hex::encode(crate::auth::token_hash(&key));
-        send(&state, &p, Command::Agent(AgentCommand::IssueKey { agent: agent.clone(), host, key_id, key_hash })).await?;
+        super::users::send_quiet(
+            &state,
+            &p,
+            Command::Agent(AgentCommand::IssueKey {
+                agent: agent.clone(),
+                host,
+                key_id,
+                key_hash,
+            }),
+        )
+        .await?;
         Ok::<_, WebError>((agent, key))
     }
     .await;
     match result {
-        Ok((agent, key)) => Ok(render(&KeyIssued { nav, agent: agent.to_string(), key })),
+        Ok((agent, key)) => Ok(render(&KeyIssued {
+            nav,
+            agent: agent.to_string(),
+            key,
+        })),
         Err(e) => Err(PageError(e, Some(nav))),
     }
 }
@@ -132,14 +167,22 @@ pub async fn agent_act(
     let result = async {
         need(&p, UserRole::Admin)?;
         let agent = AgentId::new(agent).map_err(|e| WebError::NotFound(e.to_string()))?;
-        if !state.hub.read_fold(|f| f.proj.registry.agents.contains_key(&agent)) {
+        if !agent_rows(&state)
+            .await?
+            .iter()
+            .any(|a| a.id == agent.as_str())
+        {
             return Err(WebError::NotFound(format!("unknown agent {agent}")));
         }
         let command = match verb.as_str() {
             "revoke" => AgentCommand::RevokeKey { agent },
             "block" => AgentCommand::Block {
                 agent,
-                reason: if form.reason.trim().is_empty() { "blocked from the dashboard".into() } else { form.reason.clone() },
+                reason: if form.reason.trim().is_empty() {
+                    "blocked from the dashboard".into()
+                } else {
+                    form.reason.clone()
+                },
             },
             "unblock" => AgentCommand::Unblock { agent },
             other => return Err(WebError::NotFound(format!("no agent action {other:?}"))),
@@ -263,7 +306,12 @@ fn names(s: &str) -> Result<Vec<String>, WebError> {
 }
 
 /// `POST /hosts`: add, or update when it exists (admin).
-pub async fn save_host(State(state): State<Shared>, p: Principal, headers: HeaderMap, axum::Form(form): axum::Form<HostForm>) -> Response {
+pub async fn save_host(
+    State(state): State<Shared>,
+    p: Principal,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<HostForm>,
+) -> Response {
     let result = async {
         need(&p, UserRole::Admin)?;
         let host = HostId::new(form.id.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
@@ -271,11 +319,17 @@ pub async fn save_host(State(state): State<Shared>, p: Principal, headers: Heade
             "strict" => HostKeyPolicy::Strict,
             "" | "accept_new" => HostKeyPolicy::AcceptNew,
             "off" => HostKeyPolicy::Off,
-            other => return Err(WebError::BadRequest(format!("unknown host key policy {other:?}"))),
+            other => {
+                return Err(WebError::BadRequest(format!(
+                    "unknown host key policy {other:?}"
+                )))
+            }
         };
         let address = form.address.trim();
         if address.is_empty() || address.contains(char::is_whitespace) {
-            return Err(WebError::BadRequest("address must be an IP or DNS name".into()));
+            return Err(WebError::BadRequest(
+                "address must be an IP or DNS name".into(),
+            ));
         }
         let spec = HostSpec {
             host: host.clone(),
@@ -288,8 +342,14 @@ pub async fn save_host(State(state): State<Shared>, p: Principal, headers: Heade
             allow_adhoc: form.adhoc.is_some(),
             disabled: form.disabled.is_some(),
         };
-        let exists = state.hub.read_fold(|f| f.proj.registry.hosts.contains_key(&host));
-        let command = if exists { HostCommand::Update(spec) } else { HostCommand::Add(spec) };
+        let exists = state
+            .hub
+            .read_fold(|f| f.proj.registry.hosts.contains_key(&host));
+        let command = if exists {
+            HostCommand::Update(spec)
+        } else {
+            HostCommand::Add(spec)
+        };
         send(&state, &p, Command::Host(command)).await
     }
     .await;
@@ -316,16 +376,25 @@ pub async fn host_act(
     let result = async {
         need(&p, UserRole::Admin)?;
         let host = HostId::new(host).map_err(|e| WebError::NotFound(e.to_string()))?;
-        if !state.hub.read_fold(|f| f.proj.registry.hosts.contains_key(&host)) {
+        if !state
+            .hub
+            .read_fold(|f| f.proj.registry.hosts.contains_key(&host))
+        {
             return Err(WebError::NotFound(format!("unknown host {host}")));
         }
         let command = match verb.as_str() {
             "remove" => HostCommand::Remove { host },
             "trust" => {
                 if !form.fingerprint.starts_with("SHA256:") || form.algorithm.trim().is_empty() {
-                    return Err(WebError::BadRequest("give the key algorithm and its SHA256:… fingerprint".into()));
+                    return Err(WebError::BadRequest(
+                        "give the key algorithm and its SHA256:… fingerprint".into(),
+                    ));
                 }
-                HostCommand::TrustKey { host, algorithm: form.algorithm.trim().to_owned(), fingerprint: form.fingerprint.trim().to_owned() }
+                HostCommand::TrustKey {
+                    host,
+                    algorithm: form.algorithm.trim().to_owned(),
+                    fingerprint: form.fingerprint.trim().to_owned(),
+                }
             }
             other => return Err(WebError::NotFound(format!("no host action {other:?}"))),
         };
@@ -337,5 +406,9 @@ pub async fn host_act(
 
 /// Keeps `Feedback` reachable for fragment answers from this module.
 pub fn feedback_ok(message: String) -> Response {
-    render(&Feedback { kind: "ok", message, job: None })
+    render(&Feedback {
+        kind: "ok",
+        message,
+        job: None,
+    })
 }

@@ -57,7 +57,11 @@ impl From<&Alert> for AlertRow {
             }
             .to_owned(),
             host: a.host.as_ref().map(|h| h.to_string()).unwrap_or_default(),
-            service: a.service.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+            service: a
+                .service
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
             message: a.message.clone(),
             opened: views::time(a.opened_at),
             acknowledged_by: a.acknowledged_by.clone().unwrap_or_default(),
@@ -103,7 +107,11 @@ struct AlertsPage {
 }
 
 /// `GET /alerts`.
-pub async fn list(State(state): State<Shared>, p: Principal, Query(filter): Query<AlertFilter>) -> Response {
+pub async fn list(
+    State(state): State<Shared>,
+    p: Principal,
+    Query(filter): Query<AlertFilter>,
+) -> Response {
     render(&AlertsPage {
         nav: Nav::new(&p, "alerts"),
         rows: rows(&state, &filter),
@@ -119,12 +127,20 @@ pub struct NoteForm {
 }
 
 /// Acknowledges or resolves an alert for a principal (operator).
-pub async fn alert_command(state: &Shared, p: &Principal, alert: &str, verb: &str, note: String) -> Result<(), WebError> {
+pub async fn alert_command(
+    state: &Shared,
+    p: &Principal,
+    alert: &str,
+    verb: &str,
+    note: String,
+) -> Result<(), WebError> {
     need(p, UserRole::Operator)?;
     let alert: AlertId = alert
         .parse()
         .map_err(|_| WebError::NotFound(format!("unknown alert {alert:?}")))?;
-    let exists = state.hub.read_fold(|f| f.proj.alerts.alerts.contains_key(&alert));
+    let exists = state
+        .hub
+        .read_fold(|f| f.proj.alerts.alerts.contains_key(&alert));
     if !exists {
         return Err(WebError::NotFound(format!("unknown alert {alert}")));
     }
@@ -133,7 +149,11 @@ pub async fn alert_command(state: &Shared, p: &Principal, alert: &str, verb: &st
         "resolve" => AlertCommand::Resolve { alert, note },
         other => return Err(WebError::NotFound(format!("no alert action {other:?}"))),
     };
-    match state.bus.command(&state.hub, p.actor(), Command::Alert(command)).await? {
+    match state
+        .bus
+        .command(&state.hub, p.actor(), Command::Alert(command))
+        .await?
+    {
         Outcome::Done(_) | Outcome::Pending(_) => Ok(()),
         Outcome::Rejected { reason, message } => Err(rejection(reason, message)),
     }

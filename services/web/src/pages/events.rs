@@ -87,7 +87,12 @@ impl From<&LiveEvent> for EventRow {
     }
 }
 
-fn matches(f: &EventFilter, e: &LiveEvent, min_sev: Option<Severity>, since: Option<chrono::DateTime<chrono::Utc>>) -> bool {
+fn matches(
+    f: &EventFilter,
+    e: &LiveEvent,
+    min_sev: Option<Severity>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> bool {
     let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
     (f.host.is_empty() || e.host.as_deref() == Some(f.host.as_str()))
         && (f.service.is_empty() || data["service"].as_str() == Some(f.service.as_str()))
@@ -105,7 +110,10 @@ fn matches(f: &EventFilter, e: &LiveEvent, min_sev: Option<Severity>, since: Opt
 }
 
 /// A page of events, newest first, and the cursor of the next (older) page.
-pub async fn page(state: &Shared, f: &EventFilter) -> Result<(Vec<EventRow>, Option<u64>), WebError> {
+pub async fn page(
+    state: &Shared,
+    f: &EventFilter,
+) -> Result<(Vec<EventRow>, Option<u64>), WebError> {
     let limit = f.limit.unwrap_or(100).clamp(1, 1000);
     let min_sev = match f.severity.as_str() {
         "" => None,
@@ -113,7 +121,10 @@ pub async fn page(state: &Shared, f: &EventFilter) -> Result<(Vec<EventRow>, Opt
     };
     let since = match f.since.trim() {
         "" => None,
-        s => Some(views::parse_as_of(s).ok_or_else(|| WebError::BadRequest(format!("since {s:?} is not a time")))?),
+        s => Some(
+            views::parse_as_of(s)
+                .ok_or_else(|| WebError::BadRequest(format!("since {s:?} is not a time")))?,
+        ),
     };
     let (recent, complete) = state.hub.since(0);
     let oldest_in_memory = recent.first().map(|e| e.seq).unwrap_or(u64::MAX);
@@ -124,7 +135,9 @@ pub async fn page(state: &Shared, f: &EventFilter) -> Result<(Vec<EventRow>, Opt
         .take(limit + 1)
         .map(|e| EventRow::from(e.as_ref()))
         .collect();
-    let reaches_older = !complete && f.before.is_none_or(|b| b > oldest_in_memory || rows.len() <= limit);
+    let reaches_older = !complete
+        && f.before
+            .is_none_or(|b| b > oldest_in_memory || rows.len() <= limit);
     if rows.len() <= limit && reaches_older {
         // Older than memory: ask ingest, which reads the log.
         let query = EventsQuery {
@@ -166,9 +179,15 @@ struct EventsPage {
 }
 
 /// `GET /events`.
-pub async fn timeline(State(state): State<Shared>, p: Principal, Query(filter): Query<EventFilter>) -> PageResult {
+pub async fn timeline(
+    State(state): State<Shared>,
+    p: Principal,
+    Query(filter): Query<EventFilter>,
+) -> PageResult {
     let nav = Nav::new(&p, "events");
-    let (rows, next) = page(&state, &filter).await.map_err(|e| PageError(e, Some(nav.clone())))?;
+    let (rows, next) = page(&state, &filter)
+        .await
+        .map_err(|e| PageError(e, Some(nav.clone())))?;
     let qs = serde_urlencoded_filter(&filter);
     Ok(render(&EventsPage {
         nav,
@@ -200,7 +219,9 @@ fn serde_urlencoded_filter(f: &EventFilter) -> String {
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -208,6 +229,7 @@ pub fn urlencode(s: &str) -> String {
 
 /// Events as JSON rows (for the API).
 pub fn rows_json(rows: &[EventRow]) -> Vec<serde_json::Value> {
-    rows.iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect()
+    rows.iter()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .collect()
 }
-

@@ -129,7 +129,11 @@ struct JobsPage {
 }
 
 /// `GET /jobs`.
-pub async fn list(State(state): State<Shared>, p: Principal, Query(filter): Query<JobFilter>) -> Response {
+pub async fn list(
+    State(state): State<Shared>,
+    p: Principal,
+    Query(filter): Query<JobFilter>,
+) -> Response {
     let rows = filtered(&state, &filter);
     render(&JobsPage {
         nav: Nav::new(&p, "jobs"),
@@ -160,7 +164,11 @@ pub fn parse_job(s: &str) -> Result<JobId, WebError> {
 }
 
 /// `GET /jobs/{job}`: the console.
-pub async fn page(State(state): State<Shared>, p: Principal, Path(job): Path<String>) -> PageResult {
+pub async fn page(
+    State(state): State<Shared>,
+    p: Principal,
+    Path(job): Path<String>,
+) -> PageResult {
     let nav = Nav::new(&p, "jobs");
     let job = parse_job(&job).map_err(|e| PageError(e, Some(nav.clone())))?;
     let page = state.hub.read_fold(|f| {
@@ -176,7 +184,11 @@ pub async fn page(State(state): State<Shared>, p: Principal, Path(job): Path<Str
                 .map(|o| views::ansi_to_html(&o.tail))
                 .unwrap_or_default(),
             reason: r.reason.clone().unwrap_or_default(),
-            step_message: r.step.as_ref().map(|(_, _, m)| m.clone()).unwrap_or_default(),
+            step_message: r
+                .step
+                .as_ref()
+                .map(|(_, _, m)| m.clone())
+                .unwrap_or_default(),
             request: describe_request(&r.request),
             can_cancel: !finished && p.can(UserRole::Operator),
             can_rerun: finished && p.can(rerun_role(&r.request)),
@@ -185,13 +197,18 @@ pub async fn page(State(state): State<Shared>, p: Principal, Path(job): Path<Str
     });
     match page {
         Some(page) => Ok(render(&page)),
-        None => Err(PageError(WebError::NotFound(format!("unknown job {job}")), Some(nav))),
+        None => Err(PageError(
+            WebError::NotFound(format!("unknown job {job}")),
+            Some(nav),
+        )),
     }
 }
 
 fn describe_request(r: &JobRequest) -> String {
     match r {
-        JobRequest::Action { service, action, .. } => format!("{} {service}", action.as_str()),
+        JobRequest::Action {
+            service, action, ..
+        } => format!("{} {service}", action.as_str()),
         JobRequest::Task { task, params } => format!(
             "task {task} {}",
             serde_json::to_string(params).unwrap_or_default()
@@ -212,7 +229,10 @@ fn rerun_role(r: &JobRequest) -> UserRole {
 }
 
 /// Reads a job's whole output from the OUTPUT stream, in order, as (stream, text) pieces.
-pub async fn read_output(state: &Shared, job: JobId) -> Result<Vec<(OutputStream, String)>, WebError> {
+pub async fn read_output(
+    state: &Shared,
+    job: JobId,
+) -> Result<Vec<(OutputStream, String)>, WebError> {
     let js = state.bus.jetstream();
     let stream = js
         .get_stream(OUTPUT_STREAM)
@@ -236,7 +256,9 @@ pub async fn read_output(state: &Shared, job: JobId) -> Result<Vec<(OutputStream
         .await
         .map_err(|e| WebError::Unavailable(format!("output: {e}")))?;
     let mut total = 0usize;
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+    {
         let pending = msg.info().map(|i| i.pending).unwrap_or(0);
         if let Ok(chunk) = fleetbus_schemas::decode::<OutputChunk>(&msg.payload) {
             total += chunk.data.len();
@@ -253,7 +275,11 @@ pub async fn read_output(state: &Shared, job: JobId) -> Result<Vec<(OutputStream
 }
 
 /// `GET /jobs/{job}/output.txt`: the full output (stdout and stderr interleaved as produced).
-pub async fn download(State(state): State<Shared>, _p: Principal, Path(job): Path<String>) -> Result<Response, PageError> {
+pub async fn download(
+    State(state): State<Shared>,
+    _p: Principal,
+    Path(job): Path<String>,
+) -> Result<Response, PageError> {
     let job = parse_job(&job)?;
     let known = state.hub.read_fold(|f| f.jobs.contains_key(&job));
     if !known {
@@ -290,7 +316,11 @@ pub async fn cancel_job(state: &Shared, p: &Principal, job: JobId) -> Result<Str
     }
     match state
         .bus
-        .command(&state.hub, p.actor(), Command::Job(JobCommand::Cancel { job }))
+        .command(
+            &state.hub,
+            p.actor(),
+            Command::Job(JobCommand::Cancel { job }),
+        )
         .await?
     {
         Outcome::Done(_) => Ok(format!("job {job} cancelled")),
@@ -311,20 +341,34 @@ pub async fn cancel(
         Err(e) => Err(e),
     };
     match result {
-        Ok(message) if super::wants_fragment(&headers) => render(&Feedback { kind: "ok", message, job: None }),
+        Ok(message) if super::wants_fragment(&headers) => render(&Feedback {
+            kind: "ok",
+            message,
+            job: None,
+        }),
         Ok(_) => super::back(&format!("/jobs/{job}")),
         Err(e) => Feedback::error(&e),
     }
 }
 
 /// Runs a job command and returns the jobs it started.
-pub async fn start_jobs(state: &Shared, p: &Principal, command: JobCommand) -> Result<Vec<JobId>, WebError> {
-    match state.bus.command(&state.hub, p.actor(), Command::Job(command)).await? {
+pub async fn start_jobs(
+    state: &Shared,
+    p: &Principal,
+    command: JobCommand,
+) -> Result<Vec<JobId>, WebError> {
+    match state
+        .bus
+        .command(&state.hub, p.actor(), Command::Job(command))
+        .await?
+    {
         Outcome::Done(events) => {
             let jobs: Vec<JobId> = events
                 .iter()
                 .filter_map(|e| match &e.env.event {
-                    fleetbus_schemas::Event::Job(fleetbus_schemas::events::JobEvent::Scheduled { job, .. }) => Some(*job),
+                    fleetbus_schemas::Event::Job(
+                        fleetbus_schemas::events::JobEvent::Scheduled { job, .. },
+                    ) => Some(*job),
                     _ => None,
                 })
                 .collect();
@@ -377,21 +421,35 @@ pub async fn rerun(
             ..Targets::default()
         };
         let command = match record.request {
-            JobRequest::Action { service, action, lines } => JobCommand::RunAction {
+            JobRequest::Action {
+                service,
+                action,
+                lines,
+            } => JobCommand::RunAction {
                 host: record.host,
                 service,
                 action,
                 lines,
             },
-            JobRequest::Task { task, params } => JobCommand::RunTask { task, params, targets },
+            JobRequest::Task { task, params } => JobCommand::RunTask {
+                task,
+                params,
+                targets,
+            },
             JobRequest::Batch { script } => JobCommand::RunBatch { script, targets },
-            JobRequest::Verb { verb, args } => JobCommand::RunVerb { verb, args, targets },
+            JobRequest::Verb { verb, args } => JobCommand::RunVerb {
+                verb,
+                args,
+                targets,
+            },
             JobRequest::Adhoc { command } => JobCommand::RunAdhoc {
                 host: record.host,
                 command,
             },
             JobRequest::Resources => {
-                return Err(WebError::BadRequest("resource reads are not re-run by hand".into()))
+                return Err(WebError::BadRequest(
+                    "resource reads are not re-run by hand".into(),
+                ))
             }
         };
         start_jobs(&state, &p, command).await

@@ -105,15 +105,17 @@ pub async fn submit(
     }
 }
 
-async fn login(
-    state: &Shared,
-    addr: &str,
-    form: &LoginForm,
-) -> Result<String, WebError> {
+async fn login(state: &Shared, addr: &str, form: &LoginForm) -> Result<String, WebError> {
     let address = format!("addr:{addr}");
     let account = format!("user:{}", form.user.to_ascii_lowercase());
-    state.address_throttle.check(&address).map_err(WebError::Throttled)?;
-    state.account_throttle.check(&account).map_err(WebError::Throttled)?;
+    state
+        .address_throttle
+        .check(&address)
+        .map_err(WebError::Throttled)?;
+    state
+        .account_throttle
+        .check(&account)
+        .map_err(WebError::Throttled)?;
     let wrong = || WebError::Unauthorized;
     let record: Option<UserRecord> = match UserName::new(form.user.clone()) {
         Ok(user) => match state

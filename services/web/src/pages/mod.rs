@@ -34,9 +34,15 @@ pub fn routes() -> Router<Shared> {
         .route("/", get(overview::overview))
         .route("/fragments/host/{host}", get(overview::host_fragment))
         .route("/hosts/{host}", get(overview::host_page))
-        .route("/fragments/panel/{host}/{service}", get(overview::panel_fragment))
+        .route(
+            "/fragments/panel/{host}/{service}",
+            get(overview::panel_fragment),
+        )
         .route("/services/{host}/{service}/logs", get(overview::logs))
-        .route("/services/{host}/{service}/{action}", post(overview::action))
+        .route(
+            "/services/{host}/{service}/{action}",
+            post(overview::action),
+        )
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job}", get(jobs::page))
         .route("/jobs/{job}/output.txt", get(jobs::download))
@@ -152,13 +158,24 @@ pub struct Feedback {
 impl Feedback {
     /// The fragment for an error.
     pub fn error(e: &WebError) -> Response {
-        (e.status(), render(&Feedback { kind: "error", message: e.to_string(), job: None })).into_response()
+        (
+            e.status(),
+            render(&Feedback {
+                kind: "error",
+                message: e.to_string(),
+                job: None,
+            }),
+        )
+            .into_response()
     }
 }
 
 /// True when the request came from the page's script (answers with a fragment, not a page).
 pub fn wants_fragment(headers: &axum::http::HeaderMap) -> bool {
-    headers.get("x-requested-with").and_then(|v| v.to_str().ok()) == Some("fetch")
+    headers
+        .get("x-requested-with")
+        .and_then(|v| v.to_str().ok())
+        == Some("fetch")
 }
 
 /// After a form post without script: back to where the user came from (same origin only).

@@ -48,7 +48,10 @@ pub struct Opt {
 pub fn opts(values: Vec<String>, current: &str) -> Vec<Opt> {
     values
         .into_iter()
-        .map(|value| Opt { selected: value == current, value })
+        .map(|value| Opt {
+            selected: value == current,
+            value,
+        })
         .collect()
 }
 
@@ -80,13 +83,25 @@ pub async fn overview(
         Some(t) => {
             let past: FleetStatus = state
                 .bus
-                .query(model::OVERVIEW, &OverviewQuery { as_of: Some(AsOf::Time(t)) })
+                .query(
+                    model::OVERVIEW,
+                    &OverviewQuery {
+                        as_of: Some(AsOf::Time(t)),
+                    },
+                )
                 .await
                 .map_err(|e| PageError(e, Some(nav.clone())))?;
             build(nav, &past, None, &filter, now, views::time(t))
         }
         None => state.hub.read_fold(|f| {
-            build(nav, &f.proj.fleet, Some(&f.proj), &filter, now, String::new())
+            build(
+                nav,
+                &f.proj.fleet,
+                Some(&f.proj),
+                &filter,
+                now,
+                String::new(),
+            )
         }),
     };
     Ok(render(&page))
@@ -116,7 +131,9 @@ fn build(
         tags: opts(tags, &filter.tag),
         roles: opts(roles, &filter.role),
         states: opts(
-            ["OK", "WARN", "DOWN", "DISABLED", "PENDING", "BLOCKED"].map(String::from).to_vec(),
+            ["OK", "WARN", "DOWN", "DISABLED", "PENDING", "BLOCKED"]
+                .map(String::from)
+                .to_vec(),
             &filter.state,
         ),
         live: as_of.is_empty(),
@@ -125,7 +142,11 @@ fn build(
 }
 
 /// `GET /fragments/host/{host}`: one overview row (live updates replace it).
-pub async fn host_fragment(State(state): State<Shared>, _p: Principal, Path(host): Path<String>) -> PageResult {
+pub async fn host_fragment(
+    State(state): State<Shared>,
+    _p: Principal,
+    Path(host): Path<String>,
+) -> PageResult {
     let host = parse_host(&host)?;
     let row = state.hub.read_fold(|f| {
         f.proj
@@ -164,7 +185,11 @@ struct PanelFragment {
 }
 
 /// `GET /hosts/{host}`: resources and service panels.
-pub async fn host_page(State(state): State<Shared>, p: Principal, Path(host): Path<String>) -> PageResult {
+pub async fn host_page(
+    State(state): State<Shared>,
+    p: Principal,
+    Path(host): Path<String>,
+) -> PageResult {
     let nav = Nav::new(&p, "overview");
     let host = parse_host(&host).map_err(|e| PageError(e, Some(nav.clone())))?;
     let now = Utc::now();
@@ -179,7 +204,11 @@ pub async fn host_page(State(state): State<Shared>, p: Principal, Path(host): Pa
             address: spec
                 .map(|s| format!("{}@{}:{}", s.user, s.address, s.port))
                 .unwrap_or_else(|| "not registered".into()),
-            agent: h.agent.as_ref().map(|a| a.to_string()).unwrap_or_else(|| "none".into()),
+            agent: h
+                .agent
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "none".into()),
             liveness: h
                 .liveness
                 .map(|l| format!("{l:?}").to_ascii_lowercase())
@@ -188,7 +217,10 @@ pub async fn host_page(State(state): State<Shared>, p: Principal, Path(host): Pa
     });
     match page {
         Some(page) => Ok(render(&page)),
-        None => Err(PageError(WebError::NotFound(format!("no host {host}")), Some(nav))),
+        None => Err(PageError(
+            WebError::NotFound(format!("no host {host}")),
+            Some(nav),
+        )),
     }
 }
 
@@ -206,7 +238,10 @@ pub async fn panel_fragment(
             .find(|panel| panel.name == key.service.as_str())
     });
     match panel {
-        Some(panel) => Ok(render(&PanelFragment { nav: Nav::new(&p, "overview"), panel })),
+        Some(panel) => Ok(render(&PanelFragment {
+            nav: Nav::new(&p, "overview"),
+            panel,
+        })),
         None => Err(WebError::NotFound(format!("unknown service {key}")).into()),
     }
 }
@@ -282,7 +317,10 @@ pub fn rejection(reason: RejectKind, message: String) -> WebError {
     match reason {
         RejectKind::NotFound => WebError::NotFound(message),
         RejectKind::Forbidden => WebError::Forbidden(message),
-        RejectKind::Duplicate { job } => WebError::Conflict { message, job: Some(job) },
+        RejectKind::Duplicate { job } => WebError::Conflict {
+            message,
+            job: Some(job),
+        },
         RejectKind::Conflict => WebError::Conflict { message, job: None },
         _ => WebError::BadRequest(message),
     }
@@ -402,7 +440,11 @@ fn finished_tail(state: &Shared, job: JobId) -> Option<String> {
         if !record.phase.is_final() {
             return None;
         }
-        let tail = record.outcome.as_ref().map(|o| o.tail.clone()).unwrap_or_default();
+        let tail = record
+            .outcome
+            .as_ref()
+            .map(|o| o.tail.clone())
+            .unwrap_or_default();
         // The tail is at most 32 KiB; keep the last 500 lines.
         let lines: Vec<&str> = tail.lines().collect();
         let start = lines.len().saturating_sub(500);

@@ -63,7 +63,9 @@ struct SchedulesPage {
 
 /// `GET /schedules`.
 pub async fn list(State(state): State<Shared>, p: Principal) -> Response {
-    let tasks = state.hub.read_fold(|f| f.tasks.keys().map(|t| t.to_string()).collect());
+    let tasks = state
+        .hub
+        .read_fold(|f| f.tasks.keys().map(|t| t.to_string()).collect());
     render(&SchedulesPage {
         nav: Nav::new(&p, "schedules"),
         rows: rows(&state),
@@ -92,54 +94,100 @@ pub struct ScheduleForm {
 }
 
 async fn send(state: &Shared, p: &Principal, command: ScheduleCommand) -> Result<(), WebError> {
-    match state.bus.command(&state.hub, p.actor(), Command::Schedule(command)).await? {
+    match state
+        .bus
+        .command(&state.hub, p.actor(), Command::Schedule(command))
+        .await?
+    {
         Outcome::Done(_) | Outcome::Pending(_) => Ok(()),
         Outcome::Rejected { reason, message } => Err(rejection(reason, message)),
     }
 }
 
 /// `POST /schedules`: create, or update when the id exists (admin).
-pub async fn save(State(state): State<Shared>, p: Principal, headers: HeaderMap, axum::Form(form): axum::Form<ScheduleForm>) -> Response {
+pub async fn save(
+    State(state): State<Shared>,
+    p: Principal,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<ScheduleForm>,
+) -> Response {
     let result = async {
         need(&p, UserRole::Admin)?;
-        let schedule = ScheduleId::new(form.id.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
+        let schedule =
+            ScheduleId::new(form.id.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
         let targets = targets(&form.hosts, &form.tags, &form.roles)?;
         let action = match form.kind.as_str() {
             "poll_status" => ScheduleAction::PollStatus { targets },
             "run_task" => ScheduleAction::RunTask {
-                task: TaskId::new(form.task.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?,
+                task: TaskId::new(form.task.trim())
+                    .map_err(|e| WebError::BadRequest(e.to_string()))?,
                 params: BTreeMap::new(),
                 targets,
             },
-            other => return Err(WebError::BadRequest(format!("unknown schedule kind {other:?}, expected poll_status or run_task"))),
+            other => {
+                return Err(WebError::BadRequest(format!(
+                    "unknown schedule kind {other:?}, expected poll_status or run_task"
+                )))
+            }
         };
         if form.cron.split_whitespace().count() < 6 {
-            return Err(WebError::BadRequest("cron needs 6 fields with seconds, e.g. '0 */5 * * * *'".into()));
+            return Err(WebError::BadRequest(
+                "cron needs 6 fields with seconds, e.g. '0 */5 * * * *'".into(),
+            ));
         }
         let spec = ScheduleSpec {
             schedule: schedule.clone(),
             cron: form.cron.trim().to_owned(),
             time_zone: form.time_zone.trim().to_owned(),
             action,
-            missed: if form.skip_missed.is_some() { MissedPolicy::Skip } else { MissedPolicy::CatchUpOnce },
+            missed: if form.skip_missed.is_some() {
+                MissedPolicy::Skip
+            } else {
+                MissedPolicy::CatchUpOnce
+            },
         };
         let exists = state.hub.read_fold(|f| f.schedules.contains_key(&schedule));
-        send(&state, &p, if exists { ScheduleCommand::Update(spec) } else { ScheduleCommand::Create(spec) }).await
+        send(
+            &state,
+            &p,
+            if exists {
+                ScheduleCommand::Update(spec)
+            } else {
+                ScheduleCommand::Create(spec)
+            },
+        )
+        .await
     }
     .await;
     done(&headers, result, "schedule saved", "/schedules")
 }
 
 /// `POST /schedules/{id}/{pause|resume|delete}` (admin).
-pub async fn act(State(state): State<Shared>, p: Principal, headers: HeaderMap, Path((id, verb)): Path<(String, String)>) -> Response {
+pub async fn act(
+    State(state): State<Shared>,
+    p: Principal,
+    headers: HeaderMap,
+    Path((id, verb)): Path<(String, String)>,
+) -> Response {
     let result = schedule_verb(&state, &p, &id, &verb).await;
-    done(&headers, result, &format!("schedule {verb} sent"), "/schedules")
+    done(
+        &headers,
+        result,
+        &format!("schedule {verb} sent"),
+        "/schedules",
+    )
 }
 
 /// Pauses, resumes or deletes a schedule for a principal.
-pub async fn schedule_verb(state: &Shared, p: &Principal, id: &str, verb: &str) -> Result<(), WebError> {
+pub async fn schedule_verb(
+    state: &Shared,
+    p: &Principal,
+    id: &str,
+    verb: &str,
+) -> Result<(), WebError> {
     need(p, UserRole::Admin)?;
-    let schedule = ScheduleId::new(id).map_err(|_| WebError::NotFound(format!("unknown schedule {id:?}")))?;
+    let schedule =
+        ScheduleId::new(id).map_err(|_| WebError::NotFound(format!("unknown schedule {id:?}")))?;
     if !state.hub.read_fold(|f| f.schedules.contains_key(&schedule)) {
         return Err(WebError::NotFound(format!("unknown schedule {schedule}")));
     }

@@ -113,7 +113,13 @@ pub async fn list(State(state): State<Shared>, p: Principal) -> Response {
                 fields: fields(&t.params),
             })
             .collect();
-        let hosts = f.proj.registry.hosts.keys().map(|h| h.to_string()).collect();
+        let hosts = f
+            .proj
+            .registry
+            .hosts
+            .keys()
+            .map(|h| h.to_string())
+            .collect();
         let adhoc = f
             .proj
             .registry
@@ -146,7 +152,11 @@ struct TaskEditPage {
 }
 
 /// `GET /tasks/{task}` (`new` for a blank form): the editor.
-pub async fn edit(State(state): State<Shared>, p: Principal, Path(task): Path<String>) -> PageResult {
+pub async fn edit(
+    State(state): State<Shared>,
+    p: Principal,
+    Path(task): Path<String>,
+) -> PageResult {
     let nav = Nav::new(&p, "tasks");
     need(&p, UserRole::Admin).map_err(|e| PageError(e, Some(nav.clone())))?;
     if task == "new" {
@@ -164,7 +174,12 @@ pub async fn edit(State(state): State<Shared>, p: Principal, Path(task): Path<St
     let spec = TaskId::new(task.clone())
         .ok()
         .and_then(|id| state.hub.read_fold(|f| f.tasks.get(&id).cloned()))
-        .ok_or_else(|| PageError(WebError::NotFound(format!("unknown task {task:?}")), Some(nav.clone())))?;
+        .ok_or_else(|| {
+            PageError(
+                WebError::NotFound(format!("unknown task {task:?}")),
+                Some(nav.clone()),
+            )
+        })?;
     Ok(render(&TaskEditPage {
         nav,
         id: spec.task.to_string(),
@@ -196,7 +211,11 @@ pub struct TaskForm {
 async fn define(state: &Shared, p: &Principal, command: JobCommand) -> Result<(), WebError> {
     match state
         .bus
-        .command(&state.hub, p.actor(), fleetbus_schemas::Command::Job(command))
+        .command(
+            &state.hub,
+            p.actor(),
+            fleetbus_schemas::Command::Job(command),
+        )
         .await?
     {
         Outcome::Done(_) | Outcome::Pending(_) => Ok(()),
@@ -205,15 +224,21 @@ async fn define(state: &Shared, p: &Principal, command: JobCommand) -> Result<()
 }
 
 /// `POST /tasks`: create or replace a task (admin).
-pub async fn save(State(state): State<Shared>, p: Principal, headers: HeaderMap, axum::Form(form): axum::Form<TaskForm>) -> Response {
+pub async fn save(
+    State(state): State<Shared>,
+    p: Principal,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<TaskForm>,
+) -> Response {
     let result = async {
         need(&p, UserRole::Admin)?;
         let task = TaskId::new(form.id.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
         let params: Vec<ParamSpec> = if form.params.trim().is_empty() {
             vec![]
         } else {
-            serde_json::from_str(&form.params)
-                .map_err(|e| WebError::BadRequest(format!("params: not a JSON list of parameters: {e}")))?
+            serde_json::from_str(&form.params).map_err(|e| {
+                WebError::BadRequest(format!("params: not a JSON list of parameters: {e}"))
+            })?
         };
         if form.template.trim().is_empty() {
             return Err(WebError::BadRequest("template must not be empty".into()));
@@ -252,7 +277,12 @@ pub fn done(headers: &HeaderMap, result: Result<(), WebError>, ok: &str, back: &
 }
 
 /// `POST /tasks/{task}/delete` (admin).
-pub async fn delete(State(state): State<Shared>, p: Principal, headers: HeaderMap, Path(task): Path<String>) -> Response {
+pub async fn delete(
+    State(state): State<Shared>,
+    p: Principal,
+    headers: HeaderMap,
+    Path(task): Path<String>,
+) -> Response {
     let result = async {
         need(&p, UserRole::Admin)?;
         let task = TaskId::new(task).map_err(|e| WebError::NotFound(e.to_string()))?;
@@ -281,7 +311,9 @@ pub fn targets(hosts: &str, tags: &str, roles: &str) -> Result<Targets, WebError
         roles: split(roles),
     };
     if t.is_empty() {
-        return Err(WebError::BadRequest("pick at least one host, tag or role".into()));
+        return Err(WebError::BadRequest(
+            "pick at least one host, tag or role".into(),
+        ));
     }
     Ok(t)
 }
@@ -290,10 +322,19 @@ pub fn targets(hosts: &str, tags: &str, roles: &str) -> Result<Targets, WebError
 pub fn param_value(spec: &ParamSpec, raw: Option<&str>) -> Result<serde_json::Value, WebError> {
     let bad = |why: String| WebError::BadRequest(format!("parameter {}: {why}", spec.name));
     match (&spec.ty, raw) {
-        (ParamType::Boolean, v) => Ok(serde_json::Value::Bool(matches!(v, Some("on" | "true" | "1")))),
-        (_, None) | (_, Some("")) => spec.default.clone().ok_or_else(|| bad("is required".into())),
+        (ParamType::Boolean, v) => Ok(serde_json::Value::Bool(matches!(
+            v,
+            Some("on" | "true" | "1")
+        ))),
+        (_, None) | (_, Some("")) => spec
+            .default
+            .clone()
+            .ok_or_else(|| bad("is required".into())),
         (ParamType::Integer { min, max }, Some(v)) => {
-            let n: i64 = v.trim().parse().map_err(|_| bad(format!("{v:?} is not an integer")))?;
+            let n: i64 = v
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("{v:?} is not an integer")))?;
             if n < *min || n > *max {
                 return Err(bad(format!("{n} is outside {min}..={max}")));
             }
@@ -332,7 +373,16 @@ pub async fn run(
         }
         let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
         let targets = targets(get("hosts"), get("tags"), get("roles"))?;
-        start_jobs(&state, &p, JobCommand::RunTask { task: id, params, targets }).await
+        start_jobs(
+            &state,
+            &p,
+            JobCommand::RunTask {
+                task: id,
+                params,
+                targets,
+            },
+        )
+        .await
     }
     .await;
     match result {
@@ -354,14 +404,27 @@ pub struct BatchForm {
 }
 
 /// `POST /batch` (operator): run a batch script on targets.
-pub async fn run_batch(State(state): State<Shared>, p: Principal, headers: HeaderMap, axum::Form(form): axum::Form<BatchForm>) -> Response {
+pub async fn run_batch(
+    State(state): State<Shared>,
+    p: Principal,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<BatchForm>,
+) -> Response {
     let result = async {
         need(&p, UserRole::Operator)?;
         if form.script.trim().is_empty() {
             return Err(WebError::BadRequest("the script is empty".into()));
         }
         let targets = targets(&form.hosts, &form.tags, &form.roles)?;
-        start_jobs(&state, &p, JobCommand::RunBatch { script: form.script.replace("\r\n", "\n"), targets }).await
+        start_jobs(
+            &state,
+            &p,
+            JobCommand::RunBatch {
+                script: form.script.replace("\r\n", "\n"),
+                targets,
+            },
+        )
+        .await
     }
     .await;
     match result {
@@ -378,20 +441,40 @@ pub struct AdhocForm {
 }
 
 /// `POST /adhoc` (admin; only hosts that allow it — the executor checks again).
-pub async fn run_adhoc(State(state): State<Shared>, p: Principal, headers: HeaderMap, axum::Form(form): axum::Form<AdhocForm>) -> Response {
+pub async fn run_adhoc(
+    State(state): State<Shared>,
+    p: Principal,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<AdhocForm>,
+) -> Response {
     let result = async {
         need(&p, UserRole::Admin)?;
-        let host = HostId::new(form.host.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
-        let allowed = state.hub.read_fold(|f| f.proj.registry.hosts.get(&host).map(|h| h.allow_adhoc));
+        let host =
+            HostId::new(form.host.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
+        let allowed = state
+            .hub
+            .read_fold(|f| f.proj.registry.hosts.get(&host).map(|h| h.allow_adhoc));
         match allowed {
             None => return Err(WebError::NotFound(format!("unknown host {host}"))),
-            Some(false) => return Err(WebError::Forbidden(format!("host {host} does not allow ad-hoc commands"))),
+            Some(false) => {
+                return Err(WebError::Forbidden(format!(
+                    "host {host} does not allow ad-hoc commands"
+                )))
+            }
             Some(true) => {}
         }
         if form.command.trim().is_empty() {
             return Err(WebError::BadRequest("the command is empty".into()));
         }
-        start_jobs(&state, &p, JobCommand::RunAdhoc { host, command: form.command.clone() }).await
+        start_jobs(
+            &state,
+            &p,
+            JobCommand::RunAdhoc {
+                host,
+                command: form.command.clone(),
+            },
+        )
+        .await
     }
     .await;
     match result {

@@ -40,14 +40,20 @@ pub async fn users(state: &Shared) -> Result<Vec<UserRow>, WebError> {
         serde_json::Value::Object(map) => {
             let map = map.get("users").and_then(|u| u.as_object()).unwrap_or(map);
             map.iter()
-                .map(|(name, v)| UserRow { name: name.clone(), role: role_of(v) })
+                .map(|(name, v)| UserRow {
+                    name: name.clone(),
+                    role: role_of(v),
+                })
                 .collect()
         }
         serde_json::Value::Array(list) => list
             .iter()
             .filter_map(|v| {
                 let name = v["user"].as_str().or_else(|| v["name"].as_str())?;
-                Some(UserRow { name: name.to_owned(), role: role_of(v) })
+                Some(UserRow {
+                    name: name.to_owned(),
+                    role: role_of(v),
+                })
             })
             .collect(),
         _ => vec![],
@@ -96,28 +102,45 @@ struct UsersPage {
 pub async fn list(State(state): State<Shared>, p: Principal) -> PageResult {
     let nav = Nav::new(&p, "users");
     need(&p, UserRole::Admin).map_err(|e| PageError(e, Some(nav.clone())))?;
-    let users = users(&state).await.map_err(|e| PageError(e, Some(nav.clone())))?;
+    let users = users(&state)
+        .await
+        .map_err(|e| PageError(e, Some(nav.clone())))?;
     Ok(render(&UsersPage {
         nav,
         users,
-        tokens: state.tokens.list().into_iter().map(TokenRow::from).collect(),
+        tokens: state
+            .tokens
+            .list()
+            .into_iter()
+            .map(TokenRow::from)
+            .collect(),
         new_token: String::new(),
     }))
 }
 
 /// Publishes a user command and waits briefly for a rejection. Password-bearing events travel
 /// on `fleet.sec.…`, which the web service cannot read, so silence means accepted.
-pub async fn user_command(state: &Shared, p: &Principal, command: UserCommand) -> Result<(), WebError> {
-    let envelope = CommandEnvelope::new(p.actor(), Command::User(command));
+pub async fn user_command(
+    state: &Shared,
+    p: &Principal,
+    command: UserCommand,
+) -> Result<(), WebError> {
+    send_quiet(state, p, Command::User(command)).await
+}
+
+/// Publishes a command whose resulting event is secret (so never seen here) and waits briefly
+/// for a rejection; silence means accepted.
+pub async fn send_quiet(state: &Shared, p: &Principal, command: Command) -> Result<(), WebError> {
+    let envelope = CommandEnvelope::new(p.actor(), command);
     let mut waiter = state.hub.wait_for(envelope.id);
     state.bus.publish_command(&envelope).await?;
     let heard = tokio::time::timeout(Duration::from_millis(1500), waiter.recv()).await;
     state.hub.forget(envelope.id);
     match heard {
         Ok(Some(e)) => match &e.env.event {
-            Event::System(SystemEvent::CommandRejected { reason, message, .. }) => {
-                Err(rejection(reason.clone(), message.clone()))
-            }
+            Event::System(SystemEvent::CommandRejected {
+                reason, message, ..
+            }) => Err(rejection(reason.clone(), message.clone())),
             _ => Ok(()),
         },
         _ => Ok(()),
@@ -142,13 +165,29 @@ pub async fn new_hash(password: String) -> Result<String, WebError> {
 }
 
 /// `POST /users` (admin).
-pub async fn add(State(state): State<Shared>, p: Principal, headers: HeaderMap, axum::Form(form): axum::Form<AddForm>) -> Response {
+pub async fn add(
+    State(state): State<Shared>,
+    p: Principal,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<AddForm>,
+) -> Response {
     let result = async {
         need(&p, UserRole::Admin)?;
-        let user = UserName::new(form.user.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
-        let role = parse_role(&form.role).ok_or_else(|| WebError::BadRequest(format!("unknown role {:?}", form.role)))?;
+        let user =
+            UserName::new(form.user.trim()).map_err(|e| WebError::BadRequest(e.to_string()))?;
+        let role = parse_role(&form.role)
+            .ok_or_else(|| WebError::BadRequest(format!("unknown role {:?}", form.role)))?;
         let password_hash = new_hash(form.password.clone()).await?;
-        user_command(&state, &p, UserCommand::Add { user, role, password_hash }).await
+        user_command(
+            &state,
+            &p,
+            UserCommand::Add {
+                user,
+                role,
+                password_hash,
+            },
+        )
+        .await
     }
     .await;
     done(&headers, result, "user added", "/users")
@@ -177,12 +216,19 @@ pub async fn act(
         let command = match verb.as_str() {
             "role" => UserCommand::SetRole {
                 user,
-                role: parse_role(&form.role).ok_or_else(|| WebError::BadRequest(format!("unknown role {:?}", form.role)))?,
+                role: parse_role(&form.role)
+                    .ok_or_else(|| WebError::BadRequest(format!("unknown role {:?}", form.role)))?,
             },
-            "password" => UserCommand::SetPassword { user, password_hash: new_hash(form.password.clone()).await? },
+            "password" => UserCommand::SetPassword {
+                user,
+                password_hash: new_hash(form.password.clone()).await?,
+            },
             "remove" => {
                 if user.as_str() == p.user {
-                    return Err(WebError::Conflict { message: "you cannot remove yourself".into(), job: None });
+                    return Err(WebError::Conflict {
+                        message: "you cannot remove yourself".into(),
+                        job: None,
+                    });
                 }
                 UserCommand::Remove { user }
             }
@@ -202,23 +248,46 @@ pub struct TokenForm {
 }
 
 /// `POST /tokens` (admin): creates an API token, shown once.
-pub async fn create_token(State(state): State<Shared>, p: Principal, axum::Form(form): axum::Form<TokenForm>) -> PageResult {
+pub async fn create_token(
+    State(state): State<Shared>,
+    p: Principal,
+    axum::Form(form): axum::Form<TokenForm>,
+) -> PageResult {
     let nav = Nav::new(&p, "users");
     let err = |e| PageError(e, Some(nav.clone()));
     need(&p, UserRole::Admin).map_err(err)?;
-    let role = parse_role(&form.role).ok_or_else(|| err(WebError::BadRequest(format!("unknown role {:?}", form.role))))?;
-    let (token, _) = state.tokens.create(form.name.trim(), role, &p.user).await.map_err(err)?;
+    let role = parse_role(&form.role).ok_or_else(|| {
+        err(WebError::BadRequest(format!(
+            "unknown role {:?}",
+            form.role
+        )))
+    })?;
+    let (token, _) = state
+        .tokens
+        .create(form.name.trim(), role, &p.user)
+        .await
+        .map_err(err)?;
     let users = users(&state).await.unwrap_or_default();
     Ok(render(&UsersPage {
         nav,
         users,
-        tokens: state.tokens.list().into_iter().map(TokenRow::from).collect(),
+        tokens: state
+            .tokens
+            .list()
+            .into_iter()
+            .map(TokenRow::from)
+            .collect(),
         new_token: token,
     }))
 }
 
 /// `POST /tokens/{id}/revoke` (admin).
-pub async fn revoke_token(State(state): State<Shared>, p: Principal, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn revoke_token(
+    State(state): State<Shared>,
+    p: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let result = async {
         need(&p, UserRole::Admin)?;
         if state.tokens.revoke(&id).await? {
@@ -241,8 +310,12 @@ pub async fn watch_sessions(state: Shared, shutdown: CancellationToken) {
         };
         match next {
             Ok(e) => match &e.env.event {
-                Event::User(UserEvent::RoleChanged { user, role }) => state.sessions.set_role(user.as_str(), *role),
-                Event::User(UserEvent::Removed { user }) => state.sessions.remove_user(user.as_str()),
+                Event::User(UserEvent::RoleChanged { user, role }) => {
+                    state.sessions.set_role(user.as_str(), *role)
+                }
+                Event::User(UserEvent::Removed { user }) => {
+                    state.sessions.remove_user(user.as_str())
+                }
                 _ => {}
             },
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

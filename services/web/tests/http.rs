@@ -1,0 +1,711 @@
+//! Handler tests with `oneshot` against a real bus (nats-server, real ingest, stand-in executor).
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::*;
+use fleetbus_schemas::events::agent::{AgentEventKind, AgentNotice, ServiceState};
+use fleetbus_schemas::events::service::ServiceAction::{Logs, Restart, Start, Status, Stop};
+use fleetbus_schemas::events::{AgentEvent, Severity};
+use fleetbus_schemas::{Actor, Event, UserRole};
+
+async fn fleet() -> Stack {
+    let stack = Stack::start().await;
+    stack.add_user("ann", UserRole::Admin).await;
+    stack.add_user("otto", UserRole::Operator).await;
+    stack.add_user("vic", UserRole::Viewer).await;
+    stack
+        .add_host(
+            "web-1",
+            "127.0.0.2",
+            &[
+                ("nginx", &[Status, Start, Stop, Restart, Logs]),
+                ("slow", &[Restart, Status]),
+                ("cron", &[Status]),
+            ],
+        )
+        .await;
+    stack
+        .report(
+            "web-1",
+            &[
+                ("nginx", ServiceState::Failed, Some("exited 1")),
+                ("slow", ServiceState::Running, None),
+                ("cron", ServiceState::Running, None),
+            ],
+        )
+        .await;
+    stack
+}
+
+#[tokio::test]
+async fn login_sets_a_hardened_session_cookie_and_logout_ends_it() {
+    let stack = fleet().await;
+    // No session: pages redirect to the login form, the API answers 401.
+    let res = stack
+        .send(Request::get("/").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert_eq!(res.headers[header::LOCATION], "/login");
+    let res = stack
+        .send(Request::get("/api/hosts").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+
+    // The login form must carry the pre-login CSRF token.
+    let res = stack
+        .send(
+            Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!(
+                    "user=ann&password={}",
+                    PASSWORD.replace(' ', "+")
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::FORBIDDEN,
+        "login without CSRF token must fail"
+    );
+
+    let page = stack
+        .send(Request::get("/login").body(Body::empty()).unwrap())
+        .await;
+    let login_cookie = page.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let token = set_cookie(&page.headers, "__Host-fleetbus-login").unwrap();
+    let csrf = between(&page.body, "name=\"_csrf\" value=\"", "\"").unwrap();
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(login_cookie.contains(flag), "{login_cookie}");
+    }
+    let res = stack
+        .send(
+            Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, format!("__Host-fleetbus-login={token}"))
+                .body(Body::from(format!(
+                    "_csrf={csrf}&user=ann&password={}",
+                    PASSWORD.replace(' ', "+")
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let set = res.headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set.starts_with("__Host-fleetbus-session="), "{set}");
+    for flag in [
+        "Secure",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=",
+    ] {
+        assert!(set.contains(flag), "{set}");
+    }
+    assert!(
+        !set.contains("Domain="),
+        "__Host- cookies carry no Domain: {set}"
+    );
+    let session = set_cookie(&res.headers, "__Host-fleetbus-session").unwrap();
+    let s = Session {
+        cookie: session.clone(),
+        csrf: String::new(),
+    };
+    let home = stack.get(&s, "/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("web-1"));
+    let csrf = between(&home.body, "name=\"csrf-token\" content=\"", "\"").unwrap();
+    // The server keeps only a hash of the token: the token is nowhere in memory as a key.
+    assert_eq!(stack.state.sessions.len(), 1);
+
+    let s = Session {
+        cookie: session,
+        csrf,
+    };
+    let res = stack.post_form(&s, "/logout", "").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert!(res.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let after = stack.get(&s, "/").await;
+    assert_eq!(
+        after.status,
+        StatusCode::SEE_OTHER,
+        "the old cookie no longer works: {}",
+        after.body
+    );
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_throttled_per_account_and_per_address() {
+    let stack = Stack::start_with(|c| {
+        c.login_max_failures_per_account = 3;
+        c.login_max_failures_per_address = 5;
+    })
+    .await;
+    stack.add_user("ann", UserRole::Admin).await;
+    let attempt = |user: &'static str, password: &'static str| {
+        let stack = &stack;
+        async move {
+            let page = stack
+                .send(Request::get("/login").body(Body::empty()).unwrap())
+                .await;
+            let token = set_cookie(&page.headers, "__Host-fleetbus-login").unwrap();
+            stack
+                .send(
+                    Request::post("/login")
+                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .header(header::COOKIE, format!("__Host-fleetbus-login={token}"))
+                        .body(Body::from(format!(
+                            "_csrf={token}&user={user}&password={}",
+                            password.replace(' ', "+")
+                        )))
+                        .unwrap(),
+                )
+                .await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            attempt("ann", "wrong password!").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let res = attempt("ann", PASSWORD).await;
+    assert_eq!(
+        res.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the account is throttled even with the right password"
+    );
+    assert!(res.headers.contains_key(header::RETRY_AFTER));
+    // Unknown users count against the address (the oneshot requests share one "address").
+    assert_eq!(
+        attempt("nobody", "x").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("nobody2", "x").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        attempt("nobody3", "x").await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "address throttled after 5 failures"
+    );
+}
+
+#[tokio::test]
+async fn state_changing_requests_need_the_csrf_token() {
+    let stack = fleet().await;
+    let s = stack.login("otto").await;
+    let no_token = stack
+        .send(
+            Request::post("/services/web-1/nginx/restart")
+                .header(header::COOKIE, s.cookie_header())
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("lines=1"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    assert!(no_token.body.contains("CSRF"), "{}", no_token.body);
+    let wrong = stack
+        .send(
+            Request::post("/api/services/web-1:nginx/restart")
+                .header(header::COOKIE, s.cookie_header())
+                .header("x-csrf-token", "forged")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert!(
+        stack.state.hub.read_fold(|f| f.jobs.is_empty()),
+        "no command may have been sent"
+    );
+    let ok = stack
+        .api_post(&s, "/api/services/web-1:nginx/restart")
+        .await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn service_action_api_maps_every_outcome_to_its_status() {
+    let stack = fleet().await;
+    let op = stack.login("otto").await;
+    let viewer = stack.login("vic").await;
+
+    let r = stack
+        .api_post(&op, "/api/services/web-1:nope/restart")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = stack
+        .api_post(&op, "/api/services/bad%20slug/restart")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = stack
+        .api_post(&op, "/api/services/web-1:cron/restart")
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "restart is not in cron's allowlist: {}",
+        r.body
+    );
+    let r = stack
+        .api_post(&op, "/api/services/web-1:nginx/explode")
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = stack
+        .api_post(&viewer, "/api/services/web-1:nginx/restart")
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "viewers may not restart");
+
+    let r = stack
+        .api_post(&op, "/api/services/web-1:nginx/restart")
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = r.json()["job"].as_str().unwrap().to_owned();
+    assert_eq!(job.len(), 26);
+
+    let first = stack
+        .api_post(&op, "/api/services/web-1:slow/restart")
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let running = first.json()["job"].as_str().unwrap().to_owned();
+    let dup = stack
+        .api_post(&op, "/api/services/web-1:slow/restart")
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT, "{}", dup.body);
+    assert_eq!(
+        dup.json()["job"],
+        running.as_str(),
+        "409 names the running job"
+    );
+
+    // The restart brought nginx back: the status API shows the new state.
+    let s = stack.get(&op, "/api/services/web-1:nginx/status").await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(s.json()["state"], "running");
+    assert_eq!(s.json()["dot"], "green");
+
+    // Logs are capped at 500 lines.
+    let logs = stack
+        .get(&op, "/api/services/web-1:nginx/logs?lines=900")
+        .await;
+    assert_eq!(logs.status, StatusCode::OK, "{}", logs.body);
+    assert_eq!(logs.json()["lines"].as_array().unwrap().len(), 500);
+
+    // Cancel the slow job; a second cancel conflicts.
+    let c = stack
+        .api_post(&op, &format!("/api/jobs/{running}/cancel"))
+        .await;
+    assert_eq!(c.status, StatusCode::ACCEPTED, "{}", c.body);
+    let again = stack
+        .api_post(&op, &format!("/api/jobs/{running}/cancel"))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+}
+
+/// Role × endpoint: each row is a request and the lowest role allowed to make it.
+#[tokio::test]
+async fn role_matrix() {
+    let stack = fleet().await;
+    let sessions = [
+        (UserRole::Viewer, stack.login("vic").await),
+        (UserRole::Operator, stack.login("otto").await),
+        (UserRole::Admin, stack.login("ann").await),
+    ];
+    let gets: &[(&str, UserRole)] = &[
+        ("/", UserRole::Viewer),
+        ("/hosts/web-1", UserRole::Viewer),
+        ("/jobs", UserRole::Viewer),
+        ("/events", UserRole::Viewer),
+        ("/alerts", UserRole::Viewer),
+        ("/notifications", UserRole::Viewer),
+        ("/schedules", UserRole::Viewer),
+        ("/agents", UserRole::Viewer),
+        ("/hosts", UserRole::Viewer),
+        ("/tasks", UserRole::Viewer),
+        ("/manual", UserRole::Viewer),
+        ("/api/hosts", UserRole::Viewer),
+        ("/api/jobs", UserRole::Viewer),
+        ("/users", UserRole::Admin),
+        ("/tasks/new", UserRole::Admin),
+    ];
+    for (path, min) in gets {
+        for (role, s) in &sessions {
+            let r = stack.get(s, path).await;
+            if role >= min {
+                assert_eq!(r.status, StatusCode::OK, "{role:?} GET {path}: {}", r.body);
+            } else {
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{role:?} GET {path}");
+            }
+        }
+    }
+    // Writes: status 403 below the minimum role, anything else (the command ran or was refused
+    // for another reason) at or above it.
+    let posts: &[(&str, &str, UserRole)] = &[
+        ("/services/web-1/nginx/restart", "", UserRole::Operator),
+        ("/services/web-1/nginx/status", "", UserRole::Viewer),
+        ("/batch", "script=uptime&hosts=web-1", UserRole::Operator),
+        ("/adhoc", "host=web-1&command=uptime", UserRole::Admin),
+        ("/tasks", "id=t1&template=uptime&params=[]", UserRole::Admin),
+        (
+            "/hosts",
+            "id=web-9&address=127.0.0.9&user=fleet",
+            UserRole::Admin,
+        ),
+        (
+            "/users",
+            "user=newbie&role=viewer&password=long+enough+password",
+            UserRole::Admin,
+        ),
+        (
+            "/schedules",
+            "id=s1&cron=0+*/5+*+*+*+*&time_zone=UTC&kind=poll_status&hosts=web-1",
+            UserRole::Admin,
+        ),
+        ("/agents/issue", "agent=web-1&host=web-1", UserRole::Admin),
+    ];
+    for (path, form, min) in posts {
+        for (role, s) in &sessions {
+            let r = stack.post_form(s, path, form).await;
+            if role >= min {
+                assert_ne!(
+                    r.status,
+                    StatusCode::FORBIDDEN,
+                    "{role:?} POST {path}: {}",
+                    r.body
+                );
+                assert!(
+                    !r.status.is_server_error() || r.status == StatusCode::SERVICE_UNAVAILABLE,
+                    "{role:?} POST {path}: {} {}",
+                    r.status,
+                    r.body
+                );
+            } else {
+                assert_eq!(
+                    r.status,
+                    StatusCode::FORBIDDEN,
+                    "{role:?} POST {path}: {}",
+                    r.body
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn security_headers_on_pages_and_api() {
+    let stack = fleet().await;
+    let s = stack.login("vic").await;
+    for path in [
+        "/",
+        "/login",
+        "/api/hosts",
+        "/assets/app.js",
+        "/nonexistent",
+    ] {
+        let r = stack.get(&s, path).await;
+        let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}");
+        assert_eq!(
+            r.headers[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff",
+            "{path}"
+        );
+        assert_eq!(r.headers[header::REFERRER_POLICY], "no-referrer", "{path}");
+    }
+    let page = stack.get(&s, "/").await;
+    assert!(!page.body.contains("<script>"), "no inline script");
+    assert!(
+        !page.body.contains(" onclick=") && !page.body.contains("style=\""),
+        "no inline handlers or styles"
+    );
+}
+
+#[tokio::test]
+async fn injected_markup_is_escaped_everywhere() {
+    let stack = fleet().await;
+    const EVIL: &str = "<script>alert('x')</script><img src=x onerror=alert(1)>";
+    // Ingest refuses markup in host addresses; free text reaches pages through agent event
+    // messages, service details, task descriptions and templates, and job output.
+    stack
+        .add_host("evil", "127.0.0.66", &[("svc", &[Status, Restart])])
+        .await;
+    stack
+        .report("evil", &[("svc", ServiceState::Failed, Some(EVIL))])
+        .await;
+    stack
+        .publish(
+            Actor::agent("evil"),
+            None,
+            Event::Agent(AgentEvent::Raised(AgentNotice {
+                agent: "evil".parse().unwrap(),
+                host: "evil".parse().unwrap(),
+                kind: AgentEventKind::Custom,
+                severity: Severity::Error,
+                message: EVIL.into(),
+                service: None,
+                fields: Default::default(),
+            })),
+        )
+        .await;
+    let s = stack.login("ann").await;
+    let evil = EVIL
+        .replace('<', "%3C")
+        .replace('>', "%3E")
+        .replace(' ', "+")
+        .replace('=', "%3D")
+        .replace('\'', "%27");
+    let saved = stack
+        .post_form(
+            &s,
+            "/tasks",
+            &format!("id=evil-task&description={evil}&template=echo+{evil}&params=[]"),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    let batch = stack
+        .post_form(&s, "/batch", "script=echo+fail&hosts=evil")
+        .await;
+    assert_eq!(batch.status, StatusCode::OK, "{}", batch.body);
+    let job = between(&batch.body, "/jobs/", "\"").unwrap();
+    let ok = fleetbus_testkit::wait_for(
+        || async {
+            stack
+                .state
+                .hub
+                .read_fold(|f| f.jobs.values().any(|j| j.phase.is_final()))
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(ok);
+    let ok = fleetbus_testkit::wait_for(
+        || async { stack.state.hub.read_fold(|f| !f.tasks.is_empty()) },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(ok, "task saved");
+    let tasks = stack.get(&s, "/tasks").await;
+    assert!(
+        tasks.body.contains("&#60;img src=x") || tasks.body.contains("&lt;img src=x"),
+        "task description shown escaped: {}",
+        tasks.body
+    );
+    for path in [
+        "/hosts",
+        "/hosts/evil",
+        "/events",
+        "/alerts",
+        "/tasks",
+        &format!("/jobs/{job}"),
+        "/events?host=%3Cscript%3E",
+    ] {
+        let r = stack.get(&s, path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        assert!(
+            !r.body.contains("<script>alert"),
+            "{path} renders raw script:\n{}",
+            r.body
+        );
+        assert!(!r.body.contains("<img src=x"), "{path} renders raw img");
+    }
+    let events = stack.get(&s, "/events").await;
+    assert!(
+        events.body.contains("&#60;script&#62;alert(&#39;x&#39;)"),
+        "message shown escaped: {}",
+        events.body
+    );
+    let r = stack.get(&s, "/hosts/%3Cscript%3E").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.body.contains("<script>"));
+}
+
+#[tokio::test]
+async fn api_tokens_are_scoped_and_checked() {
+    let stack = fleet().await;
+    let (token, _) = stack
+        .state
+        .tokens
+        .create("ci", UserRole::Viewer, "ann")
+        .await
+        .unwrap();
+    let bearer = |path: &str, method: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = stack.send(bearer("/api/whoami", "GET")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["role"], "viewer");
+    let r = stack
+        .send(bearer("/api/services/web-1:nginx/restart", "POST"))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "a viewer token may not restart (no CSRF needed for bearer)"
+    );
+    let r = stack
+        .send(
+            Request::get("/api/hosts")
+                .header(header::AUTHORIZATION, "Bearer fbt_nope_nope")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let on_disk = std::fs::read_to_string(stack.dir.path().join("web/tokens.json")).unwrap();
+    assert!(!on_disk.contains(&token));
+}
+
+#[tokio::test]
+async fn time_travel_shows_the_fleet_as_it_was() {
+    let stack = fleet().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    stack
+        .report("web-1", &[("nginx", ServiceState::Running, None)])
+        .await;
+    let s = stack.login("vic").await;
+    let now = stack.get(&s, "/").await;
+    assert!(
+        now.body
+            .contains("data-service=\"web-1:nginx\" data-state=\"running\""),
+        "{}",
+        now.body
+    );
+    let as_of = before.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let then = stack.get(&s, &format!("/?as_of={as_of}")).await;
+    assert_eq!(then.status, StatusCode::OK, "{}", then.body);
+    assert!(
+        then.body
+            .contains("data-service=\"web-1:nginx\" data-state=\"failed\""),
+        "{}",
+        then.body
+    );
+    assert!(
+        !then.body.contains("data-live"),
+        "a past overview is not live"
+    );
+    let bad = stack.get(&s, "/?as_of=yesterday").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn healthz_reports_the_bus_and_query_path() {
+    let mut stack = fleet().await;
+    let r = stack
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    stack.nats.stop();
+    let down = fleetbus_testkit::wait_for(
+        || async {
+            let r = stack
+                .send(Request::get("/healthz").body(Body::empty()).unwrap())
+                .await;
+            r.status == StatusCode::SERVICE_UNAVAILABLE
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(down, "healthz must answer 503 when the bus is down");
+}
+
+#[tokio::test]
+async fn sse_resumes_exactly_after_last_event_id() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let stack = fleet().await;
+    let s = stack.login("vic").await;
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        let state = if i % 2 == 0 {
+            ServiceState::Running
+        } else {
+            ServiceState::Failed
+        };
+        seqs.push(stack.report("web-1", &[("nginx", state, None)]).await);
+    }
+    let resume_after = seqs[1];
+    let res = stack
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/live")
+                .header(header::COOKIE, s.cookie_header())
+                .header("last-event-id", resume_after.to_string())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    let mut text = String::new();
+    let want: Vec<u64> = ((resume_after + 1)..=*seqs.last().unwrap()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if ids.len() >= want.len() {
+            assert_eq!(ids[..want.len()], want[..], "resumed ids");
+            break;
+        }
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("sse frames in time");
+        let Some(Ok(frame)) = frame else {
+            panic!("stream ended: {text}")
+        };
+        if let Some(data) = frame.data_ref() {
+            text.push_str(&String::from_utf8_lossy(data));
+        }
+    }
+    assert!(text.contains("event: event"));
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_routes_with_their_status_codes() {
+    let stack = fleet().await;
+    let r = stack
+        .send(
+            Request::get("/api/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let action = &doc["paths"]["/api/services/{slug}/{action}"]["post"]["responses"];
+    for code in ["202", "403", "404", "409"] {
+        assert!(action.get(code).is_some(), "missing {code}");
+    }
+    assert!(doc["paths"]["/healthz"]["get"]["responses"]
+        .get("503")
+        .is_some());
+}
