@@ -47,6 +47,12 @@ pub enum Verb {
     Query(cmd::query::Args),
     /// Offline work on ingest's event log file (while ingest is stopped).
     Log(cmd::log::Args),
+    /// Dashboard users: add, passwd, role, rm, ls.
+    User(cmd::user::Args),
+    /// Managed agent configs: ls, show, drift, set, assign, template, pull, push, release, update, passphrase.
+    Config(cmd::config::Args),
+    /// Files agents download: put, ls, rm.
+    Asset(cmd::asset::Args),
 }
 
 /// Runs one parsed command line.
@@ -60,5 +66,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Verb::Tail(a) => cmd::tail::run(&ctx, a).await,
         Verb::Query(a) => cmd::query::run(&ctx, a).await,
         Verb::Log(a) => cmd::log::run(&ctx, a).await,
+        Verb::User(a) => cmd::user::run(&ctx, a).await,
+        Verb::Config(a) => cmd::config::run(&ctx, a).await,
+        Verb::Asset(a) => cmd::asset::run(&ctx, a).await,
     }
 }

@@ -1,9 +1,12 @@
 //! One module per verb group. Each has `Args` (clap) and `run(&Ctx, Args)`.
 
 pub mod agent;
+pub mod asset;
 pub mod bus;
+pub mod config;
 pub mod host;
 pub mod log;
 pub mod query;
 pub mod send;
 pub mod tail;
+pub mod user;
