@@ -260,3 +260,105 @@ fn clock_now(clock: &TestClock) -> DateTime<Utc> {
     use fleetbus_scheduler::Clock;
     clock.now()
 }
+
+fn define_heartbeat() -> Command {
+    use fleetbus_schemas::commands::CheckCommand;
+    use fleetbus_schemas::events::check::{CheckKind, CheckSpec};
+    Command::Check(CheckCommand::Define(CheckSpec {
+        check: "cron-ping".parse().unwrap(),
+        kind: CheckKind::Heartbeat {
+            period_s: 60,
+            grace_s: 30,
+        },
+    }))
+}
+
+fn check_flips(events: &[Envelope]) -> Vec<String> {
+    use fleetbus_schemas::events::CheckEvent;
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Check(CheckEvent::StateChanged { from, to, .. }) => {
+                Some(format!("{from:?}->{to:?}").to_lowercase())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn heartbeat_and_deadline_checks_flip_once_each_over_the_bus() {
+    use fleetbus_schemas::commands::CheckCommand;
+    use fleetbus_schemas::events::check::{CheckKind, CheckSpec};
+    use fleetbus_schemas::events::CheckEvent;
+    let bus = bus().await;
+    let t0 = t("2026-06-01T12:00:00Z");
+    let clock = TestClock::new(t0);
+    let sched = start(&bus, &clock);
+    bus.send(admin(), define_heartbeat()).await;
+    bus.send(
+        admin(),
+        Command::Check(CheckCommand::Define(CheckSpec {
+            check: "nightly-backup".parse().unwrap(),
+            kind: CheckKind::Deadline {
+                event_kind: "backup_succeeded".into(),
+                host: "db-1".parse().unwrap(),
+                by: "05:00".into(),
+                time_zone: "Europe/Helsinki".into(),
+            },
+        })),
+    )
+    .await;
+    bus.wait_events(10, |e| count_type(e, "defined") == 2).await;
+
+    let mut ping = Envelope::new(
+        "ingest",
+        Actor::service("ingest"),
+        None,
+        Event::Check(CheckEvent::Pinged {
+            check: "cron-ping".parse().unwrap(),
+        }),
+    );
+    ping.time = t0;
+    bus.publish_event(&ping).await;
+    clock.advance(chrono::Duration::seconds(1));
+    bus.wait_events(10, |e| check_flips(e).len() >= 1).await;
+    clock.advance(chrono::Duration::seconds(60));
+    bus.wait_events(10, |e| check_flips(e).len() >= 2).await;
+    clock.advance(chrono::Duration::seconds(30));
+    let events = bus.wait_events(10, |e| check_flips(e).len() >= 3).await;
+    assert_eq!(check_flips(&events), ["new->up", "up->late", "late->down"]);
+
+    // Two days later (05:00 Helsinki = 02:00Z): the 3rd's deadline is the first full window.
+    clock.set(t("2026-06-03T02:00:05Z"));
+    let events = bus
+        .wait_events(10, |e| count_type(e, "deadline_missed") >= 1)
+        .await;
+    assert_eq!(count_type(&events, "deadline_missed"), 1);
+    let raised: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.type_name() == "raised" && e.event.domain() == "alert")
+        .collect();
+    assert_eq!(raised.len(), 1);
+    assert_eq!(
+        raised[0].subject(),
+        "fleet.evt.alert.deadline-nightly-backup.raised"
+    );
+    sched.stop().await;
+
+    let sched = start(&bus, &clock);
+    clock.advance(chrono::Duration::minutes(5));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = bus.events().await;
+    assert_eq!(
+        count_type(&events, "deadline_missed"),
+        1,
+        "not again after restart"
+    );
+    assert_eq!(
+        check_flips(&events).len(),
+        3,
+        "no flip repeated after restart"
+    );
+    sched.stop().await;
+}
