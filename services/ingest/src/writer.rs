@@ -91,10 +91,14 @@ pub fn spawn(
                     }
                 }
                 let started = Instant::now();
+                // Fold under the lock, fsync outside it: readers (auth, queries) never wait for
+                // the disk. They may see a batch a moment before it is durable; if the commit
+                // fails the service stops and the batch is redelivered.
                 let result = {
                     let mut guard = state.write().unwrap_or_else(|p| p.into_inner());
-                    store.append_batch(&entries, &mut *guard, config.snapshot_every)
-                };
+                    store.stage_batch(&entries, &mut *guard, config.snapshot_every)
+                }
+                .and_then(|staged| staged.commit());
                 let (outcomes, head) = match result {
                     Ok(ok) => ok,
                     Err(e) => {

@@ -670,16 +670,28 @@ impl LogStore {
         Ok(seq)
     }
 
-    /// Appends a batch in one durable (fsync-ed) transaction: dedup by event id, hash chain,
-    /// time index, `state.apply` for every new entry, and a snapshot whenever a new entry's
-    /// sequence is a multiple of `snapshot_every` (0: never). On error nothing is stored, but
-    /// `state` may already contain some of the batch: the caller must reload it.
+    /// Appends a batch in one durable (fsync-ed) transaction: [`LogStore::stage_batch`] then
+    /// [`Staged::commit`].
     pub fn append_batch<S: Fold>(
         &self,
         batch: &[NewEntry],
         state: &mut S,
         snapshot_every: u64,
     ) -> Result<(Vec<Appended>, Head), LogError> {
+        self.stage_batch(batch, state, snapshot_every)?.commit()
+    }
+
+    /// Writes a batch into a durable (fsync-on-commit) transaction without committing it: dedup
+    /// by event id, hash chain, time index, `state.apply` for every new entry, and a snapshot
+    /// whenever a new entry's sequence is a multiple of `snapshot_every` (0: never). The writer
+    /// holds the state lock only for this part, not for the fsync. On error nothing is stored,
+    /// but `state` may already contain some of the batch: the caller must reload it.
+    pub fn stage_batch<S: Fold>(
+        &self,
+        batch: &[NewEntry],
+        state: &mut S,
+        snapshot_every: u64,
+    ) -> Result<Staged, LogError> {
         let mut out = Vec::with_capacity(batch.len());
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
@@ -727,8 +739,11 @@ impl LogStore {
             }
             head = h;
         }
-        txn.commit()?;
-        Ok((out, head))
+        Ok(Staged {
+            txn,
+            outcomes: out,
+            head,
+        })
     }
 }
 
@@ -744,6 +759,21 @@ fn decode_snapshot<S: Fold>(seq: u64, bytes: &[u8]) -> Result<S, LogError> {
         seq,
         reason: e.to_string(),
     })
+}
+
+/// A batch written but not yet committed (see [`LogStore::stage_batch`]).
+pub struct Staged {
+    txn: redb::WriteTransaction,
+    outcomes: Vec<Appended>,
+    head: Head,
+}
+
+impl Staged {
+    /// Commits durably; returns what became of each event and the new head.
+    pub fn commit(self) -> Result<(Vec<Appended>, Head), LogError> {
+        self.txn.commit()?;
+        Ok((self.outcomes, self.head))
+    }
 }
 
 /// Log entries in sequence order (see [`LogStore::export`]).
