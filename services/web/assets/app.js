@@ -18,7 +18,7 @@
     const method = (form.getAttribute('method') || 'get').toUpperCase();
     const data = new URLSearchParams(new FormData(form));
     if (ev.submitter && ev.submitter.name) data.set(ev.submitter.name, ev.submitter.value);
-    let url = form.action;
+    let url = form.getAttribute('action') || location.pathname;
     const opts = { method, credentials: 'same-origin', headers: { 'X-Requested-With': 'fetch', 'X-CSRF-Token': csrf() } };
     if (method === 'GET') url += (url.includes('?') ? '&' : '?') + data.toString(); else opts.body = data;
     if (target) { target.textContent = 'working…'; target.dataset.state = 'pending'; }

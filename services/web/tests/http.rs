@@ -716,7 +716,10 @@ async fn openapi_document_lists_the_routes_with_their_status_codes() {
 async fn fleetctl_user_add_creates_a_login_and_role_changes_apply_to_sessions() {
     let stack = Stack::start().await;
     let fleetctl = fleetbus_testkit::bin_path("fleetctl");
-    let seed = stack.nats.credentials().seed_path(fleetbus_bus_config::Role::Admin);
+    let seed = stack
+        .nats
+        .credentials()
+        .seed_path(fleetbus_bus_config::Role::Admin);
     let run = |args: &[&str]| {
         let out = std::process::Command::new(&fleetctl)
             .args(["--nats-url", &stack.nats.url(), "--creds"])
@@ -725,26 +728,40 @@ async fn fleetctl_user_add_creates_a_login_and_role_changes_apply_to_sessions() 
             .args(args)
             .output()
             .expect("run fleetctl");
-        assert!(out.status.success(), "fleetctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "fleetctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json output")
     };
     let added = tokio::task::block_in_place(|| run(&["user", "add", "boss", "--role", "admin"]));
-    let password = added["password"].as_str().expect("generated password").to_owned();
+    let password = added["password"]
+        .as_str()
+        .expect("generated password")
+        .to_owned();
     assert!(password.len() >= 12);
 
-    let page = stack.send(Request::get("/login").body(Body::empty()).unwrap()).await;
+    let page = stack
+        .send(Request::get("/login").body(Body::empty()).unwrap())
+        .await;
     let token = set_cookie(&page.headers, "__Host-fleetbus-login").unwrap();
     let res = stack
         .send(
             Request::post("/login")
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .header(header::COOKIE, format!("__Host-fleetbus-login={token}"))
-                .body(Body::from(format!("_csrf={token}&user=boss&password={password}")))
+                .body(Body::from(format!(
+                    "_csrf={token}&user=boss&password={password}"
+                )))
                 .unwrap(),
         )
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
-    let s = Session { cookie: set_cookie(&res.headers, "__Host-fleetbus-session").unwrap(), csrf: String::new() };
+    let s = Session {
+        cookie: set_cookie(&res.headers, "__Host-fleetbus-session").unwrap(),
+        csrf: String::new(),
+    };
     assert_eq!(stack.get(&s, "/users").await.status, StatusCode::OK);
 
     tokio::task::block_in_place(|| run(&["user", "role", "boss", "viewer"]));

@@ -4,6 +4,8 @@
 //! Succeeded, typed rejections), so handlers are exercised against a real bus end to end.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cdp;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
