@@ -13,7 +13,7 @@ use crate::error::Rejection;
 use crate::ssh::known_hosts::Pinned;
 
 /// The fold.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Inventory {
     /// Registered hosts.
     pub hosts: BTreeMap<HostId, HostSpec>,

@@ -1,9 +1,20 @@
 //! fleetbus executor: turns `fleet.cmd.job.*` commands into work on remote hosts over SSH
-//! (russh), and tells what happened only through job events.
+//! (russh), and tells what happened only through events.
+//!
+//! - [`ssh`]: the connection pool, host key policy and command execution with cancel.
+//! - [`templates`], [`tasks`], [`batch`], [`verbs`]: everything that may reach a remote shell, built
+//!   from allowlisted templates and typed, quoted values ([`quote`]); [`sudoers`] prints the
+//!   exact sudoers lines those need.
+//! - [`jobs`]: the job lifecycle (queue, limits, duplicates, cancel, output, crash recovery).
+//! - [`run`]: the service — consumes the `cmd-job` work queue and follows registry events.
 
 pub mod batch;
+pub mod bus;
+pub mod config;
 pub mod error;
 pub mod inventory;
+pub mod jobs;
+pub mod journal;
 pub mod quote;
 pub mod resources;
 pub mod ssh;
@@ -13,4 +24,194 @@ pub mod tasks;
 pub mod templates;
 pub mod verbs;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use fleetbus_schemas::events::host::HostEvent;
+use fleetbus_schemas::events::service::ServiceEvent;
+use fleetbus_schemas::events::system::SystemEvent;
+use fleetbus_schemas::{subjects, Actor, Envelope, Event};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::Config;
 pub use error::{ExecError, Rejection};
+
+use crate::inventory::Inventory;
+use crate::jobs::Engine;
+use crate::ssh::known_hosts::KnownHosts;
+use crate::ssh::{KeyNotice, SshPool, SshSettings};
+
+/// The work-queue consumer of job commands (created by bus-config's `ensure`).
+pub const CONSUMER: &str = "cmd-job";
+
+/// Event subjects the executor follows (registry, keys, task definitions).
+pub const FOLLOWED: [&str; 6] = [
+    "fleet.evt.host.>",
+    "fleet.evt.service.*.registered",
+    "fleet.evt.service.*.updated",
+    "fleet.evt.service.*.removed",
+    "fleet.evt.job.*.task_saved",
+    "fleet.evt.job.*.task_deleted",
+];
+
+fn bus_err(e: impl std::fmt::Display) -> ExecError {
+    ExecError::Bus(e.to_string())
+}
+
+/// The inventory from the cache file plus the config's hosts.
+fn initial_inventory(config: &Config, cache: &std::path::Path) -> Inventory {
+    let mut inv: Inventory = std::fs::read(cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    for h in &config.hosts {
+        let (host, services) = h.specs();
+        inv.apply(&Event::Host(HostEvent::Registered(host)));
+        for s in services {
+            inv.apply(&Event::Service(ServiceEvent::Registered(s)));
+        }
+    }
+    inv
+}
+
+/// Runs the executor until `shutdown` is cancelled, then drains running jobs (up to 10 s, then
+/// cancels them) and returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ExecError> {
+    config.validate()?;
+    let state = config.state_dir();
+    std::fs::create_dir_all(&state)
+        .map_err(ExecError::io(format!("creating {}", state.display())))?;
+    let known = Arc::new(KnownHosts::open(&state.join("known_hosts.json"))?);
+    let (notice_tx, mut notices) = mpsc::unbounded_channel();
+    let mut settings = SshSettings::new(config.key_path());
+    settings.passwords = config.passwords()?;
+    settings.connect_timeout = Duration::from_secs(config.ssh.connect_timeout_secs.max(1));
+    settings.keepalive = Duration::from_secs(config.ssh.keepalive_secs.max(1));
+    settings.kill_grace = Duration::from_secs(config.ssh.kill_grace_secs);
+    settings.pool = config.ssh.pool;
+    let pool = SshPool::new(settings, known, notice_tx)?;
+
+    let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown)
+        .await
+        .map_err(bus_err)?;
+    let js = jetstream::new(client.clone());
+    let bus = bus::Bus::new(js.clone());
+
+    // Follow registry events before anything else, so nothing published from now on is missed.
+    let mut subs = Vec::new();
+    for s in FOLLOWED {
+        subs.push(client.subscribe(s).await.map_err(bus_err)?);
+    }
+    let mut followed = futures::stream::select_all(subs);
+
+    let cache = state.join("inventory.json");
+    let inventory = initial_inventory(&config, &cache);
+    let cache_path = cache.clone();
+    let save: Box<dyn Fn(&Inventory) + Send + Sync> = Box::new(move |inv: &Inventory| {
+        let inv = inv.clone();
+        let path = cache_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("json.tmp");
+            let ok = serde_json::to_vec(&inv)
+                .ok()
+                .map(|b| std::fs::write(&tmp, b).and_then(|_| std::fs::rename(&tmp, &path)));
+            if !matches!(ok, Some(Ok(()))) {
+                warn!(path = %path.display(), "cannot write the inventory cache");
+            }
+        });
+    });
+    let journal_path = state.join("jobs.jsonl");
+    let unfinished = journal::recover(&journal_path)?;
+    let journal = journal::Journal::open(journal_path)?;
+    let engine = Engine::new(
+        pool,
+        bus.clone(),
+        journal,
+        config.limits.clone(),
+        config.command_timeout(),
+        config.verbs.clone(),
+        inventory,
+        save,
+    );
+    let me = Actor::service(bus::SOURCE);
+    bus.event(
+        &me,
+        None,
+        Event::System(SystemEvent::ComponentStarted {
+            component: bus::SOURCE.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }),
+    )
+    .await?;
+    engine.recover(unfinished).await?;
+
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(subjects::COMMANDS_STREAM)
+        .await
+        .map_err(|e| ExecError::Bus(format!("stream {}: {e}", subjects::COMMANDS_STREAM)))?
+        .get_consumer(CONSUMER)
+        .await
+        .map_err(|e| ExecError::Bus(format!("consumer {CONSUMER}: {e} (run bus-config ensure)")))?;
+    let mut messages = consumer.messages().await.map_err(bus_err)?;
+    info!(consumer = CONSUMER, "executor ready");
+
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(n) = notices.recv() => {
+                let event = match n {
+                    KeyNotice::Pinned { host, key } => HostEvent::KeyPinned { host, algorithm: key.algorithm, fingerprint: key.fingerprint },
+                    KeyNotice::Mismatch { host, expected, presented } => HostEvent::KeyMismatch { host, expected, presented },
+                };
+                if let Err(e) = bus.event(&me, None, Event::Host(event)).await {
+                    warn!(error = %e, "cannot publish host key event");
+                }
+            }
+            Some(msg) = followed.next() => {
+                match fleetbus_schemas::decode::<Envelope>(&msg.payload) {
+                    Ok(env) => engine.apply_event(&env.event).await,
+                    Err(e) => warn!(subject = %msg.subject, error = %e, "ignoring undecodable event"),
+                }
+            }
+            next = messages.next() => {
+                match next {
+                    Some(Ok(msg)) => {
+                        let subject = msg.subject.to_string();
+                        match engine.handle(&subject, &msg.payload).await {
+                            Ok(()) => {
+                                if let Err(e) = msg.ack().await {
+                                    warn!(subject, error = %e, "cannot ack command");
+                                }
+                            }
+                            // Not acked: JetStream redelivers it after the ack wait.
+                            Err(e) => warn!(subject, error = %e, "command not handled; will be redelivered"),
+                        }
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "command stream error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    None => {
+                        warn!("command stream ended");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    info!("draining running jobs");
+    let tracker = engine.tracker().clone();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        engine.cancel_all();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+    }
+    Ok(())
+}
