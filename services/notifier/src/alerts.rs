@@ -1,16 +1,23 @@
 //! Alerts and the fleet facts the notifier needs, folded from the event log.
 //!
-//! This is a private, rebuildable cache (replayed from `EVENTS` at every start). An alert's id is
-//! the id of the event that opened it, so every service folding the same log derives the same
-//! ids; an alert's `key` names the condition (`service_down:web-1:nginx`), which stays the same
-//! when a flapping service opens a new alert each time (cooldowns are per rule and key).
+//! The alerts themselves come from the shared pure folds in `fleetbus-projections` (registry,
+//! fleet status, alerts), so the notifier derives exactly the alert ids ingest and the web UI
+//! show (an alert's id is the id of the event that opened it) and an acknowledgement from the UI
+//! stops escalation here. This module turns the fold's state into transitions (opened,
+//! acknowledged, resolved) and keeps it small: resolved alerts are pruned from the private copy.
+//! It is a rebuildable cache, replayed from `EVENTS` at every start. An alert's `key` names the
+//! condition (`service:web-1:nginx`), which stays the same when a flapping service opens a new
+//! alert each time (cooldowns are per rule and key).
+//!
+//! Blocked agents are tracked here from `agent.blocked` / `agent.unblocked` events: the
+//! registry fold only knows agents whose keys it saw, and key events live on the `SECRETS`
+//! stream, which the notifier has no business reading.
 
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use fleetbus_schemas::events::agent::AgentEventKind;
-use fleetbus_schemas::events::check::CheckState;
-use fleetbus_schemas::events::{AgentEvent, AlertEvent, CheckEvent, HostEvent, ServiceEvent};
+use fleetbus_projections::{AlertKind, AlertState, Alerts, FleetStatus, Registry};
+use fleetbus_schemas::events::AgentEvent;
 use fleetbus_schemas::{AgentId, AlertId, Envelope, Event, HostId, ServiceName, Severity};
 
 /// One alert as the notifier knows it.
@@ -20,8 +27,11 @@ pub struct AlertInfo {
     pub id: AlertId,
     /// The condition (`<kind>:<subject>`).
     pub key: String,
-    /// `service_down`, `agent_down`, `host_unreachable`, `disk_full`, `check_down`, …
+    /// `service_down`, `agent_down`, `host_unreachable`, `host_key_mismatch`, `agent_event`,
+    /// `check_down`, `raised`.
     pub kind: String,
+    /// For `agent_event`: the agent's event kind (`disk_full`, `oom_kill`, …).
+    pub subkind: Option<String>,
     /// How bad.
     pub severity: Severity,
     /// The host it is about.
@@ -67,131 +77,47 @@ pub struct HostInfo {
     pub roles: Vec<String>,
 }
 
-/// Open alerts plus the fleet facts rules and suppression look at.
-#[derive(Debug, Default)]
-pub struct AlertBook {
-    open: HashMap<AlertId, AlertInfo>,
-    by_key: HashMap<String, AlertId>,
-    hosts: HashMap<HostId, HostInfo>,
-    agent_host: HashMap<AgentId, HostId>,
-    blocked: BTreeSet<AgentId>,
+/// The name of an alert kind, as rules spell it.
+pub fn kind_name(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::ServiceDown => "service_down",
+        AlertKind::AgentDown => "agent_down",
+        AlertKind::HostUnreachable => "host_unreachable",
+        AlertKind::HostKeyMismatch => "host_key_mismatch",
+        AlertKind::AgentEvent => "agent_event",
+        AlertKind::CheckDown => "check_down",
+        AlertKind::Raised => "raised",
+    }
 }
 
 /// Alert kinds that mean the whole host is down (they suppress its services' alerts).
 pub const HOST_DOWN_KINDS: [&str; 2] = ["agent_down", "host_unreachable"];
 
+/// Open alerts plus the fleet facts rules and suppression look at.
+#[derive(Debug, Default)]
+pub struct AlertBook {
+    seq: u64,
+    registry: Registry,
+    fleet: FleetStatus,
+    alerts: Alerts,
+    open: HashMap<AlertId, AlertInfo>,
+    host_down: HashMap<HostId, AlertId>,
+    agent_host: HashMap<AgentId, HostId>,
+    blocked: BTreeSet<AgentId>,
+}
+
 impl AlertBook {
     /// Folds one event; returns the alert transitions it causes.
     pub fn apply(&mut self, env: &Envelope) -> Vec<Transition> {
         let mut out = Vec::new();
-        let t = env.time;
+        self.seq += 1;
+        let seq = self.seq;
         match &env.event {
-            Event::Host(HostEvent::Registered(spec) | HostEvent::Updated(spec)) => {
-                self.hosts.insert(
-                    spec.host.clone(),
-                    HostInfo {
-                        tags: spec.tags.clone(),
-                        roles: spec.roles.clone(),
-                    },
-                );
+            Event::Agent(AgentEvent::Reported(r)) => {
+                self.agent_host.insert(r.agent.clone(), r.host.clone());
             }
-            Event::Host(HostEvent::Removed { host }) => {
-                self.hosts.remove(host);
-            }
-            Event::Host(HostEvent::Unreachable { host, reason }) => {
-                let key = format!("host_unreachable:{host}");
-                self.open_alert(
-                    env,
-                    &key,
-                    "host_unreachable",
-                    Severity::Critical,
-                    Some(host.clone()),
-                    None,
-                    format!("host {host} is unreachable: {reason}"),
-                    &mut out,
-                );
-            }
-            Event::Host(HostEvent::Reachable { host }) => {
-                self.resolve_key(&format!("host_unreachable:{host}"), t, &mut out);
-            }
-            Event::Host(HostEvent::KeyMismatch {
-                host, presented, ..
-            }) => {
-                let key = format!("host_key_mismatch:{host}");
-                self.open_alert(
-                    env,
-                    &key,
-                    "host_key_mismatch",
-                    Severity::Critical,
-                    Some(host.clone()),
-                    None,
-                    format!("host {host} presented an unexpected host key {presented}"),
-                    &mut out,
-                );
-            }
-            Event::Host(HostEvent::KeyPinned { host, .. }) => {
-                self.resolve_key(&format!("host_key_mismatch:{host}"), t, &mut out);
-            }
-            Event::Agent(AgentEvent::Reported(report)) => {
-                self.agent_host
-                    .insert(report.agent.clone(), report.host.clone());
-                for s in &report.services {
-                    self.service_state(
-                        env,
-                        &report.host,
-                        &s.name,
-                        s.state.is_down(),
-                        s.detail.as_deref().unwrap_or(s.state.as_str()),
-                        &mut out,
-                    );
-                }
-            }
-            Event::Agent(AgentEvent::Raised(notice)) => {
-                self.agent_host
-                    .insert(notice.agent.clone(), notice.host.clone());
-                let subject = match &notice.service {
-                    Some(s) => format!("{}:{s}", notice.host),
-                    None => notice.host.to_string(),
-                };
-                match notice.kind {
-                    AgentEventKind::ServiceUp => {
-                        self.resolve_key(&format!("service_down:{subject}"), t, &mut out);
-                    }
-                    AgentEventKind::BackupSucceeded => {
-                        self.resolve_key(&format!("backup_failed:{subject}"), t, &mut out);
-                    }
-                    kind if notice.severity >= Severity::Error => {
-                        let key = format!("{}:{subject}", kind.as_str());
-                        self.open_alert(
-                            env,
-                            &key,
-                            kind.as_str(),
-                            notice.severity,
-                            Some(notice.host.clone()),
-                            notice.service.clone(),
-                            notice.message.clone(),
-                            &mut out,
-                        );
-                    }
-                    _ => {}
-                }
-            }
-            Event::Agent(AgentEvent::WentDown { agent, .. }) => {
-                let host = self.host_of(agent);
-                let key = format!("agent_down:{agent}");
-                self.open_alert(
-                    env,
-                    &key,
-                    "agent_down",
-                    Severity::Critical,
-                    host,
-                    None,
-                    format!("agent {agent} stopped reporting"),
-                    &mut out,
-                );
-            }
-            Event::Agent(AgentEvent::Recovered { agent }) => {
-                self.resolve_key(&format!("agent_down:{agent}"), t, &mut out);
+            Event::Agent(AgentEvent::Raised(n)) => {
+                self.agent_host.insert(n.agent.clone(), n.host.clone());
             }
             Event::Agent(AgentEvent::Blocked { agent, .. }) => {
                 self.blocked.insert(agent.clone());
@@ -199,171 +125,101 @@ impl AlertBook {
             Event::Agent(AgentEvent::Unblocked { agent }) => {
                 self.blocked.remove(agent);
             }
-            Event::Service(ServiceEvent::StatusObserved { host, name, status }) => {
-                self.service_state(
-                    env,
-                    host,
-                    name,
-                    status.state.is_down(),
-                    &status.sub_state,
-                    &mut out,
-                );
-            }
-            Event::Check(CheckEvent::StateChanged { check, to, .. }) => {
-                let key = format!("check_down:{check}");
-                match to {
-                    CheckState::Down => self.open_alert(
-                        env,
-                        &key,
-                        "check_down",
-                        Severity::Error,
-                        None,
-                        None,
-                        format!("check {check} is down"),
-                        &mut out,
-                    ),
-                    CheckState::Up | CheckState::Paused | CheckState::New => {
-                        self.resolve_key(&key, t, &mut out)
-                    }
-                    CheckState::Late => {}
-                }
-            }
-            Event::Check(CheckEvent::DeadlineMissed { check, deadline }) => {
-                let key = format!("deadline_missed:{check}");
-                self.open_alert(
-                    env,
-                    &key,
-                    "deadline_missed",
-                    Severity::Error,
-                    None,
-                    None,
-                    format!("check {check} missed its deadline {deadline}"),
-                    &mut out,
-                );
-            }
-            Event::Alert(AlertEvent::Raised {
-                key,
-                severity,
-                host,
-                service,
-                message,
-            }) => {
-                let k = format!("raised:{key}");
-                self.open_alert(
-                    env,
-                    &k,
-                    "raised",
-                    *severity,
-                    host.clone(),
-                    service.clone(),
-                    message.clone(),
-                    &mut out,
-                );
-            }
-            Event::Alert(AlertEvent::Cleared { key }) => {
-                self.resolve_key(&format!("raised:{key}"), t, &mut out);
-            }
-            Event::Alert(AlertEvent::Acknowledged { alert, .. }) => {
-                if let Some(a) = self.open.get_mut(alert) {
-                    if !a.acknowledged {
-                        a.acknowledged = true;
-                        out.push(Transition {
-                            kind: TransitionKind::Acknowledged,
-                            alert: a.clone(),
-                            at: t,
-                        });
-                    }
-                }
-            }
-            Event::Alert(AlertEvent::Resolved { alert, .. }) => {
-                if let Some(key) = self.open.get(alert).map(|a| a.key.clone()) {
-                    self.resolve_key(&key, t, &mut out);
-                }
-            }
             _ => {}
         }
-        out
-    }
+        self.registry.apply(env);
+        let changes = self.fleet.apply(seq, env, &self.registry);
+        self.alerts.apply(seq, env, &self.registry, &changes);
 
-    fn host_of(&self, agent: &AgentId) -> Option<HostId> {
-        self.agent_host
-            .get(agent)
-            .cloned()
-            .or_else(|| HostId::new(agent.as_str()).ok())
-    }
-
-    fn service_state(
-        &mut self,
-        env: &Envelope,
-        host: &HostId,
-        name: &ServiceName,
-        down: bool,
-        detail: &str,
-        out: &mut Vec<Transition>,
-    ) {
-        let key = format!("service_down:{host}:{name}");
-        if down {
-            self.open_alert(
-                env,
-                &key,
-                "service_down",
-                Severity::Error,
-                Some(host.clone()),
-                Some(name.clone()),
-                format!("{name} on {host} is down ({detail})"),
-                out,
-            );
-        } else {
-            self.resolve_key(&key, env.time, out);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn open_alert(
-        &mut self,
-        env: &Envelope,
-        key: &str,
-        kind: &str,
-        severity: Severity,
-        host: Option<HostId>,
-        service: Option<ServiceName>,
-        message: String,
-        out: &mut Vec<Transition>,
-    ) {
-        if self.by_key.contains_key(key) {
-            return;
-        }
-        let id = AlertId(env.id.0);
-        let alert = AlertInfo {
-            id,
-            key: key.to_owned(),
-            kind: kind.to_owned(),
-            severity,
-            host,
-            service,
-            message,
-            opened_at: env.time,
-            acknowledged: false,
-        };
-        self.by_key.insert(key.to_owned(), id);
-        self.open.insert(id, alert.clone());
-        out.push(Transition {
-            kind: TransitionKind::Opened,
-            alert,
-            at: env.time,
-        });
-    }
-
-    fn resolve_key(&mut self, key: &str, at: DateTime<Utc>, out: &mut Vec<Transition>) {
-        if let Some(id) = self.by_key.remove(key) {
-            if let Some(alert) = self.open.remove(&id) {
+        let new_id = AlertId(env.id.0);
+        if let Some(a) = self
+            .alerts
+            .alerts
+            .get(&new_id)
+            .filter(|a| a.opened_seq == seq)
+        {
+            let kind = kind_name(a.kind);
+            let subkind = (a.kind == AlertKind::AgentEvent)
+                .then(|| a.key.split(':').nth(2).map(str::to_owned))
+                .flatten();
+            let info = AlertInfo {
+                id: a.id,
+                key: a.key.clone(),
+                kind: kind.to_owned(),
+                subkind,
+                severity: a.severity,
+                host: a.host.clone(),
+                service: a.service.clone(),
+                message: a.message.clone(),
+                opened_at: a.opened_at,
+                acknowledged: false,
+            };
+            if HOST_DOWN_KINDS.contains(&kind) {
+                if let Some(h) = &info.host {
+                    self.host_down.entry(h.clone()).or_insert(info.id);
+                }
+            }
+            if a.state != AlertState::Resolved {
+                self.open.insert(info.id, info.clone());
                 out.push(Transition {
-                    kind: TransitionKind::Resolved,
-                    alert,
-                    at,
+                    kind: TransitionKind::Opened,
+                    alert: info,
+                    at: env.time,
                 });
             }
         }
+        if let Event::Alert(fleetbus_schemas::events::AlertEvent::Acknowledged { alert, .. }) =
+            &env.event
+        {
+            let acked = self
+                .alerts
+                .alerts
+                .get(alert)
+                .is_some_and(|a| a.state == AlertState::Acknowledged);
+            if let Some(info) = self
+                .open
+                .get_mut(alert)
+                .filter(|i| acked && !i.acknowledged)
+            {
+                info.acknowledged = true;
+                out.push(Transition {
+                    kind: TransitionKind::Acknowledged,
+                    alert: info.clone(),
+                    at: env.time,
+                });
+            }
+        }
+        // Something resolved when the fold holds fewer open alerts than we do.
+        if self.alerts.open_by_key.len() != self.open.len() {
+            let mut resolved: Vec<AlertId> = self
+                .open
+                .keys()
+                .filter(|id| {
+                    self.alerts
+                        .alerts
+                        .get(id)
+                        .is_none_or(|a| a.state == AlertState::Resolved)
+                })
+                .copied()
+                .collect();
+            resolved.sort();
+            for id in resolved {
+                if let Some(info) = self.open.remove(&id) {
+                    if let Some(h) = &info.host {
+                        if self.host_down.get(h) == Some(&id) {
+                            self.host_down.remove(h);
+                        }
+                    }
+                    out.push(Transition {
+                        kind: TransitionKind::Resolved,
+                        alert: info,
+                        at: env.time,
+                    });
+                }
+                self.alerts.alerts.remove(&id);
+            }
+        }
+        out
     }
 
     /// An open alert.
@@ -378,42 +234,47 @@ impl AlertBook {
 
     /// The open alert saying `host` is down, if any.
     pub fn host_down_alert(&self, host: &HostId) -> Option<&AlertInfo> {
-        HOST_DOWN_KINDS.iter().find_map(|kind| {
-            let key = if *kind == "agent_down" {
-                // agents are keyed by agent id; find any agent on this host
-                let agent = self
-                    .agent_host
-                    .iter()
-                    .find(|(_, h)| *h == host)
-                    .map(|(a, _)| a.to_string())
-                    .unwrap_or_else(|| host.to_string());
-                format!("agent_down:{agent}")
-            } else {
-                format!("{kind}:{host}")
-            };
-            self.by_key.get(&key).and_then(|id| self.open.get(id))
-        })
+        self.host_down.get(host).and_then(|id| self.open.get(id))
     }
 
-    /// A host's labels (empty for unknown hosts).
-    pub fn host(&self, host: &HostId) -> Option<&HostInfo> {
-        self.hosts.get(host)
+    /// A host's labels (tags and roles from the registry).
+    pub fn host(&self, host: &HostId) -> Option<HostInfo> {
+        self.registry.hosts.get(host).map(|spec| HostInfo {
+            tags: spec.tags.clone(),
+            roles: spec.roles.clone(),
+        })
     }
 
     /// True when the agent on `host` (or an agent named like it) is blocked.
     pub fn host_blocked(&self, host: &HostId) -> bool {
-        self.blocked.iter().any(|a| {
-            a.as_str() == host.as_str() || self.agent_host.get(a).is_some_and(|h| h == host)
-        })
+        !self.blocked.is_empty()
+            && self.blocked.iter().any(|a| {
+                a.as_str() == host.as_str() || self.agent_host.get(a).is_some_and(|h| h == host)
+            })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use fleetbus_schemas::events::agent::{AgentNotice, ServiceState};
+    use fleetbus_schemas::events::agent::{
+        AgentEventKind, AgentNotice, AgentReport, Resources, ServiceState,
+    };
     use fleetbus_schemas::events::service::ServiceStatus;
+    use fleetbus_schemas::events::{AlertEvent, ServiceEvent};
     use fleetbus_schemas::Actor;
+
+    pub(crate) fn report(host: &str) -> Event {
+        Event::Agent(AgentEvent::Reported(AgentReport {
+            agent: host.parse().unwrap(),
+            host: host.parse().unwrap(),
+            agent_version: "test".into(),
+            resources: Resources::default(),
+            services: vec![],
+            config_version: None,
+            config_hash: None,
+        }))
+    }
 
     fn env(event: Event) -> Envelope {
         Envelope::new("test", Actor::service("test"), None, event)
@@ -455,6 +316,7 @@ mod tests {
     #[test]
     fn acknowledge_and_host_down_and_blocked_are_tracked() {
         let mut book = AlertBook::default();
+        book.apply(&env(report("web-1")));
         let e = env(Event::Agent(AgentEvent::WentDown {
             agent: "web-1".parse().unwrap(),
             last_seen: Utc::now(),

@@ -184,7 +184,9 @@ fn mute_matches(m: &MuteSpec, a: &AlertInfo, host: Option<&HostInfo>) -> bool {
 /// True when the rule's match selects the alert.
 pub fn rule_matches(m: &AlertMatch, a: &AlertInfo, host: Option<&HostInfo>) -> bool {
     a.severity >= m.min_severity
-        && (m.kinds.is_empty() || m.kinds.contains(&a.kind))
+        && (m.kinds.is_empty()
+            || m.kinds.contains(&a.kind)
+            || a.subkind.as_ref().is_some_and(|k| m.kinds.contains(k)))
         && (m.hosts.is_empty() || a.host.as_ref().is_some_and(|h| m.hosts.contains(h)))
         && (m.services.is_empty() || a.service.as_ref().is_some_and(|s| m.services.contains(s)))
         && (m.tags.is_empty() || host.is_some_and(|h| h.tags.iter().any(|t| m.tags.contains(t))))
@@ -270,12 +272,22 @@ impl RuleIndex {
         idx
     }
 
-    fn candidates<'a>(&'a self, kind: &str) -> impl Iterator<Item = &'a RuleId> {
+    fn candidates<'a>(
+        &'a self,
+        kind: &str,
+        subkind: Option<&str>,
+    ) -> impl Iterator<Item = &'a RuleId> {
         let mut v: Vec<&RuleId> = self
             .by_kind
             .get(kind)
             .into_iter()
             .flatten()
+            .chain(
+                subkind
+                    .and_then(|k| self.by_kind.get(k))
+                    .into_iter()
+                    .flatten(),
+            )
             .chain(self.any_kind.iter())
             .collect();
         v.sort();
@@ -400,11 +412,11 @@ impl Engine {
                 if self.index.is_none() {
                     self.index = Some(RuleIndex::build(&self.catalog.rules));
                 }
-                let host = alert.host.as_ref().and_then(|h| self.book.host(h)).cloned();
+                let host = alert.host.as_ref().and_then(|h| self.book.host(h));
                 let rules: Vec<RuleSpec> = self
                     .index
                     .iter()
-                    .flat_map(|i| i.candidates(&alert.kind))
+                    .flat_map(|i| i.candidates(&alert.kind, alert.subkind.as_deref()))
                     .filter_map(|id| self.catalog.rules.get(id))
                     .filter(|r| rule_matches(&r.matches, alert, host.as_ref()))
                     .cloned()
@@ -492,7 +504,7 @@ impl Engine {
             .catalog
             .mutes
             .values()
-            .find(|m| mute_active(m, at) && mute_matches(m, alert, host))
+            .find(|m| mute_active(m, at) && mute_matches(m, alert, host.as_ref()))
         {
             return Some(SuppressedBy::Mute {
                 mute: m.mute.clone(),
@@ -979,6 +991,10 @@ mod tests {
     #[test]
     fn a_down_host_suppresses_its_services_alerts_and_blocked_agents_are_suppressed() {
         let mut e = engine(vec![rule("r1", &["alice"], &["hook"])]);
+        e.apply(&at(
+            "2026-01-05T09:59:00Z",
+            crate::alerts::tests::report("web-1"),
+        ));
         let down = at(
             "2026-01-05T10:00:00Z",
             Event::Agent(AgentEvent::WentDown {

@@ -269,6 +269,7 @@ async fn mutes_and_dependencies_are_recorded_as_suppressed_and_nats_channel_publ
     .await;
 
     // A host that is down suppresses its services' alerts; the host alert itself goes out on NATS.
+    bus.publish(agent_report("web-1")).await;
     let down = bus
         .publish(fleetbus_schemas::Event::Agent(
             fleetbus_schemas::events::AgentEvent::WentDown {

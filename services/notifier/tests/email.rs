@@ -155,7 +155,7 @@ async fn operators_and_customers_get_their_own_emails_through_a_real_smtp_server
         .expect("mail to customer");
     for m in [to_alice, to_cust] {
         assert!(
-            m.contains("Subject: [fleetbus] ERROR: nginx on shop-1 is down"),
+            m.contains("Subject: [fleetbus] ERROR: shop-1:nginx is failed"),
             "{m}"
         );
         assert!(m.contains("multipart/alternative"), "{m}");

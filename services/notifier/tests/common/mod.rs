@@ -164,9 +164,11 @@ impl Bus {
     }
 
     pub fn config(&self) -> Config {
-        let mut c = Config::default();
-        c.nats = self.server.nats_config(notifier_role());
-        c.tick_ms = 50;
+        let mut c = Config {
+            nats: self.server.nats_config(notifier_role()),
+            tick_ms: 50,
+            ..Config::default()
+        };
         c.retry.base_ms = 40;
         c.retry.max_ms = 200;
         c.digest.threshold = 0;
@@ -285,6 +287,21 @@ pub fn host_registered(host: &str, tags: &[&str]) -> Event {
         allow_adhoc: false,
         disabled: false,
     }))
+}
+
+pub fn agent_report(host: &str) -> Event {
+    use fleetbus_schemas::events::agent::{AgentReport, Resources};
+    Event::Agent(fleetbus_schemas::events::AgentEvent::Reported(
+        AgentReport {
+            agent: host.parse().unwrap(),
+            host: host.parse().unwrap(),
+            agent_version: "test".into(),
+            resources: Resources::default(),
+            services: vec![],
+            config_version: None,
+            config_hash: None,
+        },
+    ))
 }
 
 pub fn service(host: &str, name: &str, state: ServiceState) -> Event {
