@@ -99,6 +99,9 @@ pub struct AgentConfig {
     /// Where procfs is mounted (tests point it at fixtures).
     #[serde(default = "default_proc_root")]
     pub proc_root: PathBuf,
+    /// Managed configuration (see [`crate::managed`]); absent: report-only.
+    #[serde(default)]
+    pub managed: Option<crate::managed::ManagedSettings>,
 }
 
 fn default_ingest_url() -> String {

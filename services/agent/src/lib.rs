@@ -7,6 +7,7 @@
 pub mod buffer;
 pub mod client;
 pub mod config;
+pub mod managed;
 pub mod proc;
 pub mod services;
 pub mod wire;
@@ -159,6 +160,7 @@ impl Agent {
                 s
             }
         };
+        let (managed_version, managed_hash) = managed::report_fields(&self.config).await;
         let now = proc::cpu_sample(proc_root).await?;
         self.cpu = Some(now);
         let resources = proc::read_resources(
@@ -184,8 +186,8 @@ impl Agent {
                 agent_version: VERSION.to_owned(),
                 resources,
                 services,
-                config_version: None,
-                config_hash: None,
+                config_version: managed_version,
+                config_hash: managed_hash,
             },
         })
     }
@@ -294,6 +296,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             _ = ticker.tick() => {}
         }
         let round = async {
+            managed_round(&agent).await;
             let report = agent.collect().await?;
             agent.submit(report).await
         };
@@ -318,10 +321,29 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     Ok(())
 }
 
+/// The managed-config step of a round; its failures are logged, never stop the report.
+async fn managed_round(agent: &Agent) {
+    if agent.config.managed.is_none() {
+        return;
+    }
+    let result = match managed::ManagedClient::new(&agent.config, true) {
+        Ok(client) => managed::sync(&agent.config, &client).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(o) if o.applied.is_some() || o.acked > 0 || o.live_sent => {
+            tracing::info!(applied = ?o.applied, acked = o.acked, live_sent = o.live_sent, "managed config synced")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "managed config sync failed; retrying next round"),
+    }
+}
+
 /// Takes and pushes one report (after any buffered ones). Fails when the report could not be
 /// delivered; it then stays buffered for the next run.
 pub async fn once(config: AgentConfig) -> Result<RoundOutcome, AgentError> {
     let mut agent = Agent::new(config).await?;
+    managed_round(&agent).await;
     let report = agent.collect().await?;
     let outcome = agent.submit(report).await?;
     if let Some((status, reason)) = outcome.rejection.clone() {

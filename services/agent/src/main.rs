@@ -48,6 +48,8 @@ enum Cmd {
         #[arg(long = "field", value_parser = parse_field)]
         fields: Vec<(String, String)>,
     },
+    #[command(flatten)]
+    Managed(fleetbus_agent::managed::ManagedCmd),
 }
 
 fn parse_kind(s: &str) -> Result<AgentEventKind, String> {
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
                     .await
                     .map(|id| println!("event {id} delivered"))
             }
+            Cmd::Managed(cmd) => fleetbus_agent::managed::run_cmd(config, cmd).await,
         }
     });
     match result {
