@@ -40,9 +40,15 @@ pub struct LiveEvent {
 impl LiveEvent {
     /// Builds the SSE payload once.
     pub fn new(seq: u64, env: Envelope) -> LiveEvent {
+        Self::with_host(seq, env, None)
+    }
+
+    /// Like [`LiveEvent::new`], with the host taken from elsewhere when the event does not
+    /// name one (job events after `scheduled` name only the job).
+    pub fn with_host(seq: u64, env: Envelope, hint: Option<String>) -> LiveEvent {
         let body = serde_json::to_value(&env.event).unwrap_or(Value::Null);
         let data_field = &body["body"]["data"];
-        let host = find_str(data_field, &["host"]).or_else(|| {
+        let host = find_str(data_field, &["host"]).or(hint).or_else(|| {
             // Service keys are `host:service` in entity tokens.
             (env.event.domain() == "service")
                 .then(|| env.event.entity().split(':').next().map(str::to_owned))
@@ -71,6 +77,8 @@ impl LiveEvent {
             "job": job,
             "severity": severity,
             "summary": summary,
+            // Job consoles need the step numbers and the outcome.
+            "data": if env.event.domain() == "job" { data_field.clone() } else { Value::Null },
         })
         .to_string();
         LiveEvent {
@@ -197,11 +205,18 @@ impl Hub {
         if seq <= self.last_seq() {
             return;
         }
-        let event = Arc::new(LiveEvent::new(seq, env));
-        self.fold
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(seq, &event.env);
+        let event = {
+            let mut fold = self.fold.write().unwrap_or_else(|e| e.into_inner());
+            fold.apply(seq, &env);
+            let hint = match &env.event {
+                Event::Job(j) => j
+                    .job()
+                    .and_then(|id| fold.jobs.get(&id))
+                    .map(|r| r.host.to_string()),
+                _ => None,
+            };
+            Arc::new(LiveEvent::with_host(seq, env, hint))
+        };
         {
             let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
             if ring.len() >= self.capacity {

@@ -227,6 +227,12 @@ pub fn sparkline(values: &[f32], max: f32) -> String {
         );
     }
     let max = if max > 0.0 { max } else { 1.0 };
+    // One reading is a flat line, not an invisible point.
+    let values: Vec<f32> = if values.len() == 1 {
+        vec![values[0], values[0]]
+    } else {
+        values.to_vec()
+    };
     let step = if values.len() > 1 {
         W / (values.len() - 1) as f32
     } else {

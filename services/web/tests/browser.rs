@@ -164,8 +164,8 @@ async fn the_dashboard_works_in_a_real_browser() {
     )
     .await;
     b.wait(
-        "document.getElementById('job-step').innerText.startsWith('STEP ')",
-        "progress",
+        r"/^STEP [0-9]+\/8$/.test(document.getElementById('job-step').innerText)",
+        "progress STEP x/8",
     )
     .await;
     let colored = b
