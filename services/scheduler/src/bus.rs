@@ -159,7 +159,7 @@ impl Scheduler {
 
     fn fold(&mut self, payload: &[u8]) {
         match decode::<Envelope>(payload) {
-            Ok(env) => self.core.apply(&env),
+            Ok(env) => self.core.apply_from_log(&env),
             // Not ours to reject: ingest answers for the log. Skip what we cannot read.
             Err(e) => tracing::warn!(error = %e, "undecodable event skipped"),
         }

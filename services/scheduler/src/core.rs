@@ -8,7 +8,7 @@
 //! restarted scheduler knows which transitions already happened and never repeats them.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use fleetbus_schemas::commands::{CheckCommand, ScheduleCommand, Targets};
@@ -24,7 +24,7 @@ use fleetbus_schemas::events::{
 };
 use fleetbus_schemas::{
     Actor, ActorKind, AgentId, CheckId, Command, CommandEnvelope, CommandId, Envelope, Event,
-    HostId, JobId, ScheduleId, ServiceName, Severity, TaskId, UserRole, SCHEMA_VERSION,
+    EventId, HostId, JobId, ScheduleId, ServiceName, Severity, TaskId, UserRole, SCHEMA_VERSION,
 };
 
 use crate::ids;
@@ -142,6 +142,9 @@ pub struct Core {
     jobs_ended: BTreeMap<JobId, DateTime<Utc>>,
     output_cutoff: Option<DateTime<Utc>>,
     last_retention: DateTime<Utc>,
+    /// Ids of events we decided and folded before publishing: when the log brings them back
+    /// they are not folded a second time (which could briefly undo a later decision).
+    folded_early: HashSet<EventId>,
 }
 
 /// The key of the alert a deadline check raises.
@@ -192,6 +195,7 @@ impl Core {
             jobs_ended: BTreeMap::new(),
             output_cutoff: None,
             last_retention: started,
+            folded_early: HashSet::new(),
         }
     }
 
@@ -236,7 +240,14 @@ impl Core {
 
     // ---------------------------------------------------------------- fold
 
-    /// Folds one event of the log. Idempotent: applying an event twice changes nothing more.
+    /// Folds one event read from the log, unless this core decided it and folded it already.
+    pub fn apply_from_log(&mut self, env: &Envelope) {
+        if !self.folded_early.remove(&env.id) {
+            self.apply(env);
+        }
+    }
+
+    /// Folds one event. Idempotent: applying an event twice changes nothing more.
     pub fn apply(&mut self, env: &Envelope) {
         match &env.event {
             Event::Schedule(e) => self.apply_schedule(env, e),
@@ -300,11 +311,10 @@ impl Core {
                         return;
                     }
                 };
+                // An existing schedule keeps its pause: an update does not resume it, and a
+                // `created` we folded early and read again from the log changes nothing.
                 let (paused, last) = match self.schedules.get(&spec.schedule) {
-                    Some(s) => (
-                        s.paused && matches!(e, ScheduleEvent::Updated(_)),
-                        s.last.max(env.time),
-                    ),
+                    Some(s) => (s.paused, s.last.max(env.time)),
                     None => (false, env.time),
                 };
                 self.schedules.insert(
@@ -503,6 +513,7 @@ impl Core {
 
     fn emit(&mut self, out: &mut Outputs, env: Envelope) {
         self.apply(&env);
+        self.folded_early.insert(env.id);
         out.events.push(env);
     }
 
