@@ -50,6 +50,26 @@ impl NatsConfig {
         })
     }
 
+    /// The server addresses in `url` (comma separated).
+    pub fn server_addrs(&self) -> Result<Vec<async_nats::ServerAddr>, RuntimeError> {
+        let addrs = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| RuntimeError::NatsConfig(format!("nats.url '{u}': {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if addrs.is_empty() {
+            return Err(RuntimeError::NatsConfig(
+                "nats.url is empty, expected e.g. nats://127.0.0.1:4222".into(),
+            ));
+        }
+        Ok(addrs)
+    }
+
     /// The role this config connects as.
     pub fn role(&self) -> Result<Role, RuntimeError> {
         self.user
@@ -74,6 +94,7 @@ pub async fn connect(
     shutdown: &CancellationToken,
 ) -> Result<async_nats::Client, RuntimeError> {
     let role = config.role()?;
+    let servers = config.server_addrs()?;
     let seed_file = config.seed_file();
     let seed = read_seed(&seed_file)?;
     let name = format!("fleetbus-{}-{}", role.name(), std::process::id());
@@ -86,7 +107,7 @@ pub async fn connect(
             .custom_inbox_prefix(role.inbox_prefix())
             .connection_timeout(Duration::from_secs(5));
         let result = tokio::select! {
-            res = options.connect(config.url.as_str()) => res,
+            res = options.connect(servers.clone()) => res,
             () = shutdown.cancelled() => return Err(RuntimeError::Cancelled("connecting to nats")),
         };
         match result {
@@ -133,6 +154,25 @@ mod tests {
         assert!(c.seed_file().ends_with("nats/ingest.nk"));
         assert_eq!(c.role().ok(), Some(Role::Ingest));
         assert!(NatsConfig::for_role("root").role().is_err());
+    }
+
+    #[test]
+    fn url_lists_and_bad_urls() {
+        let mut c = NatsConfig::for_role("web");
+        c.url = "nats://127.0.0.1:4222, nats://127.0.0.1:4223".into();
+        assert_eq!(c.server_addrs().map(|a| a.len()).ok(), Some(2));
+        c.url = "nats://127.0.0.1:notaport".into();
+        let err = c
+            .server_addrs()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("nats.url 'nats://127.0.0.1:notaport'"),
+            "{err}"
+        );
+        c.url = " ".into();
+        assert!(c.server_addrs().is_err());
     }
 
     #[tokio::test]

@@ -149,7 +149,7 @@ pub async fn connect_with_errors(config: &NatsConfig) -> (async_nats::Client, Se
                 }
             }
         })
-        .connect(config.url.as_str())
+        .connect(config.server_addrs().unwrap_or_else(|e| panic!("{e}")))
         .await
         .unwrap_or_else(|e| panic!("test client connect as {role} failed: {e}"));
     (client, errors)
@@ -398,13 +398,26 @@ impl NatsCluster {
         connect(&self.nats_config(role)).await
     }
 
-    /// Wait (max 30 s) until JetStream answers account info, i.e. a meta leader was elected.
+    /// Wait (max 30 s) until JetStream answers account info without an error, i.e. a meta
+    /// leader was elected. (A raw request: async-nats 0.42 cannot parse a clustered 2.9
+    /// server's account info.)
     pub async fn wait_jetstream(&self) -> bool {
-        let js = async_nats::jetstream::new(self.client(Role::Admin).await);
+        let client = self.client(Role::Admin).await;
         crate::wait_for(
             || {
-                let js = js.clone();
-                async move { js.query_account().await.is_ok() }
+                let client = client.clone();
+                async move {
+                    // Before the meta leader exists the request may go unanswered: ask again
+                    // soon instead of waiting out the client's 10 s request timeout.
+                    let info = client.request("$JS.API.INFO", "".into());
+                    match tokio::time::timeout(Duration::from_millis(500), info).await {
+                        Ok(Ok(reply)) => {
+                            let text = String::from_utf8_lossy(&reply.payload);
+                            text.contains("\"memory\"") && !text.contains("\"error\"")
+                        }
+                        _ => false,
+                    }
+                }
             },
             Duration::from_secs(30),
         )
