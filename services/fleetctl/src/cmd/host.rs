@@ -161,11 +161,14 @@ pub struct ImportFile {
     pub hosts: Vec<ImportHost>,
 }
 
-/// One host in an import file: the fields of `HostSpec` plus its services.
+/// One host in an import file: the fields of `HostSpec` plus its services. Also reads the
+/// executor's static-host format (`id` for the host id, informational `key_path` and
+/// `host_key_fingerprint`), so the demo fleet's `hosts.toml` imports as is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportHost {
     /// Host id.
+    #[serde(alias = "id")]
     pub host: HostId,
     /// SSH address.
     pub address: String,
@@ -192,6 +195,13 @@ pub struct ImportHost {
     /// Its services.
     #[serde(default)]
     pub services: Vec<ImportService>,
+    /// Informational: the SSH key the executor uses (not registered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_path: Option<String>,
+    /// Informational: the host key fingerprint (not registered; pinned on first contact or
+    /// with `host trust`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -460,6 +470,37 @@ unit = "/etc/sv/nginx"
         assert_eq!(services[0].host.as_str(), "web-1");
         assert_eq!(services[0].actions, DEFAULT_ACTIONS.to_vec());
         assert!(services[0].expected_running);
+    }
+
+    #[test]
+    fn import_reads_the_executor_static_host_format() {
+        let text = r#"
+[[hosts]]
+id = "demo-1"
+address = "127.0.0.2"
+port = 2201
+user = "fleet"
+host_key_policy = "strict"
+key_path = "/state/demo/id_ed25519"
+host_key_fingerprint = "SHA256:abc"
+
+[[hosts.services]]
+name = "web"
+manager = "runit"
+unit = "/state/demo/demo-1/sv/web"
+actions = ["status", "restart", "logs"]
+log_path = "/state/demo/demo-1/log/web/current"
+"#;
+        let f = parse_import(text, false, "hosts.toml").unwrap();
+        let (spec, services) = f.hosts[0].clone().split();
+        assert_eq!(spec.host.as_str(), "demo-1");
+        assert_eq!(spec.port, 2201);
+        assert_eq!(spec.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(services[0].actions.len(), 3);
+        assert_eq!(
+            services[0].log_path.as_deref(),
+            Some("/state/demo/demo-1/log/web/current")
+        );
     }
 
     #[test]
