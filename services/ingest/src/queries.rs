@@ -267,7 +267,10 @@ pub fn redact(mut envelope: Envelope) -> Envelope {
     const REDACTED: &str = "redacted";
     match &mut envelope.event {
         Event::Agent(AgentEvent::KeyIssued { key_hash, .. }) => *key_hash = REDACTED.into(),
-        Event::Config(fleetbus_schemas::events::ConfigEvent::PassphraseSet { passphrase_hash, .. }) => *passphrase_hash = REDACTED.into(),
+        Event::Config(fleetbus_schemas::events::ConfigEvent::PassphraseSet {
+            passphrase_hash,
+            ..
+        }) => *passphrase_hash = REDACTED.into(),
         Event::User(UserEvent::Added { password_hash, .. })
         | Event::User(UserEvent::PasswordChanged { password_hash, .. }) => {
             *password_hash = REDACTED.into()

@@ -776,6 +776,12 @@ async fn snapshots_are_sealed_at_rest_and_recovered_byte_identical_with_the_pass
         .iter()
         .filter(|e| matches!(e, ConfigEvent::RecoveryAttempted { ok: true, .. }))
         .count();
+    assert!(
+        attempts.iter().all(
+            |e| matches!(e, ConfigEvent::RecoveryAttempted { remote, .. } if remote == "127.0.0.1")
+        ),
+        "attempts name the client address: {attempts:?}"
+    );
     assert_eq!((failed, succeeded), (4, 1));
     // The passphrase hash never reaches a public event.
     let records: Vec<LogRecord> = query(
