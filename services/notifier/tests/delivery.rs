@@ -397,3 +397,75 @@ async fn unacknowledged_alerts_escalate_acknowledged_ones_do_not_and_bursts_beco
     stop.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn slack_url_comes_from_the_secrets_file_and_ntfy_gets_title_and_priority() {
+    use fleetbus_schemas::commands::notify::{ChannelKind, ChannelSpec};
+    let bus = Bus::start().await;
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let slack_url = rx.url("services/T000/B000/secretpath");
+    let mut config = bus.config();
+    config.secrets_file = Some(write_secrets(
+        dir.path(),
+        &[("slack-url", &slack_url), ("ntfy-token", "tk_secret")],
+    ));
+    config.channels = vec![
+        ChannelSpec {
+            channel: "slack".parse().unwrap(),
+            kind: ChannelKind::Slack {
+                url_secret: "slack-url".into(),
+            },
+            timeout_ms: 2000,
+            max_attempts: 2,
+        },
+        ChannelSpec {
+            channel: "phone".parse().unwrap(),
+            kind: ChannelKind::Ntfy {
+                server: format!("http://{}", rx.addr),
+                topic: "fleet-ops".into(),
+                token_secret: Some("ntfy-token".into()),
+            },
+            timeout_ms: 2000,
+            max_attempts: 2,
+        },
+    ];
+    config.recipients = vec![operator("alice")];
+    config.rules = vec![rule("chat", &["alice"], &["slack", "phone"])];
+    let (stop, task) = spawn_notifier(config);
+    bus.publish(service("web-1", "nginx", ServiceState::Failed))
+        .await;
+
+    let slack = rx.wait_accepted("services/T000/B000/secretpath", 1).await;
+    let text = slack[0].json()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(text.contains("web-1:nginx is failed"), "{text}");
+    let ntfy = rx.wait_accepted("fleet-ops", 1).await;
+    assert_eq!(
+        ntfy[0].header("priority").as_deref(),
+        Some("4"),
+        "error → ntfy priority 4"
+    );
+    assert!(ntfy[0]
+        .header("title")
+        .unwrap_or_default()
+        .contains("ERROR"));
+    assert_eq!(
+        ntfy[0].header("authorization").as_deref(),
+        Some("Bearer tk_secret")
+    );
+    bus.wait_log("two sent", |log| {
+        log.iter()
+            .filter(|e| matches!(e, NotificationEvent::Sent { .. }))
+            .count()
+            == 2
+    })
+    .await;
+    // The Slack URL is a secret: it is in no event.
+    let log = format!("{:?}", bus.log.lock().unwrap());
+    assert!(!log.contains("secretpath") && !log.contains("tk_secret"));
+    stop.cancel();
+    task.await.unwrap();
+}
