@@ -291,10 +291,8 @@ impl Core {
                 JobEvent::Succeeded { job, .. }
                 | JobEvent::Failed { job, .. }
                 | JobEvent::Cancelled { job, .. },
-            ) => {
-                if self.output_cutoff.is_none_or(|cut| env.time >= cut) {
-                    self.jobs_ended.insert(*job, env.time);
-                }
+            ) if self.output_cutoff.is_none_or(|cut| env.time >= cut) => {
+                self.jobs_ended.insert(*job, env.time);
             }
             _ => {}
         }

@@ -322,7 +322,7 @@ async fn heartbeat_and_deadline_checks_flip_once_each_over_the_bus() {
     ping.time = t0;
     bus.publish_event(&ping).await;
     clock.advance(chrono::Duration::seconds(1));
-    bus.wait_events(10, |e| check_flips(e).len() >= 1).await;
+    bus.wait_events(10, |e| !check_flips(e).is_empty()).await;
     clock.advance(chrono::Duration::seconds(60));
     bus.wait_events(10, |e| check_flips(e).len() >= 2).await;
     clock.advance(chrono::Duration::seconds(30));
@@ -361,4 +361,91 @@ async fn heartbeat_and_deadline_checks_flip_once_each_over_the_bus() {
         "no flip repeated after restart"
     );
     sched.stop().await;
+}
+
+#[tokio::test]
+async fn retention_purges_output_of_old_jobs_and_records_the_cutoffs() {
+    use fleetbus_schemas::events::job::{JobOutcome, RunType};
+    use fleetbus_schemas::events::JobEvent;
+    use fleetbus_schemas::JobId;
+    let bus = bus().await;
+    let t0 = t("2026-06-10T03:00:00Z");
+    let clock = TestClock::new(t0);
+    let (old, young) = (JobId::new(), JobId::new());
+    for (job, ended) in [
+        (old, t0 - chrono::Duration::days(9)),
+        (young, t0 - chrono::Duration::hours(1)),
+    ] {
+        for i in 0..3 {
+            let subject = fleetbus_schemas::subjects::job_output(job);
+            bus.publish_raw(
+                &subject,
+                &format!("{job}-{i}"),
+                format!("line {i}").into_bytes(),
+            )
+            .await;
+        }
+        let mut env = Envelope::new(
+            "executor",
+            Actor::service("executor"),
+            None,
+            Event::Job(JobEvent::Cancelled {
+                job,
+                outcome: JobOutcome {
+                    exit_code: None,
+                    duration_ms: 5,
+                    run_type: RunType::Adhoc,
+                    output_bytes: 18,
+                    tail: String::new(),
+                },
+            }),
+        );
+        env.time = ended;
+        bus.publish_event(&env).await;
+    }
+    let mut config = bus.config();
+    config.retention.enabled = true; // 03:30 UTC daily, output kept 7 days
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(fleetbus_scheduler::run_with_clock(
+        config,
+        Arc::new(clock.clone()),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        count_type(&bus.events().await, "retention_applied"),
+        0,
+        "not before 03:30"
+    );
+    clock.set(t("2026-06-10T03:30:01Z"));
+    let events = bus
+        .wait_events(10, |e| count_type(e, "retention_applied") >= 1)
+        .await;
+    let applied: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Schedule(fleetbus_schemas::events::ScheduleEvent::RetentionApplied {
+                output_cutoff,
+                jobs_purged,
+                ..
+            }) => Some((*output_cutoff, *jobs_purged)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied, [(t("2026-06-03T03:30:00Z"), 1)]);
+    let output: Vec<String> = bus
+        .messages("OUTPUT")
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    let young_subject = fleetbus_schemas::subjects::job_output(young);
+    assert_eq!(
+        output,
+        vec![young_subject.clone(); 3],
+        "only the young job's output is left"
+    );
+    shutdown.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(10), task).await;
+    assert!(matches!(res, Ok(Ok(Ok(())))), "{res:?}");
 }

@@ -49,8 +49,10 @@ pub fn scheduler_role() -> Role {
 
 impl Bus {
     pub fn config(&self) -> fleetbus_scheduler::Config {
-        let mut c = fleetbus_scheduler::Config::default();
-        c.nats = self.server.nats_config(scheduler_role());
+        let mut c = fleetbus_scheduler::Config {
+            nats: self.server.nats_config(scheduler_role()),
+            ..Default::default()
+        };
         c.retention.enabled = false;
         c.liveness.sweep_ms = 100;
         c
