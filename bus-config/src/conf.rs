@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::streams::{tap_api_prefix, tap_deliver_prefix, EVENTS_STREAM};
+use crate::streams::{tap_api_prefix, tap_deliver_prefix, EVENTS_STREAM, TAP_ADMIN_API_PREFIX};
 use crate::users::{Account, Role, SubjectRules};
 use crate::BusConfigError;
 
@@ -274,10 +274,23 @@ fn render_accounts(out: &mut String, creds: &Credentials) {
         );
     }
     let _ = writeln!(out, "    ]");
+    let _ = writeln!(out, "    imports: [");
+    let _ = writeln!(
+        out,
+        "      {{ service: {{ account: {}, subject: \"$JS.API.>\" }}, to: {} }}",
+        q(tap),
+        q(&format!("{TAP_ADMIN_API_PREFIX}.>"))
+    );
+    let _ = writeln!(out, "    ]");
     let _ = writeln!(out, "  }}");
     let _ = writeln!(out, "  {tap} {{");
     let _ = writeln!(out, "    jetstream: enabled");
     render_users(out, creds, Account::Tap);
+    let _ = writeln!(
+        out,
+        "    exports: [ {{ service: \"$JS.API.>\", accounts: [{}] }} ]",
+        q(fleet)
+    );
     let _ = writeln!(out, "    imports: [");
     let _ = writeln!(
         out,

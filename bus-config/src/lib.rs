@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 pub use conf::{Credentials, ServerConf};
 pub use streams::{
-    check, check_bus, definitions, ensure, ensure_bus, tap_definitions, BusContexts, CommandArea,
-    Definitions, Report, Retention,
+    check, check_bus, definitions, ensure, ensure_bus, tap_definitions, CommandArea, Definitions,
+    Report, Retention,
 };
 pub use users::{Account, Permissions, Role};
 

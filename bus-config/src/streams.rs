@@ -311,7 +311,7 @@ pub fn definitions(retention: &Retention, replicas: usize) -> Definitions {
 }
 
 /// The `TAP` account's streams: `EVENTS`, a mirror of `FLEET`'s `EVENTS` with the same
-/// sequence numbers, which the `tap` user replays. Apply with a `tap-admin` connection.
+/// sequence numbers, which the `tap` user replays. Apply through [`tap_context`].
 pub fn tap_definitions(replicas: usize) -> Definitions {
     let mirror = stream::Config {
         name: EVENTS_STREAM.into(),
@@ -719,35 +719,49 @@ pub async fn ensure(js: &jetstream::Context, defs: &Definitions) -> Result<Repor
     apply(js, defs, true, "").await
 }
 
-/// Connections for a whole-bus apply: `admin` (account `FLEET`) and `tap-admin` (`TAP`).
-pub struct BusContexts<'a> {
-    /// JetStream of an `admin` connection.
-    pub admin: &'a jetstream::Context,
-    /// JetStream of a `tap-admin` connection.
-    pub tap_admin: &'a jetstream::Context,
+/// Subject prefix under which the `FLEET` account (only `admin` may use it) reaches the
+/// `TAP` account's JetStream API.
+pub const TAP_ADMIN_API_PREFIX: &str = "fleetbus-tap.API";
+
+/// A JetStream context for the `TAP` account's API, over an `admin` connection.
+pub fn tap_context(admin: &async_nats::Client) -> jetstream::Context {
+    jetstream::with_prefix(admin.clone(), TAP_ADMIN_API_PREFIX)
 }
 
-/// [`ensure`] for both accounts: the fleet's streams and consumers, then the `TAP` mirror.
-/// Items of the `TAP` account are named `TAP:<stream>`.
+/// [`ensure`] for the whole bus over one `admin` connection: the fleet's streams and
+/// consumers, then the `TAP` account's mirror of `EVENTS` (items named `TAP:<stream>`).
 pub async fn ensure_bus(
-    ctx: BusContexts<'_>,
+    admin: &async_nats::Client,
     retention: &Retention,
     replicas: usize,
 ) -> Result<Report, BusConfigError> {
-    let mut report = apply(ctx.admin, &definitions(retention, replicas), true, "").await?;
-    let tap = apply(ctx.tap_admin, &tap_definitions(replicas), true, "TAP:").await?;
-    report.items.extend(tap.items);
-    Ok(report)
+    bus(admin, retention, replicas, true).await
 }
 
-/// [`check`] for both accounts (see [`ensure_bus`]).
+/// [`check`] for the whole bus (see [`ensure_bus`]); changes nothing.
 pub async fn check_bus(
-    ctx: BusContexts<'_>,
+    admin: &async_nats::Client,
     retention: &Retention,
     replicas: usize,
 ) -> Result<Report, BusConfigError> {
-    let mut report = apply(ctx.admin, &definitions(retention, replicas), false, "").await?;
-    let tap = apply(ctx.tap_admin, &tap_definitions(replicas), false, "TAP:").await?;
+    bus(admin, retention, replicas, false).await
+}
+
+async fn bus(
+    admin: &async_nats::Client,
+    retention: &Retention,
+    replicas: usize,
+    change: bool,
+) -> Result<Report, BusConfigError> {
+    let fleet = jetstream::new(admin.clone());
+    let mut report = apply(&fleet, &definitions(retention, replicas), change, "").await?;
+    let tap = apply(
+        &tap_context(admin),
+        &tap_definitions(replicas),
+        change,
+        "TAP:",
+    )
+    .await?;
     report.items.extend(tap.items);
     Ok(report)
 }

@@ -38,8 +38,6 @@ pub enum Role {
     /// Read-only external tools: live events and replay of `EVENTS`, nothing else. Lives in
     /// its own account (see [`Account`]).
     Tap,
-    /// Maintains the `TAP` account's mirror of `EVENTS` (used by `ensure`, never by a service).
-    TapAdmin,
 }
 
 /// NATS accounts. Services share `FLEET`; `tap` is isolated in `TAP`, which sees `fleet.evt.>`
@@ -53,7 +51,8 @@ pub enum Role {
 pub enum Account {
     /// The services, `admin`.
     Fleet,
-    /// `tap` and `tap-admin`.
+    /// `tap`. Its JetStream API is imported into `FLEET` (for `admin` only) under
+    /// `fleetbus-tap.API`, so `ensure` maintains the mirror with the admin connection.
     Tap,
 }
 
@@ -69,7 +68,7 @@ impl Account {
 
 impl Role {
     /// Every role, in a stable order.
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 7] = [
         Role::Ingest,
         Role::Executor,
         Role::Scheduler,
@@ -77,7 +76,6 @@ impl Role {
         Role::Web,
         Role::Admin,
         Role::Tap,
-        Role::TapAdmin,
     ];
 
     /// The user name (also the seed file stem and the connection name prefix).
@@ -90,14 +88,13 @@ impl Role {
             Role::Web => "web",
             Role::Admin => "admin",
             Role::Tap => "tap",
-            Role::TapAdmin => "tap-admin",
         }
     }
 
     /// The account the user belongs to.
     pub fn account(self) -> Account {
         match self {
-            Role::Tap | Role::TapAdmin => Account::Tap,
+            Role::Tap => Account::Tap,
             _ => Account::Fleet,
         }
     }
@@ -365,14 +362,6 @@ fn permissions(role: Role) -> Permissions {
                 .add("fleet.cmd.>")
                 .add("fleet.q.>")
                 .add("$O.>");
-        }
-        Role::TapAdmin => {
-            // Only the JetStream API of its own account: it defines the EVENTS mirror. The
-            // import subjects into FLEET are the mirror's business alone.
-            publish.add("$JS.API.>");
-            publish_deny
-                .add("fleet.>")
-                .add(format!("{}.>", crate::streams::TAP_BRIDGE_PREFIX));
         }
         Role::Admin => {}
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use fleetbus_bus_config::streams::Outcome;
-use fleetbus_bus_config::{ensure_bus, BusContexts, Retention, Role};
+use fleetbus_bus_config::{ensure_bus, Retention, Role};
 use fleetbus_testkit::NatsCluster;
 
 #[tokio::test]
@@ -17,18 +17,14 @@ async fn three_nodes_form_a_cluster_with_r3_streams() -> anyhow::Result<()> {
         "no JetStream meta leader:\n{}",
         cluster.logs()
     );
-    let admin = jetstream::new(cluster.client(Role::Admin).await);
-    let tap_admin = jetstream::new(cluster.client(Role::TapAdmin).await);
-    let ctx = || BusContexts {
-        admin: &admin,
-        tap_admin: &tap_admin,
-    };
-    let report = ensure_bus(ctx(), &Retention::default(), 3).await?;
+    let admin_client = cluster.client(Role::Admin).await;
+    let admin = jetstream::new(admin_client.clone());
+    let report = ensure_bus(&admin_client, &Retention::default(), 3).await?;
     assert!(
         report.items.iter().all(|i| i.outcome == Outcome::Created),
         "{report}"
     );
-    let again = ensure_bus(ctx(), &Retention::default(), 3).await?;
+    let again = ensure_bus(&admin_client, &Retention::default(), 3).await?;
     assert!(again.is_clean(), "{again}");
 
     let mut events = admin.get_stream("EVENTS").await?;

@@ -120,21 +120,17 @@ async fn immutable_change_is_reported_not_fixed() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn ensure_bus_adds_the_tap_mirror_and_is_idempotent() -> anyhow::Result<()> {
-    use fleetbus_bus_config::{check_bus, ensure_bus, BusContexts};
+    use fleetbus_bus_config::streams::tap_context;
+    use fleetbus_bus_config::{check_bus, ensure_bus};
     let server = NatsServer::start();
-    let admin = jetstream::new(server.client(Role::Admin).await);
-    let tap_admin = jetstream::new(server.client(Role::TapAdmin).await);
-    let ctx = || BusContexts {
-        admin: &admin,
-        tap_admin: &tap_admin,
-    };
-    let first = ensure_bus(ctx(), &Retention::default(), 1).await?;
+    let admin = server.client(Role::Admin).await;
+    let first = ensure_bus(&admin, &Retention::default(), 1).await?;
     assert_eq!(
         first.item("TAP:EVENTS").map(|i| i.outcome),
         Some(Outcome::Created),
         "{first}"
     );
-    let second = ensure_bus(ctx(), &Retention::default(), 1).await?;
+    let second = ensure_bus(&admin, &Retention::default(), 1).await?;
     assert!(second.is_clean(), "{second}");
 
     // The mirror follows EVENTS with the same sequence numbers.
@@ -146,7 +142,7 @@ async fn ensure_bus_adds_the_tap_mirror_and_is_idempotent() -> anyhow::Result<()
             .await?;
     }
     assert!(server.wait_tap_mirror().await, "mirror did not catch up");
-    let mirror = tap_admin
+    let mirror = tap_context(&admin)
         .get_stream("EVENTS")
         .await?
         .info()
@@ -155,7 +151,7 @@ async fn ensure_bus_adds_the_tap_mirror_and_is_idempotent() -> anyhow::Result<()
         .clone();
     assert_eq!((mirror.first_sequence, mirror.last_sequence), (1, 3));
 
-    let checked = check_bus(ctx(), &Retention::default(), 1).await?;
+    let checked = check_bus(&admin, &Retention::default(), 1).await?;
     assert!(checked.is_clean(), "{checked}");
     Ok(())
 }

@@ -181,6 +181,14 @@ async fn publish_matrix() -> anyhow::Result<()> {
         (Role::Tap, "fleet.q.status", Denied),
         (Role::Tap, "fleet.out.job.j1", Denied),
         (Role::Tap, "$JS.API.STREAM.DELETE.EVENTS", Denied),
+        // The account bridges: only the mirror and admin may use them.
+        (
+            Role::Tap,
+            "fleetbus-bridge.API.CONSUMER.CREATE.EVENTS",
+            Denied,
+        ),
+        (Role::Web, "fleetbus-tap.API.STREAM.DELETE.EVENTS", Denied),
+        (Role::Ingest, "fleetbus-tap.API.STREAM.INFO.EVENTS", Denied),
     ];
     let mut failures = Vec::new();
     for role in Role::ALL {

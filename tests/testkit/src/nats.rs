@@ -259,16 +259,11 @@ impl NatsServer {
         connect_with_errors(&self.nats_config(role)).await
     }
 
-    /// Apply bus-config's definitions (default retention, R1): the fleet's streams and
-    /// consumers as `admin`, the `TAP` account's `EVENTS` mirror as `tap-admin`.
+    /// Apply bus-config's definitions (default retention, R1) as `admin`: the fleet's
+    /// streams and consumers and the `TAP` account's `EVENTS` mirror.
     pub async fn ensure_streams(&self) -> Report {
-        let admin = async_nats::jetstream::new(self.client(Role::Admin).await);
-        let tap_admin = async_nats::jetstream::new(self.client(Role::TapAdmin).await);
-        let ctx = fleetbus_bus_config::BusContexts {
-            admin: &admin,
-            tap_admin: &tap_admin,
-        };
-        fleetbus_bus_config::ensure_bus(ctx, &Retention::default(), 1)
+        let admin = self.client(Role::Admin).await;
+        fleetbus_bus_config::ensure_bus(&admin, &Retention::default(), 1)
             .await
             .unwrap_or_else(|e| panic!("ensure streams: {e}\n{}", self.log()))
     }
@@ -276,8 +271,9 @@ impl NatsServer {
     /// Wait (max 10 s) until the `TAP` account's mirror of `EVENTS` has caught up with the
     /// fleet's `EVENTS` (same last sequence). Tap replays see events only after that.
     pub async fn wait_tap_mirror(&self) -> bool {
-        let admin = async_nats::jetstream::new(self.client(Role::Admin).await);
-        let tap_admin = async_nats::jetstream::new(self.client(Role::TapAdmin).await);
+        let client = self.client(Role::Admin).await;
+        let admin = async_nats::jetstream::new(client.clone());
+        let tap_admin = fleetbus_bus_config::streams::tap_context(&client);
         crate::wait_for(
             || {
                 let (admin, tap_admin) = (admin.clone(), tap_admin.clone());
