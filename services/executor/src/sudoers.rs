@@ -110,7 +110,9 @@ mod tests {
         };
         let s = for_host("h", "fleet", &[spec], &[]).unwrap();
         assert!(s.contains("fleet ALL=(root) NOPASSWD: /usr/bin/sv status /srv/h/sv/web\n"));
-        assert!(s.contains("fleet ALL=(root) NOPASSWD: /usr/bin/sv restart /srv/h/sv/web\n"));
+        assert!(
+            s.contains("fleet ALL=(root) NOPASSWD: /usr/bin/sv -w 10 -v restart /srv/h/sv/web\n")
+        );
         assert!(!s.contains("NOPASSWD: ALL"));
         // Logs of runit services are read without privilege.
         assert_eq!(s.matches("NOPASSWD").count(), 2);

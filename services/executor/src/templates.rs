@@ -145,9 +145,9 @@ pub fn action_command(
         },
         ServiceManager::Runit => match action {
             ServiceAction::Status => RemoteCommand::sudo(format!("{SV} status {unit}")),
-            ServiceAction::Start => RemoteCommand::sudo(format!("{SV} up {unit}")),
-            ServiceAction::Stop => RemoteCommand::sudo(format!("{SV} down {unit}")),
-            ServiceAction::Restart => RemoteCommand::sudo(format!("{SV} restart {unit}")),
+            ServiceAction::Start => RemoteCommand::sudo(format!("{SV} -w 10 -v up {unit}")),
+            ServiceAction::Stop => RemoteCommand::sudo(format!("{SV} -w 10 -v down {unit}")),
+            ServiceAction::Restart => RemoteCommand::sudo(format!("{SV} -w 10 -v restart {unit}")),
             ServiceAction::Reload => RemoteCommand::sudo(format!("{SV} hup {unit}")),
             // runit starts a service at boot unless its dir holds a `down` file.
             ServiceAction::Enable => RemoteCommand::sudo(format!(
@@ -250,7 +250,7 @@ mod tests {
         let s = spec(ServiceManager::Runit, "/var/lib/fleet/h2/sv/web");
         assert_eq!(
             action_command(&s, ServiceAction::Stop, None).unwrap().line,
-            "sudo -n /usr/bin/sv down /var/lib/fleet/h2/sv/web"
+            "sudo -n /usr/bin/sv -w 10 -v down /var/lib/fleet/h2/sv/web"
         );
         assert_eq!(
             action_command(&s, ServiceAction::Disable, None)

@@ -516,9 +516,31 @@ impl SshPool {
         cancel: &CancellationToken,
         events: &mpsc::UnboundedSender<ExecEvent>,
     ) -> Result<ExecOutcome, ExecError> {
-        let conn = self.connection(target).await?;
+        let mut conn = self.connection(target).await?;
+        let channel = match conn.handle.channel_open_session().await {
+            Ok(c) => c,
+            // A pooled connection can be dead before the handle notices: reconnect once.
+            Err(first) if self.inner.settings.pool => {
+                debug!(host = %target.host, error = %first, "pooled connection unusable, reconnecting");
+                self.drop_slot(&target.host, &conn).await;
+                conn = self.connection(target).await?;
+                conn.handle
+                    .channel_open_session()
+                    .await
+                    .map_err(|e| ExecError::Session {
+                        addr: target.addr(),
+                        reason: format!("cannot open a channel: {e}"),
+                    })?
+            }
+            Err(e) => {
+                return Err(ExecError::Session {
+                    addr: target.addr(),
+                    reason: format!("cannot open a channel: {e}"),
+                })
+            }
+        };
         let result = self
-            .exec_on(&conn, target, line, timeout, cancel, events)
+            .exec_on(&conn, channel, target, line, timeout, cancel, events)
             .await;
         if !self.inner.settings.pool {
             let _ = conn
@@ -529,9 +551,28 @@ impl SshPool {
         result
     }
 
+    /// Forgets the pooled connection if it is still `conn`.
+    async fn drop_slot(&self, host: &HostId, conn: &Arc<Conn>) {
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .cloned();
+        if let Some(slot) = slot {
+            let mut guard = slot.lock().await;
+            if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                *guard = None;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn exec_on(
         &self,
         conn: &Conn,
+        mut channel: russh::Channel<client::Msg>,
         target: &Target,
         line: &str,
         timeout: Option<Duration>,
@@ -546,11 +587,6 @@ impl SshPool {
         let nonce = ulid::Ulid::new().to_string();
         let prefix = format!("\x1eFLEETBUS-{nonce} ");
         let wrapped = wrap(&nonce, line)?;
-        let mut channel = conn
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| session_err(format!("cannot open a channel: {e}")))?;
         channel
             .exec(true, wrapped.into_bytes())
             .await
