@@ -312,6 +312,26 @@ impl Events {
         }
     }
 
+    /// Like [`Events::wait`], but only for events that arrive from now on.
+    pub async fn wait_new(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&Envelope) -> bool,
+    ) -> anyhow::Result<Envelope> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.sub.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out waiting for {what}"))?
+                .ok_or_else(|| anyhow::anyhow!("event subscription ended"))?;
+            let env: Envelope = fleetbus_schemas::decode(&msg.payload)?;
+            self.seen.push(env.clone());
+            if pred(&env) {
+                return Ok(env);
+            }
+        }
+    }
+
     pub fn summary(&self) -> Vec<String> {
         self.seen
             .iter()
