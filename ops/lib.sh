@@ -40,7 +40,7 @@ ensure_base_packages() {
 ensure_test_venv() {
     local venv="${FLEETBUS_TEST_VENV:-$FB_ROOT/target/test-venv}"
     local stamp="$venv/.fleetbus-reqs"
-    local reqs="nats-py msgpack aiosmtpd schemathesis"
+    local reqs="nats-py nkeys msgpack aiosmtpd schemathesis"
     if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv" >&2 || { apt_ensure python3-venv && python3 -m venv "$venv" >&2; }
     fi

@@ -143,6 +143,15 @@ name_id!(
     UserName, "user name"
 );
 
+/// ULIDs from one process-wide generator: ids made in the same millisecond still increase.
+fn monotonic_ulid() -> ulid::Ulid {
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut guard = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let generator = guard.get_or_insert_with(ulid::Generator::new);
+    // Overflow needs 2^80 ids in one millisecond; fall back to a random one rather than fail.
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
+}
+
 macro_rules! ulid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -151,9 +160,9 @@ macro_rules! ulid_id {
         pub struct $name(#[schemars(with = "String")] pub ulid::Ulid);
 
         impl $name {
-            /// A fresh id (monotonic within the process, sortable by time).
+            /// A fresh id, sortable by time and strictly increasing within the process.
             pub fn new() -> Self {
-                Self(ulid::Ulid::new())
+                Self(monotonic_ulid())
             }
             /// The id as 16 bytes, for compact keys.
             pub fn to_bytes(self) -> [u8; 16] {
@@ -283,6 +292,12 @@ mod tests {
         assert_eq!(key.to_string(), "web-1:nginx");
         assert!("web-1".parse::<ServiceKey>().is_err());
         assert!("web-1:ng.inx".parse::<ServiceKey>().is_err());
+    }
+
+    #[test]
+    fn ids_made_in_a_burst_strictly_increase() {
+        let ids: Vec<EventId> = (0..10_000).map(|_| EventId::new()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
