@@ -356,8 +356,18 @@ pub async fn sync(config: &AgentConfig, client: &ManagedClient) -> Result<SyncOu
     let mut outcome = SyncOutcome::default();
     match client.fetch(state.etag.as_deref()).await? {
         None => outcome.not_modified = true,
+        Some((desired, etag)) if desired.blocked => {
+            // Limited mode: keep reporting, but change nothing on this host until unblocked.
+            if !state.blocked {
+                tracing::warn!(
+                    "this agent is blocked by fleetbus: not applying configs or instructions"
+                );
+            }
+            state.blocked = true;
+            state.etag = etag;
+        }
         Some((desired, etag)) => {
-            state.blocked = desired.blocked;
+            state.blocked = false;
             let mut all_done = true;
             let push = desired
                 .instructions

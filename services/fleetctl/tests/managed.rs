@@ -192,6 +192,14 @@ impl AgentHost {
     }
 }
 
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn paths(drift: &serde_json::Value) -> Vec<(String, String)> {
     drift["differences"]
         .as_array()
@@ -345,6 +353,34 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
     );
     let show = fleet.ctl_json(&["config", "show", "web-1"]);
     assert_eq!(show["update"]["ack"]["ok"], true, "{show}");
+
+    // Blocked: limited mode — the agent keeps reporting but changes nothing until unblocked.
+    fleet.ctl_ok(&["agent", "block", "web-1", "--reason", "maintenance"]);
+    wait_for("blocked in the registry", || {
+        fleet.ctl_json(&["agent", "ls"])["web-1"]["blocked"] == true
+    });
+    let local = host.file().replace("port = 9090", "port = 1");
+    std::fs::write(&host.managed, &local).expect("edit");
+    fleet.ctl_ok(&["config", "push", "web-1"]);
+    wait_for("push pending", || {
+        let show = fleet.ctl_json(&["config", "show", "web-1"]);
+        show["push"]["id"].is_string() && show["push"]["ack"].is_null() && show["blocked"] == true
+    });
+    host.once();
+    assert_eq!(host.file(), local, "a blocked agent must not apply");
+    let show = fleet.ctl_json(&["config", "show", "web-1"]);
+    assert!(show["push"]["ack"].is_null(), "{show}");
+    assert_eq!(show["drift"]["state"], "drifted", "{show}");
+    fleet.ctl_ok(&["agent", "unblock", "web-1"]);
+    wait_for("unblocked", || {
+        fleet.ctl_json(&["agent", "ls"])["web-1"]["blocked"] == false
+    });
+    host.once();
+    assert!(host.file().contains("port = 9090"), "{}", host.file());
+    assert_eq!(
+        fleet.ctl_json(&["config", "show", "web-1"])["push"]["ack"]["ok"],
+        true
+    );
 
     // Malformed config files are refused before anything is sent.
     std::fs::write(work.join("bad.toml"), "port = [1,\n").expect("write");
