@@ -41,6 +41,19 @@ pub enum Outcome {
     Pending(CommandId),
 }
 
+/// True for commands that may start jobs on several hosts.
+fn fans_out(command: &Command) -> bool {
+    use fleetbus_schemas::commands::JobCommand;
+    match command {
+        Command::Job(
+            JobCommand::RunTask { targets, .. }
+            | JobCommand::RunBatch { targets, .. }
+            | JobCommand::RunVerb { targets, .. },
+        ) => targets.hosts.len() != 1 || !targets.tags.is_empty() || !targets.roles.is_empty(),
+        _ => false,
+    }
+}
+
 impl Bus {
     /// Wraps a connected client.
     pub fn new(
@@ -141,6 +154,10 @@ impl Bus {
         }
         // A command for several targets causes several events in quick succession.
         let mut events = vec![first];
+        if !fans_out(&envelope.command) {
+            hub.forget(id);
+            return Ok(Outcome::Done(events));
+        }
         let settle = tokio::time::sleep(Duration::from_millis(150));
         tokio::pin!(settle);
         loop {

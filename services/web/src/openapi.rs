@@ -46,6 +46,8 @@ fn get(summary: &str, params: Vec<Value>, responses: Value) -> Value {
 
 /// The document.
 pub fn document() -> Value {
+    let s = |t: &str| json!({"type": t});
+    let ns = |t: &str| json!({"type": t, "nullable": true});
     let service = path_param("slug", "the service as HOST:SERVICE, e.g. web-1:nginx");
     let accepted_job = ok("queued", r("Accepted"));
     let mut paths = serde_json::Map::new();
@@ -196,7 +198,7 @@ pub fn document() -> Value {
         get(
             "Server-Sent Events; the id is the log sequence, so Last-Event-ID resumes exactly",
             vec![query_param("host", "host id", json!({"type": "string"})), query_param("job", "job id", json!({"type": "string"})), query_param("last_event_id", "resume after this sequence", json!({"type": "integer", "minimum": 0}))],
-            json!({"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}),
+            json!({"200": {"description": "event stream: `event: event`, `id: <log sequence>`, `data: <JSON of the event>`", "content": {"text/event-stream": {"schema": {"type": "object", "properties": {"id": s("string"), "event": s("string"), "data": s("string"), "retry": s("integer")}}}}}}),
         ),
     );
     paths.insert(
@@ -231,8 +233,6 @@ pub fn document() -> Value {
             "200": ok("healthy", r("Health")), "503": ok("unavailable", r("Health"))}}}),
     );
 
-    let s = |t: &str| json!({"type": t});
-    let ns = |t: &str| json!({"type": t, "nullable": true});
     json!({
         "openapi": "3.0.3",
         "info": {"title": "fleetbus web API", "version": env!("CARGO_PKG_VERSION"),
