@@ -48,37 +48,41 @@ pub fn state_dir() -> PathBuf {
 }
 
 /// A token that is cancelled on SIGINT or SIGTERM: the one shutdown path of a service.
-/// Must be called inside a tokio runtime.
+/// Must be called inside a tokio runtime. The handlers are installed before this returns, so a
+/// signal that arrives right after is not lost (and does not kill the process).
 pub fn shutdown() -> CancellationToken {
+    use tokio::signal::unix::{signal, SignalKind};
     let token = CancellationToken::new();
     let on_signal = token.clone();
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
     tokio::spawn(async move {
-        wait_for_signal().await;
+        let name = match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            (Ok(mut term), Err(e)) => {
+                tracing::warn!(error = %e, "cannot listen for SIGINT; only SIGTERM stops the service");
+                term.recv().await;
+                "SIGTERM"
+            }
+            (Err(e), Ok(mut int)) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the service");
+                int.recv().await;
+                "SIGINT"
+            }
+            (Err(e), Err(_)) => {
+                // Without handlers the default action (exit) still applies to both signals.
+                tracing::error!(error = %e, "cannot install signal handlers");
+                std::future::pending::<()>().await;
+                "none"
+            }
+        };
+        tracing::info!(signal = name, "shutting down");
         on_signal.cancel();
     });
     token
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-                res = tokio::signal::ctrl_c() => match res {
-                    Ok(()) => tracing::info!(signal = "SIGINT", "shutting down"),
-                    Err(e) => tracing::error!(error = %e, "cannot wait for SIGINT; shutting down"),
-                },
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the service");
-            match tokio::signal::ctrl_c().await {
-                Ok(()) => tracing::info!(signal = "SIGINT", "shutting down"),
-                Err(e) => tracing::error!(error = %e, "cannot wait for SIGINT; shutting down"),
-            }
-        }
-    }
 }
 
 /// Log line format.
@@ -94,9 +98,15 @@ pub enum LogFormat {
 impl LogFormat {
     /// `FLEETBUS_LOG_FORMAT=json` selects JSON; anything else is text.
     pub fn from_env() -> LogFormat {
-        match std::env::var("FLEETBUS_LOG_FORMAT") {
-            Ok(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
-            _ => LogFormat::Text,
+        LogFormat::parse(&std::env::var("FLEETBUS_LOG_FORMAT").unwrap_or_default())
+    }
+
+    /// `json` (any case) is JSON, anything else text.
+    pub fn parse(value: &str) -> LogFormat {
+        if value.trim().eq_ignore_ascii_case("json") {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
         }
     }
 }
@@ -118,4 +128,17 @@ pub fn init_tracing(format: LogFormat) -> Result<(), RuntimeError> {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     res.map_err(|e| RuntimeError::Tracing(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_parses_json_case_insensitively() {
+        assert_eq!(LogFormat::parse("json"), LogFormat::Json);
+        assert_eq!(LogFormat::parse(" JSON "), LogFormat::Json);
+        assert_eq!(LogFormat::parse(""), LogFormat::Text);
+        assert_eq!(LogFormat::parse("pretty"), LogFormat::Text);
+    }
 }
