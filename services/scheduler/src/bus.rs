@@ -28,7 +28,14 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     core: Core,
     sweep: Duration,
+    /// Test failpoint: abort after this many batches of fired commands, before their events.
+    abort_after: Option<u64>,
 }
+
+/// Environment variable of the crash failpoint used by the kill-mid-slot test: the process
+/// aborts (like `kill -9`) right after publishing the N-th batch of fired commands, before
+/// the batch's `fired` events.
+pub const ABORT_AFTER_COMMANDS_ENV: &str = "FLEETBUS_SCHEDULER_TEST_ABORT_AFTER_COMMANDS";
 
 impl Scheduler {
     /// A scheduler on `client`, deciding with `core_config` at `clock`'s instants.
@@ -40,12 +47,16 @@ impl Scheduler {
     ) -> Scheduler {
         let js = jetstream::new(client.clone());
         let core = Core::new(core_config, clock.now());
+        let abort_after = std::env::var(ABORT_AFTER_COMMANDS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok());
         Scheduler {
             client,
             js,
             clock,
             core,
             sweep,
+            abort_after,
         }
     }
 
@@ -208,7 +219,7 @@ impl Scheduler {
     }
 
     /// Publishes commands (all acked first), purges output, then publishes events.
-    async fn publish(&self, out: Outputs, shutdown: &CancellationToken) {
+    async fn publish(&mut self, out: Outputs, shutdown: &CancellationToken) {
         if out.is_empty() {
             return;
         }
@@ -223,7 +234,11 @@ impl Scheduler {
                 )
             })
             .collect();
+        let had_commands = !commands.is_empty();
         self.publish_all(commands, shutdown).await;
+        if had_commands {
+            self.crash_point();
+        }
         if !out.purge_jobs.is_empty() {
             self.purge_output(&out.purge_jobs).await;
         }
@@ -239,6 +254,16 @@ impl Scheduler {
             })
             .collect();
         self.publish_all(events, shutdown).await;
+    }
+
+    fn crash_point(&mut self) {
+        if let Some(n) = self.abort_after.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                tracing::warn!("test failpoint: aborting between a slot's commands and its events");
+                std::process::abort();
+            }
+        }
     }
 
     /// Publishes with `Nats-Msg-Id`, keeping every ack in flight, retrying failures.
