@@ -438,3 +438,166 @@ pub struct DriftView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetbus_schemas::events::agent::{AgentReport, Resources};
+    use fleetbus_schemas::{Actor, HostId};
+
+    fn agent() -> AgentId {
+        AgentId::new("web-1").unwrap()
+    }
+
+    fn env(event: Event) -> Envelope {
+        Envelope::new("test", Actor::service("test"), None, event)
+    }
+
+    fn desired(version: u64, toml: &str) -> Envelope {
+        env(Event::Config(ConfigEvent::DesiredSet {
+            agent: agent(),
+            version,
+            toml: toml.into(),
+            hash: super::super::decide::text_hash(toml),
+            template: None,
+            overrides: None,
+            volatile: vec![],
+        }))
+    }
+
+    fn reported(version: Option<u64>) -> Envelope {
+        env(Event::Agent(AgentEvent::Reported(AgentReport {
+            agent: agent(),
+            host: HostId::new("web-1").unwrap(),
+            agent_version: "0.1.0".into(),
+            resources: Resources::default(),
+            services: vec![],
+            config_version: version,
+            config_hash: None,
+        })))
+    }
+
+    fn fold(events: &[Envelope]) -> Configs {
+        let mut c = Configs::default();
+        for (i, e) in events.iter().enumerate() {
+            c.apply(i as u64 + 1, e);
+        }
+        c
+    }
+
+    #[test]
+    fn pending_then_managed_then_released_keeps_counting_versions() {
+        let c = fold(&[desired(1, "a = 1\n")]);
+        assert_eq!(c.agents[&agent()].management(), Some(Management::Pending));
+        assert_eq!(c.drift(&agent()).unwrap().state, DriftState::Unknown);
+        let c = fold(&[desired(1, "a = 1\n"), reported(None)]);
+        assert_eq!(c.agents[&agent()].management(), Some(Management::Managed));
+        let released = env(Event::Config(ConfigEvent::Released { agent: agent() }));
+        let c = fold(&[
+            desired(1, "a = 1\n"),
+            reported(None),
+            desired(2, "a = 2\n"),
+            released,
+        ]);
+        let a = &c.agents[&agent()];
+        assert_eq!(a.management(), Some(Management::ReportOnly));
+        assert_eq!(
+            a.last_version, 2,
+            "the next desired config must be version 3"
+        );
+        assert_eq!(c.drift(&agent()).unwrap().state, DriftState::Unmanaged);
+        assert_eq!(fold(&[]).drift(&agent()), None);
+    }
+
+    #[test]
+    fn an_ack_settles_only_the_instruction_it_names() {
+        let issued = env(Event::Config(ConfigEvent::InstructionIssued {
+            agent: agent(),
+            instruction: Instruction::Update,
+            target: "0.2.0".into(),
+        }));
+        let ack = |request| {
+            env(Event::Config(ConfigEvent::InstructionAcknowledged {
+                agent: agent(),
+                request,
+                instruction: Instruction::Update,
+                ok: true,
+                message: "done".into(),
+            }))
+        };
+        let c = fold(&[issued.clone(), ack(EventId::new())]);
+        assert!(c.agents[&agent()].update.as_ref().unwrap().ack.is_none());
+        let c = fold(&[issued.clone(), ack(issued.id)]);
+        assert!(
+            c.agents[&agent()]
+                .update
+                .as_ref()
+                .unwrap()
+                .ack
+                .as_ref()
+                .unwrap()
+                .ok
+        );
+        assert!(c.agents[&agent()].push.is_none());
+    }
+
+    #[test]
+    fn snapshots_are_listed_oldest_first_and_deletions_remove_them() {
+        let stored = |object: &str| {
+            env(Event::Config(ConfigEvent::SnapshotStored {
+                agent: agent(),
+                object: object.into(),
+                size: 10,
+                hash: "00".repeat(32),
+            }))
+        };
+        let deleted = env(Event::Config(ConfigEvent::SnapshotDeleted {
+            agent: agent(),
+            object: "web-1/a".into(),
+        }));
+        let c = fold(&[
+            stored("web-1/a"),
+            stored("web-1/b"),
+            stored("web-1/c"),
+            deleted,
+        ]);
+        let names: Vec<&str> = c.agents[&agent()]
+            .snapshots
+            .iter()
+            .map(|s| s.object.as_str())
+            .collect();
+        assert_eq!(names, vec!["web-1/b", "web-1/c"]);
+    }
+
+    #[test]
+    fn drift_is_in_sync_only_once_the_agent_confirmed_the_version() {
+        let live = |toml: &str, version| {
+            env(Event::Config(ConfigEvent::LiveReported {
+                agent: agent(),
+                version,
+                hash: super::super::decide::text_hash(toml),
+                toml: toml.into(),
+            }))
+        };
+        let c = fold(&[
+            desired(3, "a = 1\nb = 2\n"),
+            reported(Some(2)),
+            live("b = 2\na = 1\n", Some(2)),
+        ]);
+        assert_eq!(c.drift(&agent()).unwrap().state, DriftState::Applying);
+        let c = fold(&[
+            desired(3, "a = 1\nb = 2\n"),
+            reported(Some(3)),
+            live("b = 2\na = 1\n", Some(3)),
+        ]);
+        assert_eq!(c.drift(&agent()).unwrap().state, DriftState::InSync);
+        let c = fold(&[
+            desired(3, "a = 1\n"),
+            reported(Some(3)),
+            live("a = [", Some(3)),
+        ]);
+        let d = c.drift(&agent()).unwrap();
+        assert_eq!(d.state, DriftState::Drifted);
+        assert!(d.error.unwrap().contains("live config is not valid TOML"));
+    }
+}
