@@ -467,6 +467,89 @@ pub async fn sync(config: &AgentConfig, client: &ManagedClient) -> Result<SyncOu
     Ok(outcome)
 }
 
+/// One entry of the asset manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetIn {
+    /// Name (relative path).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 (hex).
+    pub sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestIn {
+    assets: Vec<AssetIn>,
+}
+
+/// What an asset sync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AssetSync {
+    /// Files fetched.
+    pub downloaded: usize,
+    /// Files already up to date.
+    pub unchanged: usize,
+}
+
+/// True for a name that stays inside the asset directory.
+fn safe_asset_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('/')
+        && !name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        && !name.chars().any(char::is_control)
+}
+
+impl ManagedClient {
+    async fn manifest(&self) -> Result<Vec<AssetIn>, AgentError> {
+        let req = self.auth(self.http.get(format!("{}/v1/assets", self.base)));
+        let resp =
+            Self::check(req.send().await.map_err(Self::transport)?, "asset manifest").await?;
+        let m: ManifestIn = resp.json().await.map_err(|e| {
+            AgentError::Unavailable(format!("asset manifest: undecodable reply: {e}"))
+        })?;
+        Ok(m.assets)
+    }
+
+    async fn asset(&self, name: &str) -> Result<Vec<u8>, AgentError> {
+        let req = self.auth(self.http.get(format!("{}/v1/assets/{name}", self.base)));
+        let resp = Self::check(req.send().await.map_err(Self::transport)?, "asset").await?;
+        let bytes = resp.bytes().await.map_err(Self::transport)?;
+        Ok(bytes.to_vec())
+    }
+}
+
+/// Brings `dir` up to date with the asset manifest (files not in the manifest are left alone).
+pub async fn sync_assets(client: &ManagedClient, dir: &Path) -> Result<AssetSync, AgentError> {
+    let mut out = AssetSync::default();
+    for asset in client.manifest().await? {
+        if !safe_asset_name(&asset.name) {
+            tracing::warn!(name = %asset.name, "asset name would leave the asset directory; skipped");
+            continue;
+        }
+        let path = dir.join(&asset.name);
+        if let Ok(local) = tokio::fs::read(&path).await {
+            if sha256_hex(&local) == asset.sha256 {
+                out.unchanged += 1;
+                continue;
+            }
+        }
+        let bytes = client.asset(&asset.name).await?;
+        if sha256_hex(&bytes) != asset.sha256 {
+            return Err(AgentError::Unavailable(format!(
+                "asset {}: downloaded bytes do not match the manifest's SHA-256",
+                asset.name
+            )));
+        }
+        write_atomic(&path, &bytes, 0o644).await?;
+        tracing::info!(name = %asset.name, size = bytes.len(), "asset downloaded");
+        out.downloaded += 1;
+    }
+    Ok(out)
+}
+
 /// `fleetbus-agent snapshot FILE`: pushes a snapshot (`-` reads stdin).
 pub async fn snapshot(config: AgentConfig, file: PathBuf) -> Result<serde_json::Value, AgentError> {
     let bytes = if file == Path::new("-") {
@@ -570,11 +653,29 @@ pub enum ManagedCmd {
         #[arg(long, default_value = "snapshot.restored")]
         snapshot_out: PathBuf,
     },
+    /// Download the fleet's assets into a directory: only files whose SHA-256 differs from the
+    /// manifest are fetched, each checked and written atomically.
+    Assets {
+        /// The directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// Runs a managed verb, printing what it did.
 pub async fn run_cmd(config: AgentConfig, cmd: ManagedCmd) -> Result<(), AgentError> {
     match cmd {
+        ManagedCmd::Assets { dir } => {
+            let client = ManagedClient::new(&config, true)?;
+            let r = sync_assets(&client, &dir).await?;
+            println!(
+                "{} assets: {} downloaded, {} unchanged",
+                r.downloaded + r.unchanged,
+                r.downloaded,
+                r.unchanged
+            );
+            Ok(())
+        }
         ManagedCmd::Snapshot { file } => {
             let reply = snapshot(config, file).await?;
             println!(
@@ -605,5 +706,42 @@ pub async fn run_cmd(config: AgentConfig, cmd: ManagedCmd) -> Result<(), AgentEr
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_file_sits_next_to_the_managed_file_by_default() {
+        let s = ManagedSettings {
+            file: PathBuf::from("/etc/app/app.toml"),
+            state_file: None,
+            apply_command: vec![],
+            update_command: vec![],
+        };
+        assert_eq!(
+            s.state_path(),
+            PathBuf::from("/etc/app/app.toml.state.json")
+        );
+    }
+
+    #[test]
+    fn asset_names_cannot_escape_the_directory() {
+        assert!(safe_asset_name("brand/logo.png"));
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a"] {
+            assert!(!safe_asset_name(bad), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_run_without_a_shell_with_the_version_substituted() {
+        let argv = vec!["echo".to_string(), "to {version}; rm -rf /".to_string()];
+        let out = run_argv(&argv, Some("1.2.3")).await.unwrap();
+        assert_eq!(out, "to 1.2.3; rm -rf /");
+        let err = run_argv(&["false".to_string()], None).await.unwrap_err();
+        assert!(err.contains("exited"), "{err}");
+        assert!(run_argv(&[], None).await.is_err());
     }
 }

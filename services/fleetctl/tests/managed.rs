@@ -473,6 +473,28 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
         hex::encode(Sha256::digest(&logo))
     );
     assert_eq!(ls["assets"][0]["content_type"], "image/png");
+    // The agent downloads it, and only once.
+    let assets_dir = work.join("assets");
+    let o = host.run(
+        &["assets", "--dir", assets_dir.to_str().unwrap_or_default()],
+        &[],
+    );
+    assert!(o.status.success(), "assets: {}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("1 downloaded"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(std::fs::read(assets_dir.join("brand/logo.png")).expect("downloaded") == logo);
+    let o = host.run(
+        &["assets", "--dir", assets_dir.to_str().unwrap_or_default()],
+        &[],
+    );
+    assert!(
+        text(&o.stdout).contains("0 downloaded, 1 unchanged"),
+        "{}",
+        text(&o.stdout)
+    );
     fleet.ctl_ok(&["asset", "rm", "brand/logo.png"]);
     assert_eq!(
         fleet.ctl_json(&["asset", "ls"])["assets"],
