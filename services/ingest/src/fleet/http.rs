@@ -305,8 +305,20 @@ impl FleetState {
             })?;
         let hash = hex::encode(Sha256::digest(key.as_bytes()));
         let state = self.shared.read_state();
+        let agents = &state.projections.registry.agents;
+        // Fast path: the key of the agent named in the path.
+        if let Some(agent) = expected {
+            if agents
+                .get(agent)
+                .and_then(|a| a.key_hash.as_deref())
+                .is_some_and(|k| ct_eq(k, &hash))
+            {
+                return Ok(agent.clone());
+            }
+        }
+        // Slow path: whose key is it? (So the answer can say why it is refused.)
         let mut owner = None;
-        for (id, record) in &state.projections.registry.agents {
+        for (id, record) in agents {
             if record.key_hash.as_deref().is_some_and(|k| ct_eq(k, &hash)) {
                 owner = Some(id.clone());
             }
