@@ -21,7 +21,9 @@ use fleetbus_schemas::commands::JobCommand;
 use fleetbus_schemas::events::host::HostKeyPolicy;
 use fleetbus_schemas::events::job::{JobEvent, OutputChunk};
 use fleetbus_schemas::events::service::{ServiceAction, ServiceManager};
-use fleetbus_schemas::{Actor, Command as BusCommand, CommandEnvelope, Envelope, Event, HostId, UserRole};
+use fleetbus_schemas::{
+    Actor, Command as BusCommand, CommandEnvelope, Envelope, Event, HostId, UserRole,
+};
 use fleetbus_testkit::sshd::{KeyPair, Sshd, SshdOptions};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -38,7 +40,12 @@ struct BenchHost {
 
 impl Drop for BenchHost {
     fn drop(&mut self) {
-        let _ = Command::new("sv").args(["-w", "2", "force-shutdown"]).args(&self.dirs).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = Command::new("sv")
+            .args(["-w", "2", "force-shutdown"])
+            .args(&self.dirs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.runsvdir.kill();
         let _ = self.runsvdir.wait();
     }
@@ -57,7 +64,10 @@ fn runit_tree(root: &Path, n: usize) -> anyhow::Result<(Vec<String>, std::proces
     for s in 0..SERVICES_PER_HOST {
         let dir = root.join(format!("svc{s}"));
         std::fs::create_dir_all(dir.join("supervise"))?;
-        std::fs::write(dir.join("run"), format!("#!/bin/sh\nexec sleep 100{n}{s}\n"))?;
+        std::fs::write(
+            dir.join("run"),
+            format!("#!/bin/sh\nexec sleep 100{n}{s}\n"),
+        )?;
         sh(&format!(
             "chmod 755 {d}/run && mkfifo -m 600 {d}/supervise/ok {d}/supervise/control && chown -R fleet {d}/supervise && chmod 755 {d} {r}",
             d = dir.display(),
@@ -65,7 +75,12 @@ fn runit_tree(root: &Path, n: usize) -> anyhow::Result<(Vec<String>, std::proces
         ))?;
         dirs.push(dir.display().to_string());
     }
-    let child = Command::new("runsvdir").arg(root).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let child = Command::new("runsvdir")
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     Ok((dirs, child))
 }
 
@@ -82,18 +97,39 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    let work = tempfile::Builder::new().prefix("fleetbus-bench-").tempdir()?;
-    std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let work = tempfile::Builder::new()
+        .prefix("fleetbus-bench-")
+        .tempdir()?;
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     let key = KeyPair::generate(&work.path().join("client_ed25519"), "fleetbus-bench")?;
-    eprintln!("starting {HOSTS} sshd hosts with {} runit services…", HOSTS * SERVICES_PER_HOST);
+    eprintln!(
+        "starting {HOSTS} sshd hosts with {} runit services…",
+        HOSTS * SERVICES_PER_HOST
+    );
     let mut hosts = Vec::new();
     for i in 0..HOSTS {
         let ip = Ipv4Addr::new(127, 0, 2, (i + 1) as u8);
-        let sshd = Sshd::start(ip, SshdOptions { authorized_key: Some(key.public.clone()), ..SshdOptions::default() })?;
+        let sshd = Sshd::start(
+            ip,
+            SshdOptions {
+                authorized_key: Some(key.public.clone()),
+                ..SshdOptions::default()
+            },
+        )?;
         let root = work.path().join(format!("h{i}"));
         let (dirs, runsvdir) = runit_tree(&root, i)?;
-        hosts.push(BenchHost { sshd, dirs, runsvdir });
+        hosts.push(BenchHost {
+            sshd,
+            dirs,
+            runsvdir,
+        });
     }
     // Let runsv bring everything up.
     for h in &hosts {
@@ -106,14 +142,20 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let jobs: Vec<(usize, String)> = hosts.iter().enumerate().flat_map(|(i, h)| h.dirs.iter().map(move |d| (i, d.clone()))).collect();
+    let jobs: Vec<(usize, String)> = hosts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, h)| h.dirs.iter().map(move |d| (i, d.clone())))
+        .collect();
     let mut results: Vec<(String, Vec<Duration>)> = Vec::new();
 
     // (a) OpenSSH + xargs -P 50
     let list = work.path().join("ssh-jobs.txt");
     std::fs::write(
         &list,
-        jobs.iter().map(|(i, d)| format!("{} {} {d}\n", hosts[*i].sshd.port(), hosts[*i].sshd.ip())).collect::<String>(),
+        jobs.iter()
+            .map(|(i, d)| format!("{} {} {d}\n", hosts[*i].sshd.port(), hosts[*i].sshd.ip()))
+            .collect::<String>(),
     )?;
     let ssh_cmd = format!(
         "xargs -P 50 -L 1 sh -c 'ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -i {} -p \"$0\" fleet@\"$1\" sv status \"$2\"' < {} > {}/ssh.out",
@@ -128,17 +170,32 @@ async fn main() -> anyhow::Result<()> {
         times.push(t.elapsed());
     }
     let out = std::fs::read_to_string(work.path().join("ssh.out"))?;
-    anyhow::ensure!(out.lines().filter(|l| l.starts_with("run:")).count() == jobs.len(), "ssh baseline did not get {} statuses:\n{out}", jobs.len());
+    anyhow::ensure!(
+        out.lines().filter(|l| l.starts_with("run:")).count() == jobs.len(),
+        "ssh baseline did not get {} statuses:\n{out}",
+        jobs.len()
+    );
     results.push(("OpenSSH ssh + xargs -P 50 (cold)".into(), times));
 
     // (b) ansible -f 50 -m raw, if available
     let ansible = std::env::var("ANSIBLE").unwrap_or_else(|_| "ansible".into());
-    if Command::new(&ansible).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false) {
+    if Command::new(&ansible)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
         let inv = work.path().join("inventory.ini");
         let mut text = String::from("[bench]\n");
         for (n, (i, d)) in jobs.iter().enumerate() {
             let h = &hosts[*i].sshd;
-            text.push_str(&format!("s{n} ansible_host={} ansible_port={} svc={d}\n", h.ip(), h.port()));
+            text.push_str(&format!(
+                "s{n} ansible_host={} ansible_port={} svc={d}\n",
+                h.ip(),
+                h.port()
+            ));
         }
         text.push_str(&format!(
             "[bench:vars]\nansible_user=fleet\nansible_ssh_private_key_file={}\nansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\nansible_python_interpreter=/usr/bin/python3\n",
@@ -188,7 +245,14 @@ async fn main() -> anyhow::Result<()> {
                 let target = targets[i].clone();
                 set.spawn(async move {
                     let (tx, _rx) = mpsc::unbounded_channel();
-                    pool.exec(&target, &format!("sv status {d}"), Some(Duration::from_secs(60)), &CancellationToken::new(), &tx).await
+                    pool.exec(
+                        &target,
+                        &format!("sv status {d}"),
+                        Some(Duration::from_secs(60)),
+                        &CancellationToken::new(),
+                        &tx,
+                    )
+                    .await
                 });
             }
             let mut ok = 0;
@@ -208,18 +272,33 @@ async fn main() -> anyhow::Result<()> {
         s.pool = false;
         let pool = SshPool::new(s, Arc::new(KnownHosts::in_memory()), tx)?;
         let (d, ok) = fan(pool).await;
-        anyhow::ensure!(ok == jobs.len(), "cold: only {ok} of {} succeeded", jobs.len());
+        anyhow::ensure!(
+            ok == jobs.len(),
+            "cold: only {ok} of {} succeeded",
+            jobs.len()
+        );
         times.push(d);
     }
-    results.push(("fleetbus SSH layer, cold (new connection each)".into(), times));
+    results.push((
+        "fleetbus SSH layer, cold (new connection each)".into(),
+        times,
+    ));
     // (d) warm
     let (tx, _rx) = mpsc::unbounded_channel();
-    let pool = SshPool::new(SshSettings::new(&key.private), Arc::new(KnownHosts::in_memory()), tx)?;
+    let pool = SshPool::new(
+        SshSettings::new(&key.private),
+        Arc::new(KnownHosts::in_memory()),
+        tx,
+    )?;
     let _ = fan(pool.clone()).await; // connect
     let mut times = Vec::new();
     for _ in 0..rounds {
         let (d, ok) = fan(pool.clone()).await;
-        anyhow::ensure!(ok == jobs.len(), "warm: only {ok} of {} succeeded", jobs.len());
+        anyhow::ensure!(
+            ok == jobs.len(),
+            "warm: only {ok} of {} succeeded",
+            jobs.len()
+        );
         times.push(d);
     }
     results.push(("fleetbus SSH layer, warm (pooled)".into(), times));
@@ -279,12 +358,16 @@ async fn main() -> anyhow::Result<()> {
             // Ad-hoc `sv status` (no sudo), so (e) runs the same command as (a)–(d).
             let env = CommandEnvelope::new(
                 admin.clone(),
-                BusCommand::Job(JobCommand::RunAdhoc { host: targets[*i].host.clone(), command: format!("sv status {d} # {round}.{n}") }),
+                BusCommand::Job(JobCommand::RunAdhoc {
+                    host: targets[*i].host.clone(),
+                    command: format!("sv status {d} # {round}.{n}"),
+                }),
             );
             let mut h = async_nats::HeaderMap::new();
             h.insert("Nats-Msg-Id", env.id.to_string().as_str());
             sent.insert(env.id, Instant::now());
-            js.publish_with_headers(env.subject(), h, fleetbus_schemas::encode(&env)?.into()).await?;
+            js.publish_with_headers(env.subject(), h, fleetbus_schemas::encode(&env)?.into())
+                .await?;
         }
         let mut job_cmd = HashMap::new();
         let mut first: HashMap<fleetbus_schemas::JobId, Instant> = HashMap::new();
@@ -313,7 +396,12 @@ async fn main() -> anyhow::Result<()> {
         // Chunks may arrive before the Scheduled event is read; pair them up afterwards.
         let lat: Vec<Duration> = first
             .iter()
-            .filter_map(|(job, t)| job_cmd.get(job).and_then(|c| sent.get(c)).map(|s| t.saturating_duration_since(*s)))
+            .filter_map(|(job, t)| {
+                job_cmd
+                    .get(job)
+                    .and_then(|c| sent.get(c))
+                    .map(|s| t.saturating_duration_since(*s))
+            })
             .collect();
         if round > 0 {
             e2e_total.push(total);
@@ -322,11 +410,17 @@ async fn main() -> anyhow::Result<()> {
     }
     token.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(20), exec).await;
-    results.push(("fleetbus end to end via NATS, warm (100 jobs)".into(), e2e_total));
+    results.push((
+        "fleetbus end to end via NATS, warm (100 jobs)".into(),
+        e2e_total,
+    ));
 
     // The table.
     let baseline = results[0].1.iter().copied().min().unwrap_or(Duration::ZERO);
-    let ansible_best = results.iter().find(|r| r.0.starts_with("ansible")).and_then(|r| r.1.iter().copied().min());
+    let ansible_best = results
+        .iter()
+        .find(|r| r.0.starts_with("ansible"))
+        .and_then(|r| r.1.iter().copied().min());
     println!();
     println!("Status of {} runit services on {HOSTS} loopback sshd hosts, best of {rounds} rounds ({} cores)", jobs.len(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!();
@@ -336,7 +430,13 @@ async fn main() -> anyhow::Result<()> {
         let mut s = t.clone();
         s.sort();
         let best = s.first().copied().unwrap_or(Duration::ZERO);
-        let ratio = |b: Duration| if best.is_zero() { "-".to_string() } else { format!("{:.1}×", b.as_secs_f64() / best.as_secs_f64()) };
+        let ratio = |b: Duration| {
+            if best.is_zero() {
+                "-".to_string()
+            } else {
+                format!("{:.1}×", b.as_secs_f64() / best.as_secs_f64())
+            }
+        };
         println!(
             "| {name} | {} | {} | {} | {} |",
             ms(best),
@@ -359,4 +459,3 @@ async fn main() -> anyhow::Result<()> {
     drop(hosts);
     Ok(())
 }
-

@@ -78,6 +78,55 @@ fn initial_inventory(config: &Config, cache: &std::path::Path) -> Inventory {
     inv
 }
 
+/// Replays the followed subjects from the `EVENTS` stream, in log order. Needs read access to
+/// `EVENTS`; without it (the default `executor` permissions) this fails within a few seconds
+/// and the caller keeps the cached inventory.
+async fn replay(js: &jetstream::Context) -> Result<Vec<Envelope>, ExecError> {
+    use jetstream::consumer;
+    let stream = js
+        .get_stream(subjects::EVENTS_STREAM)
+        .await
+        .map_err(bus_err)?;
+    let mut all: Vec<(u64, Envelope)> = Vec::new();
+    for filter in FOLLOWED {
+        let c = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: filter.to_string(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(bus_err)?;
+        let mut left = c.cached_info().num_pending as usize;
+        while left > 0 {
+            let batch = left.min(1000);
+            let mut msgs = c
+                .fetch()
+                .max_messages(batch)
+                .messages()
+                .await
+                .map_err(bus_err)?;
+            let mut got = 0;
+            while let Some(m) = msgs.next().await {
+                let m = m.map_err(bus_err)?;
+                got += 1;
+                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                if let Ok(env) = fleetbus_schemas::decode::<Envelope>(&m.payload) {
+                    all.push((seq, env));
+                }
+            }
+            if got == 0 {
+                break;
+            }
+            left = left.saturating_sub(got);
+        }
+    }
+    all.sort_by_key(|(seq, _)| *seq);
+    Ok(all.into_iter().map(|(_, e)| e).collect())
+}
+
 /// Runs the executor until `shutdown` is cancelled, then drains running jobs (up to 10 s, then
 /// cancels them) and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ExecError> {
@@ -137,6 +186,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
         inventory,
         save,
     );
+    match tokio::time::timeout(Duration::from_secs(3), replay(&js)).await {
+        Ok(Ok(events)) => {
+            info!(events = events.len(), "inventory replayed from EVENTS");
+            for e in &events {
+                engine.apply_event(&e.event).await;
+            }
+        }
+        Ok(Err(e)) => info!(error = %e, "no EVENTS replay; using the cached inventory"),
+        Err(_) => info!("no EVENTS replay (no answer); using the cached inventory"),
+    }
     let me = Actor::service(bus::SOURCE);
     bus.event(
         &me,

@@ -10,7 +10,7 @@ use clap::Parser;
 #[command(about = "fleetbus executor: runs jobs on remote hosts over SSH")]
 struct Args {
     /// Config file (TOML); FLEETBUS_EXECUTOR__* variables override it.
-    #[arg(long, env = "FLEETBUS_EXECUTOR_CONFIG")]
+    #[arg(long, global = true, env = "FLEETBUS_EXECUTOR_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
