@@ -283,3 +283,134 @@ impl WebFold {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetbus_schemas::events::schedule::{MissedPolicy, ScheduleAction};
+    use fleetbus_schemas::Actor;
+
+    fn env(event: Event) -> Envelope {
+        Envelope::new("test", Actor::service("executor"), None, event)
+    }
+
+    #[test]
+    fn given_a_job_lifecycle_when_folded_then_the_record_follows_it() {
+        let mut fold = WebFold::default();
+        let job = JobId::new();
+        let host: HostId = "web-1".parse().expect("id");
+        let outcome = JobOutcome {
+            exit_code: Some(3),
+            duration_ms: 1500,
+            run_type: RunType::Batch,
+            output_bytes: 10,
+            tail: "boom\n".into(),
+        };
+        let events = [
+            JobEvent::Scheduled {
+                job,
+                host: host.clone(),
+                run_type: RunType::Batch,
+                summary: "batch".into(),
+                queue_position: 0,
+                request: JobRequest::Batch {
+                    script: "false".into(),
+                },
+                idempotent: false,
+            },
+            JobEvent::Started { job, host },
+            JobEvent::Progress {
+                job,
+                step: 2,
+                total: 3,
+                message: "false".into(),
+            },
+            JobEvent::Failed {
+                job,
+                outcome,
+                failed_step: Some(2),
+                reason: "step 2 exited 3".into(),
+            },
+        ];
+        for (i, e) in events.into_iter().enumerate() {
+            fold.apply(i as u64 + 1, &env(Event::Job(e)));
+            if i == 1 {
+                assert_eq!(fold.jobs[&job].phase, JobPhase::Running);
+            }
+        }
+        let r = &fold.jobs[&job];
+        assert_eq!(r.phase, JobPhase::Failed);
+        assert_eq!(r.step, Some((2, 3, "false".into())));
+        assert_eq!(r.outcome.as_ref().and_then(|o| o.exit_code), Some(3));
+        assert_eq!(r.reason.as_deref(), Some("step 2 exited 3"));
+        assert!(r.finished_at.is_some());
+        // Events for unknown jobs change nothing.
+        fold.apply(
+            9,
+            &env(Event::Job(JobEvent::Started {
+                job: JobId::new(),
+                host: "x".parse().expect("id"),
+            })),
+        );
+        assert_eq!(fold.jobs.len(), 1);
+    }
+
+    #[test]
+    fn given_schedule_and_task_events_when_folded_then_state_tracks_them() {
+        let mut fold = WebFold::default();
+        let spec = ScheduleSpec {
+            schedule: "poll".parse().expect("id"),
+            cron: "0 * * * * *".into(),
+            time_zone: "UTC".into(),
+            action: ScheduleAction::PollStatus {
+                targets: Default::default(),
+            },
+            missed: MissedPolicy::Skip,
+        };
+        let id = spec.schedule.clone();
+        fold.apply(
+            1,
+            &env(Event::Schedule(ScheduleEvent::Created(spec.clone()))),
+        );
+        fold.apply(
+            2,
+            &env(Event::Schedule(ScheduleEvent::Paused {
+                schedule: id.clone(),
+            })),
+        );
+        fold.apply(3, &env(Event::Schedule(ScheduleEvent::Updated(spec))));
+        assert!(fold.schedules[&id].paused, "an update keeps the pause");
+        fold.apply(
+            4,
+            &env(Event::Schedule(ScheduleEvent::Resumed {
+                schedule: id.clone(),
+            })),
+        );
+        assert!(!fold.schedules[&id].paused);
+        fold.apply(
+            5,
+            &env(Event::Schedule(ScheduleEvent::Deleted {
+                schedule: id.clone(),
+            })),
+        );
+        assert!(fold.schedules.is_empty());
+
+        let task = TaskSpec {
+            task: "t".parse().expect("id"),
+            description: String::new(),
+            template: "uptime".into(),
+            params: vec![],
+            sudo: false,
+            idempotent: true,
+            nice: None,
+            ionice_class: None,
+        };
+        fold.apply(6, &env(Event::Job(JobEvent::TaskSaved(task.clone()))));
+        assert_eq!(fold.tasks.len(), 1);
+        fold.apply(
+            7,
+            &env(Event::Job(JobEvent::TaskDeleted { task: task.task })),
+        );
+        assert!(fold.tasks.is_empty());
+    }
+}
