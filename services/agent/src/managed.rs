@@ -38,6 +38,9 @@ pub struct ManagedSettings {
     /// Run to update the agent; `{version}` is replaced by the target version (argv, no shell).
     #[serde(default)]
     pub update_command: Vec<String>,
+    /// Files a collected snapshot carries (secrets and manifests the host needs to be rebuilt).
+    #[serde(default)]
+    pub snapshot_paths: Vec<PathBuf>,
 }
 
 impl ManagedSettings {
@@ -551,15 +554,13 @@ pub async fn sync_assets(client: &ManagedClient, dir: &Path) -> Result<AssetSync
 }
 
 /// `fleetbus-agent snapshot FILE`: pushes a snapshot (`-` reads stdin).
-pub async fn snapshot(config: AgentConfig, file: PathBuf) -> Result<serde_json::Value, AgentError> {
-    let bytes = if file == Path::new("-") {
-        let mut buf = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut buf)
-            .await
-            .map_err(|e| io_err(&file, e))?;
-        buf
-    } else {
-        tokio::fs::read(&file).await.map_err(|e| io_err(&file, e))?
+pub async fn snapshot(
+    config: AgentConfig,
+    file: Option<PathBuf>,
+) -> Result<serde_json::Value, AgentError> {
+    let bytes = match file {
+        Some(file) => read_snapshot_file(&file).await?,
+        None => collect_snapshot(&config).await?,
     };
     let client = ManagedClient::new(&config, true)?;
     let reply = client.push_snapshot(bytes.clone()).await?;
@@ -569,6 +570,104 @@ pub async fn snapshot(config: AgentConfig, file: PathBuf) -> Result<serde_json::
         ));
     }
     Ok(reply)
+}
+
+/// The format tag of a collected snapshot.
+pub const SNAPSHOT_FORMAT: &str = "fleetbus-snapshot/1";
+
+/// A collected snapshot: what a fresh host needs to become this agent again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotBundle {
+    /// [`SNAPSHOT_FORMAT`].
+    pub format: String,
+    /// The agent.
+    pub agent: String,
+    /// Its host.
+    pub host: String,
+    /// When it was taken (RFC 3339).
+    pub time: String,
+    /// Mounted file systems (`/proc/mounts`).
+    pub mounts: String,
+    /// Files by absolute path, base64.
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// Collects the managed file, the disk layout and every `snapshot_paths` file into a bundle.
+pub async fn collect_snapshot(config: &AgentConfig) -> Result<Vec<u8>, AgentError> {
+    let settings = config.managed.as_ref().ok_or_else(|| {
+        AgentError::Usage("a collected snapshot needs a [managed] section; or pass a FILE".into())
+    })?;
+    let mut files = std::collections::BTreeMap::new();
+    let paths = std::iter::once(&settings.file).chain(&settings.snapshot_paths);
+    for path in paths {
+        match tokio::fs::read(path).await {
+            Ok(b) => {
+                files.insert(
+                    path.display().to_string(),
+                    base64::engine::general_purpose::STANDARD.encode(b),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "snapshot path not readable; left out")
+            }
+        }
+    }
+    let mounts = tokio::fs::read_to_string(config.proc_root.join("mounts"))
+        .await
+        .unwrap_or_default();
+    let bundle = SnapshotBundle {
+        format: SNAPSHOT_FORMAT.into(),
+        agent: config.agent.to_string(),
+        host: config.host.to_string(),
+        time: chrono::Utc::now().to_rfc3339(),
+        mounts,
+        files,
+    };
+    serde_json::to_vec_pretty(&bundle)
+        .map_err(|e| AgentError::Usage(format!("cannot encode the snapshot: {e}")))
+}
+
+/// Writes the files of a collected snapshot under `root` (`/etc/x` → `<root>/etc/x`, mode 0600).
+pub async fn unpack_snapshot(bytes: &[u8], root: &Path) -> Result<Vec<PathBuf>, AgentError> {
+    let bundle: SnapshotBundle = serde_json::from_slice(bytes)
+        .ok()
+        .filter(|b: &SnapshotBundle| b.format == SNAPSHOT_FORMAT)
+        .ok_or_else(|| {
+            AgentError::Usage(
+                "the snapshot is not a collected fleetbus snapshot; it was written as is".into(),
+            )
+        })?;
+    let mut written = Vec::new();
+    for (path, data) in &bundle.files {
+        let rel = Path::new(path.trim_start_matches('/'));
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            tracing::warn!(%path, "snapshot path would leave the target; skipped");
+            continue;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| AgentError::Usage(format!("snapshot file {path}: not base64: {e}")))?;
+        let target = root.join(rel);
+        write_atomic(&target, &bytes, 0o600).await?;
+        written.push(target);
+    }
+    Ok(written)
+}
+
+async fn read_snapshot_file(file: &Path) -> Result<Vec<u8>, AgentError> {
+    let bytes = if file == Path::new("-") {
+        let mut buf = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut buf)
+            .await
+            .map_err(|e| io_err(&file, e))?;
+        buf
+    } else {
+        tokio::fs::read(file).await.map_err(|e| io_err(file, e))?
+    };
+    Ok(bytes)
 }
 
 /// What `restore` wrote.
@@ -640,8 +739,9 @@ pub async fn restore(
 pub enum ManagedCmd {
     /// Push a disaster-recovery snapshot (a file, or `-` for stdin); stored encrypted by fleetbus.
     Snapshot {
-        /// The snapshot file.
-        file: PathBuf,
+        /// The snapshot file; without it, the agent collects one: the managed file, the
+        /// `snapshot_paths` files and the disk layout.
+        file: Option<PathBuf>,
     },
     /// Rebuild this host's agent state from fleetbus: desired config + latest snapshot.
     Restore {
@@ -652,6 +752,10 @@ pub enum ManagedCmd {
         /// Where to write the snapshot (mode 0600).
         #[arg(long, default_value = "snapshot.restored")]
         snapshot_out: PathBuf,
+        /// Also write the files of a collected snapshot under this directory (`/` puts them
+        /// back in place).
+        #[arg(long)]
+        unpack_to: Option<PathBuf>,
     },
     /// Download the fleet's assets into a directory: only files whose SHA-256 differs from the
     /// manifest are fetched, each checked and written atomically.
@@ -692,8 +796,15 @@ pub async fn run_cmd(config: AgentConfig, cmd: ManagedCmd) -> Result<(), AgentEr
         ManagedCmd::Restore {
             passphrase,
             snapshot_out,
+            unpack_to,
         } => {
             let r = restore(config, &passphrase, snapshot_out).await?;
+            if let (Some(root), Some((path, _))) = (&unpack_to, &r.snapshot) {
+                let bytes = tokio::fs::read(path).await.map_err(|e| io_err(path, e))?;
+                for f in unpack_snapshot(&bytes, root).await? {
+                    println!("restored {}", f.display());
+                }
+            }
             match &r.config {
                 Some((path, v)) => println!("config version {v} written to {}", path.display()),
                 None => println!("no managed config in the bundle"),
@@ -720,6 +831,7 @@ mod tests {
             state_file: None,
             apply_command: vec![],
             update_command: vec![],
+            snapshot_paths: vec![],
         };
         assert_eq!(
             s.state_path(),

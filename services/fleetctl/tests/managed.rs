@@ -157,11 +157,13 @@ impl AgentHost {
         let text = format!(
             "version = 1\ningest_url = \"http://{http}\"\nagent = \"web-1\"\nhost = \"web-1\"\n\
              key_file = \"{}\"\nbuffer_dir = \"{}\"\nrequest_timeout_secs = 5\n\
-             [managed]\nfile = \"{}\"\nupdate_command = [\"/bin/sh\", \"-c\", \"echo {{version}} > {}\"]\n",
+             [managed]\nfile = \"{}\"\nupdate_command = [\"/bin/sh\", \"-c\", \"echo {{version}} > {}\"]\n\
+             snapshot_paths = [\"{}\"]\n",
             key_file.display(),
             dir.path().join("buffer").display(),
             managed.display(),
             updated.display(),
+            dir.path().join("secret.env").display(),
         );
         std::fs::write(&conf, text).expect("write agent config");
         AgentHost { dir, conf, managed }
@@ -454,6 +456,54 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
         fleet.ctl_json(&["config", "show", "web-1"])["desired"]["toml"]
             .as_str()
             .unwrap_or_default()
+    );
+
+    // A collected snapshot (managed file + secrets + disk layout), unpacked on a fresh host.
+    let secret = b"DB_PASSWORD=correct horse battery staple\n";
+    std::fs::write(work.join("secret.env"), secret).expect("write");
+    let o = host.run(&["snapshot"], &[]);
+    assert!(
+        o.status.success(),
+        "collected snapshot: {}",
+        text(&o.stderr)
+    );
+    let fresh2 = AgentHost::new(fleet.http, &keys.path().join("no-key-yet"));
+    let root = fresh2.dir.path().join("root");
+    let out2 = fresh2.dir.path().join("bundle.json");
+    let o = fresh2.run(
+        &[
+            "restore",
+            "--snapshot-out",
+            out2.to_str().unwrap_or_default(),
+            "--unpack-to",
+            root.to_str().unwrap_or_default(),
+        ],
+        &[("FLEETBUS_PASSPHRASE", &passphrase)],
+    );
+    assert!(
+        o.status.success(),
+        "restore --unpack-to: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let rel = |p: &Path| root.join(p.strip_prefix("/").expect("absolute"));
+    assert_eq!(
+        std::fs::read(rel(&work.join("secret.env"))).expect("secret restored"),
+        secret
+    );
+    assert_eq!(
+        std::fs::read_to_string(rel(&host.managed)).expect("managed restored"),
+        host.file()
+    );
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out2).expect("bundle")).expect("json");
+    assert_eq!(bundle["format"], "fleetbus-snapshot/1");
+    assert!(
+        bundle["mounts"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(" / "),
+        "disk layout: {bundle}"
     );
 
     // Assets.
