@@ -324,6 +324,9 @@ fn permissions(role: Role) -> Permissions {
             subscribe.add("fleet.evt.>");
             publish.extend(area_consumer(CommandArea::Schedule));
             publish.extend(area_consumer(CommandArea::Check));
+            // Rebuilds its state (schedules, checks, liveness) by replaying EVENTS on start.
+            publish.extend(js_read_stream(EVENTS_STREAM));
+            publish_deny.extend(js_protect_durables(EVENTS_STREAM));
             // Retention of live job output.
             publish
                 .add(format!("$JS.API.STREAM.INFO.{OUTPUT_STREAM}"))
@@ -338,6 +341,9 @@ fn permissions(role: Role) -> Permissions {
                 .add("fleet.q.>");
             subscribe.add("fleet.evt.>");
             publish.extend(area_consumer(CommandArea::Notify));
+            // Rebuilds alerts and its notification ledger by replaying EVENTS on start.
+            publish.extend(js_read_stream(EVENTS_STREAM));
+            publish_deny.extend(js_protect_durables(EVENTS_STREAM));
         }
         Role::Web => {
             publish.add("fleet.cmd.>").add("fleet.q.>");
