@@ -101,9 +101,10 @@ fn write_new_seed(path: &Path) -> Result<(), BusConfigError> {
         path: path.to_owned(),
         reason: format!("cannot encode generated seed: {e}"),
     })?;
-    // Write a private temp file then rename, so a crash never leaves a truncated seed and
-    // a concurrent `ensure` never sees a half-written one.
-    let tmp = path.with_extension(format!("nk.tmp.{}", std::process::id()));
+    // Write a private temp file first, so a crash never leaves a truncated seed.
+    // Unique per writer (the new public key), so concurrent writers never share a temp file.
+    let public = key.public_key();
+    let tmp = path.with_extension(format!("nk.tmp.{}", &public[public.len() - 16..]));
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -115,12 +116,15 @@ fn write_new_seed(path: &Path) -> Result<(), BusConfigError> {
         .and_then(|()| f.sync_all())
         .map_err(|e| BusConfigError::io(&tmp, e))?;
     drop(f);
-    // A racing writer may have won: keep its seed, drop ours.
-    if path.exists() {
-        let _ = fs::remove_file(&tmp);
-        return Ok(());
+    // Publish it with a hard link, which fails if the name exists: a concurrent `ensure`
+    // that won keeps its seed, and a reader never sees a half-written file.
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(BusConfigError::io(path, e)),
     }
-    fs::rename(&tmp, path).map_err(|e| BusConfigError::io(path, e))
 }
 
 /// Cluster membership of one node.
@@ -395,6 +399,34 @@ mod tests {
         }
         assert!(text.contains("port: 4222"));
         assert!(text.contains("\"127.0.0.1:8222\""));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn concurrent_ensure_agrees_on_one_seed_per_role() {
+        let dir = tempdir();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || Credentials::ensure(&dir).map_err(|e| e.to_string()))
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("ensure"))
+            .collect();
+        for role in Role::ALL {
+            let keys: Vec<_> = results.iter().map(|c| c.public_key(role)).collect();
+            assert!(keys.windows(2).all(|w| w[0] == w[1]), "{role}: {keys:?}");
+        }
+        let leftovers = fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+                    .count()
+            })
+            .unwrap_or_default();
+        assert_eq!(leftovers, 0);
         let _ = fs::remove_dir_all(&dir);
     }
 
