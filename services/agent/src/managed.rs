@@ -848,6 +848,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unpacking_a_snapshot_never_writes_outside_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let bundle = SnapshotBundle {
+            format: SNAPSHOT_FORMAT.into(),
+            agent: "web-1".into(),
+            host: "web-1".into(),
+            time: String::new(),
+            mounts: String::new(),
+            files: [
+                ("/etc/app/secret.env".to_string(), b64("s=1")),
+                ("/etc/../../escape".to_string(), b64("x")),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let bytes = serde_json::to_vec(&bundle).unwrap();
+        let root = dir.path().join("root");
+        let written = unpack_snapshot(&bytes, &root).await.unwrap();
+        assert_eq!(written, vec![root.join("etc/app/secret.env")]);
+        assert_eq!(std::fs::read_to_string(&written[0]).unwrap(), "s=1");
+        assert!(!dir.path().join("escape").exists());
+        assert!(unpack_snapshot(b"raw bytes", &root).await.is_err());
+    }
+
+    #[tokio::test]
     async fn commands_run_without_a_shell_with_the_version_substituted() {
         let argv = vec!["echo".to_string(), "to {version}; rm -rf /".to_string()];
         let out = run_argv(&argv, Some("1.2.3")).await.unwrap();
