@@ -344,12 +344,10 @@ pub struct Panel {
     pub logs: bool,
 }
 
-/// The minimum role for a service action: reading is for everyone, changing for operators.
-pub fn action_role(action: ServiceAction) -> UserRole {
-    match action {
-        ServiceAction::Status | ServiceAction::Logs => UserRole::Viewer,
-        _ => UserRole::Operator,
-    }
+/// The minimum role for a service action. Every action runs a command on the host over SSH,
+/// status and logs included, so the executor (which checks again) wants an operator.
+pub fn action_role(_action: ServiceAction) -> UserRole {
+    UserRole::Operator
 }
 
 /// Builds the panels of a host: buttons only for allowed actions and roles.
@@ -393,7 +391,7 @@ pub fn panels(
                     .or_else(|| s.sub_state.clone())
                     .unwrap_or_default(),
                 buttons,
-                logs: allowed.contains(&ServiceAction::Logs),
+                logs: allowed.contains(&ServiceAction::Logs) && role >= UserRole::Operator,
             }
         })
         .collect()

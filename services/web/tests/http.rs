@@ -355,8 +355,8 @@ async fn role_matrix() {
     // for another reason) at or above it.
     let posts: &[(&str, &str, UserRole)] = &[
         ("/services/web-1/nginx/restart", "", UserRole::Operator),
-        ("/services/web-1/nginx/status", "", UserRole::Viewer),
-        ("/batch", "script=uptime&hosts=web-1", UserRole::Operator),
+        ("/services/web-1/nginx/status", "", UserRole::Operator),
+        ("/batch", "script=uptime&hosts=web-1", UserRole::Admin),
         ("/adhoc", "host=web-1&command=uptime", UserRole::Admin),
         ("/tasks", "id=t1&template=uptime&params=[]", UserRole::Admin),
         (

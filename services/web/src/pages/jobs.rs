@@ -222,7 +222,7 @@ fn describe_request(r: &JobRequest) -> String {
 
 fn rerun_role(r: &JobRequest) -> UserRole {
     match r {
-        JobRequest::Adhoc { .. } | JobRequest::Verb { .. } => UserRole::Admin,
+        JobRequest::Adhoc { .. } | JobRequest::Batch { .. } => UserRole::Admin,
         JobRequest::Action { action, .. } => views::action_role(*action),
         _ => UserRole::Operator,
     }

@@ -67,6 +67,15 @@ impl Stack {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut WebConfig)) -> Stack {
+        Self::start_opts(true, tweak).await
+    }
+
+    /// A stack without the stand-in executor (the real one is started by the test).
+    pub async fn start_without_executor() -> Stack {
+        Self::start_opts(false, |_| {}).await
+    }
+
+    async fn start_opts(fake_executor: bool, tweak: impl FnOnce(&mut WebConfig)) -> Stack {
         let nats = NatsServer::start();
         nats.ensure_streams().await;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -97,7 +106,7 @@ impl Stack {
 
         let admin = nats.client(Role::Admin).await;
         let js = jetstream::new(admin.clone());
-        let executor = FakeExecutor::spawn(js.clone(), shutdown.clone()).await;
+        let executor = FakeExecutor::spawn(js.clone(), shutdown.clone(), fake_executor).await;
         let stack = Stack {
             nats,
             state,
@@ -449,13 +458,20 @@ fn exec() -> Actor {
 }
 
 impl FakeExecutor {
-    async fn spawn(js: jetstream::Context, shutdown: CancellationToken) -> Arc<FakeExecutor> {
+    async fn spawn(
+        js: jetstream::Context,
+        shutdown: CancellationToken,
+        active: bool,
+    ) -> Arc<FakeExecutor> {
         let fake = Arc::new(FakeExecutor {
             js: js.clone(),
             running: Mutex::new(HashMap::new()),
             cancelled: Mutex::new(Vec::new()),
             line_delay: Mutex::new(Duration::from_millis(20)),
         });
+        if !active {
+            return fake;
+        }
         let consumer: jetstream::consumer::PullConsumer = js
             .get_stream("COMMANDS")
             .await
