@@ -44,9 +44,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     match args.verb {
         Verb::Init { port, http_port } => init(ctx, port, http_port),
         Verb::Apply { replicas } => {
-            let js = ctx.jetstream().await?;
-            let defs = fleetbus_bus_config::definitions(&Retention::default(), replicas);
-            let report = fleetbus_bus_config::ensure(&js, &defs).await?;
+            // The whole bus: the fleet's streams and consumers and the TAP account's mirror.
+            let client = ctx.client().await?;
+            let report =
+                fleetbus_bus_config::ensure_bus(client, &Retention::default(), replicas).await?;
             ctx.print(&report, &report.to_json());
             if report.has_drift() {
                 return Err(CtlError::Drift);
@@ -54,9 +55,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
             Ok(())
         }
         Verb::Check { replicas } => {
-            let js = ctx.jetstream().await?;
-            let defs = fleetbus_bus_config::definitions(&Retention::default(), replicas);
-            let report = fleetbus_bus_config::check(&js, &defs).await?;
+            let client = ctx.client().await?;
+            let report =
+                fleetbus_bus_config::check_bus(client, &Retention::default(), replicas).await?;
             ctx.print(&report, &report.to_json());
             if report.has_drift() {
                 return Err(CtlError::Drift);
