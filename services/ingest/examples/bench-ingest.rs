@@ -63,7 +63,7 @@ fn sample_report(host: &str, i: usize) -> AgentReport {
         services: vec![
             ServiceObservation {
                 name: "nginx".parse().unwrap_or_else(|_| unreachable!()),
-                state: if i % 97 == 0 {
+                state: if i.is_multiple_of(97) {
                     ServiceState::Failed
                 } else {
                     ServiceState::Running

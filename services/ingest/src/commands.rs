@@ -482,7 +482,11 @@ pub fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>, Reject
 }
 
 /// Decodes a command payload and turns it into the events to publish.
-pub fn handle(state: &State, subject: &str, payload: &[u8]) -> Result<Vec<Envelope>, Envelope> {
+pub fn handle(
+    state: &State,
+    subject: &str,
+    payload: &[u8],
+) -> Result<Vec<Envelope>, Box<Envelope>> {
     let cmd: CommandEnvelope = match fleetbus_schemas::decode(payload) {
         Ok(c) => c,
         Err(e) => {
@@ -492,16 +496,16 @@ pub fn handle(state: &State, subject: &str, payload: &[u8]) -> Result<Vec<Envelo
             };
             // Try to name the command even when the body is unusable.
             let id = rmpv_command_id(payload);
-            return Err(rejected_event(
+            return Err(Box::new(rejected_event(
                 id,
                 None,
                 subject,
                 reject(kind, e.to_string()),
-            ));
+            )));
         }
     };
     if cmd.subject() != subject {
-        return Err(rejected_event(
+        return Err(Box::new(rejected_event(
             Some(cmd.id),
             Some(&cmd.actor),
             subject,
@@ -513,7 +517,7 @@ pub fn handle(state: &State, subject: &str, payload: &[u8]) -> Result<Vec<Envelo
                     cmd.subject()
                 ),
             ),
-        ));
+        )));
     }
     match decide(state, &cmd) {
         Ok(events) => Ok(events
@@ -521,12 +525,12 @@ pub fn handle(state: &State, subject: &str, payload: &[u8]) -> Result<Vec<Envelo
             .enumerate()
             .map(|(n, e)| envelope(cmd.id, &cmd.actor, n as u8, e))
             .collect()),
-        Err(rejection) => Err(rejected_event(
+        Err(rejection) => Err(Box::new(rejected_event(
             Some(cmd.id),
             Some(&cmd.actor),
             subject,
             rejection,
-        )),
+        ))),
     }
 }
 
@@ -624,7 +628,23 @@ async fn process(
     };
     let events = match outcome {
         Ok(events) => events,
-        Err(rejection) => vec![rejection],
+        Err(mut rejection) => {
+            // A payload without a readable command id still gets a stable event id (from its
+            // stream position), so a redelivery is logged once.
+            if rejection.causation.is_none() {
+                if let Ok(info) = message.info() {
+                    let ms = (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+                    let digest = Sha256::new()
+                        .chain_update(info.stream.as_bytes())
+                        .chain_update(info.stream_sequence.to_be_bytes())
+                        .finalize();
+                    let mut random = [0u8; 16];
+                    random[6..].copy_from_slice(&digest[..10]);
+                    rejection.id = EventId(ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)));
+                }
+            }
+            vec![*rejection]
+        }
     };
     if let Some(first) = events.first() {
         let (command, reason) = match &first.event {

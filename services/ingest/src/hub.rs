@@ -24,7 +24,7 @@ impl Hub {
     }
 
     /// Wakes everyone waiting for any of `results`.
-    pub fn notify<'a>(&self, results: impl IntoIterator<Item = (EventId, Appended)>) {
+    pub fn notify(&self, results: impl IntoIterator<Item = (EventId, Appended)>) {
         let mut waiters = self.lock();
         if waiters.is_empty() {
             return;

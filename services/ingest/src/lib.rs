@@ -184,10 +184,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let http = {
         let stop = http_stop.clone();
         tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .map_err(|e| IngestError::Internal(format!("http server: {e}")))
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .map_err(|e| IngestError::Internal(format!("http server: {e}")))
         })
     };
 

@@ -59,6 +59,7 @@ impl Shared {
 /// Starts the writer thread. It runs until every sender of `rx` is dropped, then returns.
 /// An append error stops it and is returned: the caller must stop the service (the in-memory
 /// state may hold part of the failed batch).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     store: LogStore,
     state: Arc<RwLock<State>>,

@@ -285,7 +285,7 @@ pub fn report(agent: &TestAgent, n: u64) -> ReportBody {
         },
         services: vec![ServiceObservation {
             name: "nginx".parse().expect("name"),
-            state: if n % 7 == 0 {
+            state: if n.is_multiple_of(7) {
                 ServiceState::Failed
             } else {
                 ServiceState::Running
