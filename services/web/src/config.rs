@@ -13,8 +13,8 @@ use serde::Deserialize;
 pub struct WebConfig {
     /// Config format version (1).
     pub version: u32,
-    /// Address the HTTP server listens on.
-    pub listen: SocketAddr,
+    /// Address the HTTP server listens on (`FLEETBUS_WEB__HTTP_ADDR`).
+    pub http_addr: SocketAddr,
     /// How to reach the bus (user `web`).
     pub nats: NatsConfig,
     /// Sessions end after this many seconds without a request.
@@ -43,7 +43,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             version: 1,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             nats: NatsConfig::for_role("web"),
             session_idle_s: 30 * 60,
             session_absolute_s: 12 * 3600,
@@ -99,5 +99,27 @@ impl WebConfig {
 
     pub(crate) fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_env_overrides_apply() {
+        let env = vec![
+            ("FLEETBUS_WEB__HTTP_ADDR".to_owned(), "127.0.0.1:9191".to_owned()),
+            ("FLEETBUS_WEB__SESSION_IDLE_S".to_owned(), "60".to_owned()),
+        ];
+        let c: WebConfig = fleetbus_runtime::config::load_with_env(None, "web", &env).expect("load");
+        assert_eq!(c.http_addr.port(), 9191);
+        assert_eq!(c.session_idle_s, 60);
+        assert!(c.validate().is_ok());
+        let bad = vec![("FLEETBUS_WEB__LISTEN".to_owned(), "x".to_owned())];
+        let err = fleetbus_runtime::config::load_with_env::<WebConfig>(None, "web", &bad).expect_err("unknown key");
+        assert!(err.to_string().contains("FLEETBUS_WEB__LISTEN"), "{err}");
+        let wrong_user = WebConfig { nats: NatsConfig::for_role("admin"), ..WebConfig::default() };
+        assert!(wrong_user.validate().is_err());
     }
 }

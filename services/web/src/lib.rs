@@ -200,9 +200,9 @@ pub async fn run(config: WebConfig, shutdown: CancellationToken) -> Result<(), W
     let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown)
         .await
         .map_err(|e| WebError::Startup(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
-        .map_err(|e| WebError::Startup(format!("listen on {}: {e}", config.listen)))?;
+        .map_err(|e| WebError::Startup(format!("listen on {}: {e}", config.http_addr)))?;
     let state = AppState::new(config, client, shutdown.clone())?;
     state.start_background(&shutdown);
     let addr = listener
