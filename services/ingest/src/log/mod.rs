@@ -708,10 +708,6 @@ impl LogStore {
             let before = h.seq;
             for item in batch {
                 let id = u128::from(item.envelope.id.0);
-                if let Some(seq) = dedup.get(id)?.map(|g| g.value()) {
-                    out.push(Appended::Duplicate(seq));
-                    continue;
-                }
                 if item.subject.len() > u16::MAX as usize {
                     return Err(LogError::Invalid {
                         id: item.envelope.id,
@@ -719,10 +715,17 @@ impl LogStore {
                     });
                 }
                 let seq = h.seq + 1;
+                // One B-tree operation for the common case: claim the id; if it was already
+                // there, put the original sequence back and report the duplicate.
+                let previous = dedup.insert(id, seq)?.map(|g| g.value());
+                if let Some(original) = previous {
+                    dedup.insert(id, original)?;
+                    out.push(Appended::Duplicate(original));
+                    continue;
+                }
                 let hash = entry_hash(&h.hash, seq, &item.subject, &item.bytes);
                 let value = encode_entry(&h.hash, &hash, &item.subject, &item.bytes);
                 entries.insert(seq, value.as_slice())?;
-                dedup.insert(id, seq)?;
                 state.apply(seq, &item.envelope);
                 if snapshot_every > 0 && seq % snapshot_every == 0 {
                     let bytes = encode_snapshot(seq, state)?;
