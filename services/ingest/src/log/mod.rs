@@ -608,32 +608,60 @@ impl LogStore {
         let mut compared = 0u64;
         let mut first_difference = None;
         let mut latest_snapshot = None;
-        for item in entries.range(1u64..)? {
-            let (k, v) = item?;
-            let entry = Entry::decode(k.value(), v.value())?;
-            state.apply(entry.seq, &entry.envelope()?);
-            events += 1;
-            while let Some(Ok((sk, _))) = snaps.peek() {
-                let sseq = sk.value();
-                if sseq > entry.seq {
-                    break;
-                }
-                if let Some(Ok((sk, sv))) = snaps.next() {
-                    let sseq = sk.value();
-                    latest_snapshot = Some(sseq);
-                    if sseq == entry.seq {
-                        compared += 1;
-                        let stored: S = decode_snapshot(sseq, sv.value())?;
-                        if stored != state && first_difference.is_none() {
-                            first_difference = Some(sseq);
+        // Decoding costs more than folding: one thread reads and decodes, this one folds.
+        type Chunk = Result<Vec<(u64, Envelope)>, LogError>;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(8);
+        std::thread::scope(|scope| -> Result<(), LogError> {
+            scope.spawn(move || {
+                let read = || -> Result<(), LogError> {
+                    let mut chunk = Vec::with_capacity(1024);
+                    for item in entries.range(1u64..)? {
+                        let (k, v) = item?;
+                        let entry = Entry::decode(k.value(), v.value())?;
+                        chunk.push((entry.seq, entry.envelope()?));
+                        if chunk.len() == 1024 {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(1024));
+                            if tx.send(Ok(full)).is_err() {
+                                return Ok(());
+                            }
                         }
-                    } else if first_difference.is_none() {
-                        // A snapshot for a sequence that has no entry cannot be checked.
-                        first_difference = Some(sseq);
+                    }
+                    if !chunk.is_empty() {
+                        let _ = tx.send(Ok(chunk));
+                    }
+                    Ok(())
+                };
+                if let Err(e) = read() {
+                    let _ = tx.send(Err(e));
+                }
+            });
+            for chunk in rx {
+                for (seq, envelope) in chunk? {
+                    state.apply(seq, &envelope);
+                    events += 1;
+                    while let Some(Ok((sk, _))) = snaps.peek() {
+                        if sk.value() > seq {
+                            break;
+                        }
+                        if let Some(Ok((sk, sv))) = snaps.next() {
+                            let sseq = sk.value();
+                            latest_snapshot = Some(sseq);
+                            if sseq == seq {
+                                compared += 1;
+                                let stored: S = decode_snapshot(sseq, sv.value())?;
+                                if stored != state && first_difference.is_none() {
+                                    first_difference = Some(sseq);
+                                }
+                            } else if first_difference.is_none() {
+                                // A snapshot for a sequence that has no entry cannot be checked.
+                                first_difference = Some(sseq);
+                            }
+                        }
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok((
             RebuildReport {
                 events,
