@@ -109,17 +109,25 @@ mod tests {
     #[test]
     fn defaults_validate_and_env_overrides_apply() {
         let env = vec![
-            ("FLEETBUS_WEB__HTTP_ADDR".to_owned(), "127.0.0.1:9191".to_owned()),
+            (
+                "FLEETBUS_WEB__HTTP_ADDR".to_owned(),
+                "127.0.0.1:9191".to_owned(),
+            ),
             ("FLEETBUS_WEB__SESSION_IDLE_S".to_owned(), "60".to_owned()),
         ];
-        let c: WebConfig = fleetbus_runtime::config::load_with_env(None, "web", &env).expect("load");
+        let c: WebConfig =
+            fleetbus_runtime::config::load_with_env(None, "web", &env).expect("load");
         assert_eq!(c.http_addr.port(), 9191);
         assert_eq!(c.session_idle_s, 60);
         assert!(c.validate().is_ok());
         let bad = vec![("FLEETBUS_WEB__LISTEN".to_owned(), "x".to_owned())];
-        let err = fleetbus_runtime::config::load_with_env::<WebConfig>(None, "web", &bad).expect_err("unknown key");
+        let err = fleetbus_runtime::config::load_with_env::<WebConfig>(None, "web", &bad)
+            .expect_err("unknown key");
         assert!(err.to_string().contains("FLEETBUS_WEB__LISTEN"), "{err}");
-        let wrong_user = WebConfig { nats: NatsConfig::for_role("admin"), ..WebConfig::default() };
+        let wrong_user = WebConfig {
+            nats: NatsConfig::for_role("admin"),
+            ..WebConfig::default()
+        };
         assert!(wrong_user.validate().is_err());
     }
 }
