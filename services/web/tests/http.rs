@@ -772,3 +772,167 @@ async fn fleetctl_user_add_creates_a_login_and_role_changes_apply_to_sessions() 
     .await;
     assert!(demoted, "the live session must lose the admin role");
 }
+
+/// Admin pages drive ingest's commands end to end: add a host, issue an agent key (shown once,
+/// never listed), acknowledge and resolve an alert, add a user and change their role.
+#[tokio::test]
+async fn admin_pages_drive_ingest_commands() {
+    let stack = fleet().await;
+    let admin = stack.login("ann").await;
+
+    let r = stack
+        .post_form(
+            &admin,
+            "/hosts",
+            "id=db-7&address=127.0.0.7&port=2222&user=fleet&tags=db&policy=strict",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let hosts = stack.get(&admin, "/hosts").await;
+    assert!(
+        hosts.body.contains("fleet@127.0.0.7:2222") && hosts.body.contains("strict"),
+        "{}",
+        hosts.body
+    );
+
+    let issued = stack
+        .send(
+            Request::post("/agents/issue")
+                .header(header::COOKIE, admin.cookie_header())
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!(
+                    "_csrf={}&agent=db-7&host=db-7",
+                    admin.csrf
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.body);
+    let key = between(&issued.body, "id=\"issued-key\">", "<").expect("key shown once");
+    assert!(key.starts_with("fbk_"), "{key}");
+    let listed = fleetbus_testkit::wait_for(
+        || async { stack.get(&admin, "/agents").await.body.contains("db-7") },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(listed, "the agent is listed");
+    let agents = stack.get(&admin, "/agents").await;
+    assert!(!agents.body.contains(&key), "the key is never shown again");
+
+    // An error event opens an alert; ack and resolve go through ingest.
+    stack
+        .publish(
+            Actor::agent("web-1"),
+            None,
+            Event::Agent(AgentEvent::Raised(AgentNotice {
+                agent: "web-1".parse().unwrap(),
+                host: "web-1".parse().unwrap(),
+                kind: AgentEventKind::BackupFailed,
+                severity: Severity::Error,
+                message: "backup failed".into(),
+                service: None,
+                fields: Default::default(),
+            })),
+        )
+        .await;
+    let alerts = stack.get(&admin, "/api/alerts").await;
+    let alert = alerts
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["message"] == "backup failed")
+        .cloned()
+        .expect("alert opened");
+    let id = alert["id"].as_str().unwrap().to_owned();
+    let viewer = stack.login("vic").await;
+    assert_eq!(
+        stack
+            .api_post(&viewer, &format!("/api/alerts/{id}/ack"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let ack = stack
+        .api_post(&admin, &format!("/api/alerts/{id}/ack"))
+        .await;
+    assert_eq!(ack.status, StatusCode::ACCEPTED, "{}", ack.body);
+    let acked = fleetbus_testkit::wait_for(
+        || async {
+            stack
+                .get(&admin, "/api/alerts")
+                .await
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| {
+                    a["id"] == id.as_str()
+                        && a["state"] == "acknowledged"
+                        && a["acknowledged_by"] == "ann"
+                })
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(acked, "alert acknowledged by ann");
+    let resolve = stack
+        .api_post(&admin, &format!("/api/alerts/{id}/resolve"))
+        .await;
+    assert_eq!(resolve.status, StatusCode::ACCEPTED);
+    let resolved = fleetbus_testkit::wait_for(
+        || async {
+            let all = stack.get(&admin, "/api/alerts?state=resolved").await.json();
+            all.as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["id"] == id.as_str())
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(resolved, "alert resolved");
+    let unknown = stack
+        .api_post(&admin, "/api/alerts/01M00000000000000000000000/ack")
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // Users: add through the page, then the new user logs in; a role change reaches the session.
+    let form = format!(
+        "user=newbie&role=operator&password={}",
+        PASSWORD.replace(' ', "+")
+    );
+    let r = stack.post_form(&admin, "/users", &form).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = stack
+        .post_form(&admin, "/users", "user=weak&role=viewer&password=short")
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "short passwords are refused"
+    );
+    let newbie_added = fleetbus_testkit::wait_for(
+        || async { stack.get(&admin, "/users").await.body.contains("newbie") },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(newbie_added);
+    let newbie = stack.login("newbie").await;
+    assert_eq!(
+        stack.get(&newbie, "/api/whoami").await.json()["role"],
+        "operator"
+    );
+    let r = stack
+        .post_form(&admin, "/users/newbie/role", "role=viewer")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let demoted = fleetbus_testkit::wait_for(
+        || async { stack.get(&newbie, "/api/whoami").await.json()["role"] == "viewer" },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(demoted);
+    let users = stack.get(&admin, "/users").await;
+    assert!(!users.body.contains("$argon2"), "no hashes on the page");
+}
