@@ -250,49 +250,56 @@ struct Target {
     step: u32,
 }
 
-/// Rules indexed by alert kind, so 1,000 rules do not each get looked at for every alert.
+/// Rules indexed by their most selective dimension (host, else kind, else none), so 1,000
+/// rules are not each looked at for every alert. Candidates are then fully matched.
 #[derive(Debug, Default)]
 struct RuleIndex {
-    by_kind: HashMap<String, Vec<RuleId>>,
-    any_kind: Vec<RuleId>,
+    rules: Vec<std::sync::Arc<RuleSpec>>,
+    by_host: HashMap<String, Vec<usize>>,
+    by_kind: HashMap<String, Vec<usize>>,
+    any: Vec<usize>,
 }
 
 impl RuleIndex {
     fn build(rules: &BTreeMap<RuleId, RuleSpec>) -> Self {
         let mut idx = RuleIndex::default();
-        for (id, r) in rules {
-            if r.matches.kinds.is_empty() {
-                idx.any_kind.push(id.clone());
-            } else {
-                for k in &r.matches.kinds {
-                    idx.by_kind.entry(k.clone()).or_default().push(id.clone());
+        for (i, r) in rules.values().enumerate() {
+            idx.rules.push(std::sync::Arc::new(r.clone()));
+            if !r.matches.hosts.is_empty() {
+                for h in &r.matches.hosts {
+                    idx.by_host.entry(h.to_string()).or_default().push(i);
                 }
+            } else if !r.matches.kinds.is_empty() {
+                for k in &r.matches.kinds {
+                    idx.by_kind.entry(k.clone()).or_default().push(i);
+                }
+            } else {
+                idx.any.push(i);
             }
         }
         idx
     }
 
-    fn candidates<'a>(
-        &'a self,
-        kind: &str,
-        subkind: Option<&str>,
-    ) -> impl Iterator<Item = &'a RuleId> {
-        let mut v: Vec<&RuleId> = self
-            .by_kind
-            .get(kind)
-            .into_iter()
-            .flatten()
-            .chain(
-                subkind
-                    .and_then(|k| self.by_kind.get(k))
-                    .into_iter()
-                    .flatten(),
-            )
-            .chain(self.any_kind.iter())
-            .collect();
-        v.sort();
+    /// Rules that match the alert, in rule id order.
+    fn matching(&self, alert: &AlertInfo, host: Option<&HostInfo>) -> Vec<std::sync::Arc<RuleSpec>> {
+        let mut v: Vec<usize> = Vec::new();
+        if let Some(h) = alert.host.as_ref().and_then(|h| self.by_host.get(h.as_str())) {
+            v.extend(h);
+        }
+        if let Some(k) = self.by_kind.get(&alert.kind) {
+            v.extend(k);
+        }
+        if let Some(k) = alert.subkind.as_ref().and_then(|k| self.by_kind.get(k)) {
+            v.extend(k);
+        }
+        v.extend(&self.any);
+        v.sort_unstable();
         v.dedup();
         v.into_iter()
+            .map(|i| &self.rules[i])
+            .filter(|r| rule_matches(&r.matches, alert, host))
+            .cloned()
+            .collect()
     }
 }
 
@@ -413,14 +420,11 @@ impl Engine {
                     self.index = Some(RuleIndex::build(&self.catalog.rules));
                 }
                 let host = alert.host.as_ref().and_then(|h| self.book.host(h));
-                let rules: Vec<RuleSpec> = self
+                let rules = self
                     .index
-                    .iter()
-                    .flat_map(|i| i.candidates(&alert.kind, alert.subkind.as_deref()))
-                    .filter_map(|id| self.catalog.rules.get(id))
-                    .filter(|r| rule_matches(&r.matches, alert, host.as_ref()))
-                    .cloned()
-                    .collect();
+                    .as_ref()
+                    .map(|i| i.matching(alert, host.as_ref()))
+                    .unwrap_or_default();
                 for rule in rules {
                     if let Some(by) = self.rule_level_suppression(alert, Some(&rule), t.at) {
                         self.suppress_all(
