@@ -281,9 +281,17 @@ impl RuleIndex {
     }
 
     /// Rules that match the alert, in rule id order.
-    fn matching(&self, alert: &AlertInfo, host: Option<&HostInfo>) -> Vec<std::sync::Arc<RuleSpec>> {
+    fn matching(
+        &self,
+        alert: &AlertInfo,
+        host: Option<&HostInfo>,
+    ) -> Vec<std::sync::Arc<RuleSpec>> {
         let mut v: Vec<usize> = Vec::new();
-        if let Some(h) = alert.host.as_ref().and_then(|h| self.by_host.get(h.as_str())) {
+        if let Some(h) = alert
+            .host
+            .as_ref()
+            .and_then(|h| self.by_host.get(h.as_str()))
+        {
             v.extend(h);
         }
         if let Some(k) = self.by_kind.get(&alert.kind) {
