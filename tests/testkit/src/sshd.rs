@@ -845,12 +845,10 @@ impl RunitHost {
         let mut args = vec!["-w", "3", "force-shutdown"];
         args.extend(dirs.iter().map(String::as_str));
         let _ = run("sv", &args);
+        // `force-shutdown` made every runsv stop its service and exit; now runsvdir itself, by
+        // pid only. Never a negative pid through /usr/bin/kill: procps reads `-N` as an option
+        // and the signal can reach every process on the machine.
         if let Some(mut child) = self.child.take() {
-            // runsvdir's group: runsvdir and the runsv processes (each service has its own).
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(format!("-{}", child.id()))
-                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
