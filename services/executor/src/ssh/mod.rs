@@ -2,7 +2,8 @@
 //! execution with streamed output, exit codes, timeouts and real cancellation.
 //!
 //! Every command runs wrapped as
-//! `read _ _ _ _ pg _ </proc/$$/stat; printf '<prefix> PGID %s %s\n' "$pg" "$$" >&2; exec /bin/sh -c '<line>'`.
+//! `read _ _ _ _ pg _ </proc/$$/stat; printf '<prefix> PGID %s %s\n' "$pg" "$$" >&2; eval '<line>'`
+//! in the login shell (a POSIX sh; `eval` instead of a second `sh -c` saves a process per command).
 //! sshd starts a non-pty session in its own session (setsid), so the wrapper shell leads a
 //! process group containing everything the command starts. Its id comes back on stderr as a
 //! control line with a per-run nonce (taken out of the output), and cancel runs
@@ -724,10 +725,67 @@ impl SshPool {
     }
 }
 
+struct Scanner {
+    seen: Arc<Mutex<Option<Pinned>>>,
+}
+
+impl client::Handler for Scanner {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKey,
+    ) -> Result<bool, Self::Error> {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Pinned {
+            algorithm: key.algorithm().as_str().to_string(),
+            fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+        });
+        // Never log in: this only reads the key a human is about to trust.
+        Ok(false)
+    }
+}
+
+/// Reads the host key a server presents (for `fleetctl host trust`: show the fingerprint to a
+/// person, who compares it out of band before pinning it with a `trust_key` command).
+pub async fn scan_host_key(
+    address: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Pinned, ExecError> {
+    let addr = format!("{address}:{port}");
+    let seen = Arc::new(Mutex::new(None));
+    let config = Arc::new(client::Config {
+        preferred: modern_algorithms(),
+        ..Default::default()
+    });
+    let handler = Scanner { seen: seen.clone() };
+    let attempt = async {
+        let socket = tokio::net::TcpStream::connect((address, port))
+            .await
+            .map_err(|e| ExecError::Connect {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        let _ = client::connect_stream(config, socket, handler).await;
+        Ok::<_, ExecError>(())
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ExecError::Timeout {
+            what: format!("reading the host key of {addr}"),
+            secs: timeout.as_secs(),
+        })??;
+    let key = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+    key.ok_or_else(|| ExecError::Session {
+        addr,
+        reason: "the server presented no host key (no common algorithm?)".into(),
+    })
+}
+
 /// The wrapper that reports the process group and then becomes the command.
 fn wrap(nonce: &str, line: &str) -> Result<String, ExecError> {
     Ok(format!(
-        "read _ _ _ _ fb_pg _ </proc/$$/stat; printf '\\036FLEETBUS-{nonce} PGID %s %s\\n' \"$fb_pg\" \"$$\" >&2; FLEETBUS_TAG=FLEETBUS-{nonce}; export FLEETBUS_TAG; exec /bin/sh -c {}",
+        "read _ _ _ _ fb_pg _ </proc/$$/stat; printf '\\036FLEETBUS-{nonce} PGID %s %s\\n' \"$fb_pg\" \"$$\" >&2; FLEETBUS_TAG=FLEETBUS-{nonce}; export FLEETBUS_TAG; eval {}",
         quote(line)?
     ))
 }
