@@ -86,7 +86,8 @@ pub async fn agents(State(state): State<Shared>, p: Principal) -> Result<Respons
 
 async fn send(state: &Shared, p: &Principal, command: Command) -> Result<(), WebError> {
     match state.bus.command(&state.hub, p.actor(), command).await? {
-        Outcome::Done(_) | Outcome::Pending(_) => Ok(()),
+        Outcome::Done(_) => Ok(()),
+        Outcome::Pending(id) => Err(crate::bus::no_answer(id)),
         Outcome::Rejected { reason, message } => Err(rejection(reason, message)),
     }
 }

@@ -154,7 +154,8 @@ pub async fn alert_command(
         .command(&state.hub, p.actor(), Command::Alert(command))
         .await?
     {
-        Outcome::Done(_) | Outcome::Pending(_) => Ok(()),
+        Outcome::Done(_) => Ok(()),
+        Outcome::Pending(id) => Err(crate::bus::no_answer(id)),
         Outcome::Rejected { reason, message } => Err(rejection(reason, message)),
     }
 }

@@ -99,7 +99,8 @@ async fn send(state: &Shared, p: &Principal, command: ScheduleCommand) -> Result
         .command(&state.hub, p.actor(), Command::Schedule(command))
         .await?
     {
-        Outcome::Done(_) | Outcome::Pending(_) => Ok(()),
+        Outcome::Done(_) => Ok(()),
+        Outcome::Pending(id) => Err(crate::bus::no_answer(id)),
         Outcome::Rejected { reason, message } => Err(rejection(reason, message)),
     }
 }

@@ -218,7 +218,8 @@ async fn define(state: &Shared, p: &Principal, command: JobCommand) -> Result<()
         )
         .await?
     {
-        Outcome::Done(_) | Outcome::Pending(_) => Ok(()),
+        Outcome::Done(_) => Ok(()),
+        Outcome::Pending(id) => Err(crate::bus::no_answer(id)),
         Outcome::Rejected { reason, message } => Err(rejection(reason, message)),
     }
 }
