@@ -46,6 +46,9 @@ pub const HASH_LEN: usize = 32;
 /// A SHA-256 digest.
 pub type Hash = [u8; HASH_LEN];
 
+/// redb page cache size.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The `prev_hash` of entry 1.
 pub const GENESIS_HASH: Hash = [0; HASH_LEN];
 
@@ -376,7 +379,9 @@ impl LogStore {
             path: path.clone(),
             reason,
         };
+        // redb's read cache would otherwise grow to 1 GiB as queries page through the log.
         let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|e| open_err(e.to_string()))?;
         // Create every table once so readers never see "table does not exist".
