@@ -311,6 +311,9 @@ fn permissions(role: Role) -> Permissions {
             publish.extend(area_consumer(CommandArea::Job));
             publish.extend(js_read_stream(OUTPUT_STREAM));
             publish_deny.extend(js_protect_durables(OUTPUT_STREAM));
+            // Rebuilds its inventory, pinned keys and unfinished jobs by replaying EVENTS on start.
+            publish.extend(js_read_stream(EVENTS_STREAM));
+            publish_deny.extend(js_protect_durables(EVENTS_STREAM));
         }
         Role::Scheduler => {
             publish
