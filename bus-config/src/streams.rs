@@ -258,7 +258,9 @@ pub fn definitions(retention: &Retention, replicas: usize) -> Definitions {
                 description: Some("ingest appends every event to the log".into()),
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                // Short enough that events in flight when ingest crashed come back quickly
+                // (agents see 503 until then), long enough for a full group commit under load.
+                ack_wait: Duration::from_secs(10),
                 // Events must never be dropped: redeliver until ingest has committed them.
                 max_deliver: -1,
                 // Ingest group-commits about a thousand events at a time; keep acks in flight.
@@ -274,7 +276,7 @@ pub fn definitions(retention: &Retention, replicas: usize) -> Definitions {
                 description: Some("ingest appends credential-bearing events to the log".into()),
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: Duration::from_secs(10),
                 max_deliver: -1,
                 max_ack_pending: 1_000,
                 replay_policy: ReplayPolicy::Instant,
