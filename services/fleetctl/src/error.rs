@@ -36,6 +36,14 @@ pub enum CtlError {
         /// Why.
         reason: String,
     },
+    /// An SSH target could not be read (host key scan).
+    #[error("{what}: {reason}")]
+    Ssh {
+        /// The operation.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// Nothing answered in time.
     #[error("{0}")]
     Timeout(String),
@@ -50,6 +58,14 @@ pub enum CtlError {
         kind: String,
         /// Why.
         message: String,
+    },
+    /// `do`: some jobs did not succeed (their results have been printed).
+    #[error("{failed} of {total} jobs did not succeed (see above)")]
+    JobsFailed {
+        /// Jobs that failed, were cancelled or not re-run.
+        failed: usize,
+        /// Jobs scheduled.
+        total: usize,
     },
     /// A query answered with an error.
     #[error("query {model}: {message}")]

@@ -53,6 +53,11 @@ pub enum Verb {
     Config(cmd::config::Args),
     /// Files agents download: put, ls, rm.
     Asset(cmd::asset::Args),
+    /// Print the scoped sudoers lines a host needs for its allowlisted actions.
+    Sudoers(cmd::sudoers::Args),
+    /// Run a privileged verb (`VERB-NOUN '{json}'`) on hosts and wait for its jobs.
+    #[command(name = "do")]
+    Do(cmd::verb::Args),
 }
 
 /// Runs one parsed command line.
@@ -69,5 +74,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Verb::User(a) => cmd::user::run(&ctx, a).await,
         Verb::Config(a) => cmd::config::run(&ctx, a).await,
         Verb::Asset(a) => cmd::asset::run(&ctx, a).await,
+        Verb::Sudoers(a) => cmd::sudoers::run(&ctx, a).await,
+        Verb::Do(a) => cmd::verb::run(&ctx, a).await,
     }
 }

@@ -1,4 +1,4 @@
-//! `fleetctl host add|update|rm|ls|add-service|rm-service|import`.
+//! `fleetctl host add|update|rm|ls|add-service|rm-service|import|trust`.
 
 use std::path::{Path, PathBuf};
 
@@ -113,6 +113,18 @@ enum Verb {
     Import {
         /// The file (`.json` is read as JSON, anything else as TOML).
         file: PathBuf,
+    },
+    /// Read the host's SSH host key (without logging in), print its fingerprint, and pin it
+    /// when `--fingerprint` matches what was read (or `--yes` after a person checked it).
+    Trust {
+        /// The host id (address and port come from the registry).
+        host: HostId,
+        /// The `SHA256:…` fingerprint obtained out of band; pinned only if the scan matches.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Pin the scanned key without `--fingerprint` (a person compared it already).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -326,7 +338,134 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
         }
         Verb::Ls => ls(ctx).await,
         Verb::Import { file } => import(ctx, &file).await,
+        Verb::Trust {
+            host,
+            fingerprint,
+            yes,
+        } => trust(ctx, &host, fingerprint.as_deref(), yes).await,
     }
+}
+
+/// The registration of `host` from `fleet.q.registry`, or a clear error naming the host.
+pub(crate) async fn registered_host(
+    ctx: &Ctx,
+    host: &HostId,
+) -> Result<(HostSpec, Vec<ServiceSpec>, serde_json::Value), CtlError> {
+    let reg = registry(ctx).await?;
+    let Some(raw) = reg.get("hosts").and_then(|h| h.get(host.as_str())).cloned() else {
+        return Err(CtlError::Input {
+            what: format!("host {host}"),
+            reason: "not registered (see `fleetctl host ls`; add it with `fleetctl host add`)"
+                .into(),
+        });
+    };
+    let spec: HostSpec = serde_json::from_value(raw).map_err(|e| CtlError::Query {
+        model: "registry".into(),
+        message: format!("host {host} has an unreadable registration: {e}"),
+    })?;
+    let mut services = Vec::new();
+    if let Some(map) = reg.get("services").and_then(|s| s.as_object()) {
+        for (key, raw) in map {
+            if raw.get("host").and_then(|h| h.as_str()) != Some(host.as_str()) {
+                continue;
+            }
+            let svc: ServiceSpec =
+                serde_json::from_value(raw.clone()).map_err(|e| CtlError::Query {
+                    model: "registry".into(),
+                    message: format!("service {key} has an unreadable registration: {e}"),
+                })?;
+            services.push(svc);
+        }
+    }
+    let pinned = reg
+        .get("host_keys")
+        .and_then(|k| k.get(host.as_str()))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    Ok((spec, services, pinned))
+}
+
+async fn trust(
+    ctx: &Ctx,
+    host: &HostId,
+    expected: Option<&str>,
+    yes: bool,
+) -> Result<(), CtlError> {
+    let (spec, _, pinned) = registered_host(ctx, host).await?;
+    let scanned = fleetbus_executor::ssh::scan_host_key(&spec.address, spec.port, ctx.timeout())
+        .await
+        .map_err(|e| CtlError::Ssh {
+            what: format!(
+                "reading the host key of {host} ({}:{})",
+                spec.address, spec.port
+            ),
+            reason: e.to_string(),
+        })?;
+    let pinned_fp = pinned
+        .get("fingerprint")
+        .and_then(|f| f.as_str())
+        .map(String::from);
+    let mut human = format!(
+        "host {host} ({}:{}) presents {} {}\n",
+        spec.address, spec.port, scanned.algorithm, scanned.fingerprint
+    );
+    match &pinned_fp {
+        Some(fp) if *fp == scanned.fingerprint => human.push_str("already pinned: same key\n"),
+        Some(fp) => human.push_str(&format!("currently pinned: {fp} (this rotates it)\n")),
+        None => human.push_str("no key pinned yet\n"),
+    }
+    let report = |pinned_now: bool, event: Option<&fleetbus_schemas::Envelope>| {
+        serde_json::json!({
+            "host": host,
+            "address": spec.address,
+            "port": spec.port,
+            "algorithm": scanned.algorithm,
+            "fingerprint": scanned.fingerprint,
+            "previously_pinned": pinned_fp,
+            "pinned": pinned_now,
+            "event_id": event.map(|e| e.id.to_string()),
+        })
+    };
+    match expected {
+        Some(want) if want.trim() != scanned.fingerprint => {
+            if ctx.global.json {
+                crate::ctx::print_json(&report(false, None));
+            } else {
+                eprint!("{human}");
+            }
+            return Err(CtlError::Input {
+                what: format!("host trust {host}"),
+                reason: format!(
+                    "fingerprint mismatch: expected {}, the host presents {}; nothing was pinned",
+                    want.trim(),
+                    scanned.fingerprint
+                ),
+            });
+        }
+        Some(_) => {}
+        None if yes => {}
+        None => {
+            human.push_str(&format!(
+                "not pinned: compare the fingerprint out of band, then run `fleetctl host trust {host} --fingerprint {}`\n",
+                scanned.fingerprint
+            ));
+            ctx.print(human, &report(false, None));
+            return Ok(());
+        }
+    }
+    let outcome = ctx
+        .send(Command::Host(HostCommand::TrustKey {
+            host: host.clone(),
+            algorithm: scanned.algorithm.clone(),
+            fingerprint: scanned.fingerprint.clone(),
+        }))
+        .await?;
+    human.push_str(&format!(
+        "pinned {} {} for {host} (event {})\n",
+        scanned.algorithm, scanned.fingerprint, outcome.event.id
+    ));
+    ctx.print(human, &report(true, Some(&outcome.event)));
+    Ok(())
 }
 
 async fn registry(ctx: &Ctx) -> Result<serde_json::Value, CtlError> {

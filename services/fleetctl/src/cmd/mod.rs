@@ -8,5 +8,7 @@ pub mod host;
 pub mod log;
 pub mod query;
 pub mod send;
+pub mod sudoers;
 pub mod tail;
 pub mod user;
+pub mod verb;

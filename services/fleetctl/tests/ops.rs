@@ -1,0 +1,381 @@
+//! `fleetctl host trust`, `fleetctl sudoers` and `fleetctl do` against real components: a real
+//! nats-server, the real `fleetbus-ingest` and `fleetbus-executor` binaries and real OpenSSH
+//! sshd targets (build the binaries first: `cargo build -p fleetbus-ingest -p fleetbus-executor`).
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetbus_bus_config::Role;
+use fleetbus_testkit::sshd::{Sshd, SshdOptions};
+use fleetbus_testkit::NatsServer;
+
+const FLEETCTL: &str = env!("CARGO_BIN_EXE_fleetctl");
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
+}
+
+/// A child process killed (by its own pid) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Rig {
+    nats: NatsServer,
+    state: tempfile::TempDir,
+    procs: Vec<Proc>,
+}
+
+impl Rig {
+    /// nats-server with fleetbus' streams (applied by `fleetctl bus apply`).
+    fn start() -> Rig {
+        let rig = Rig {
+            nats: NatsServer::start(),
+            state: tempfile::tempdir().expect("tempdir"),
+            procs: Vec::new(),
+        };
+        let o = rig.ctl(&["bus", "apply"]);
+        assert!(o.status.success(), "bus apply: {}", stderr(&o));
+        rig
+    }
+
+    fn nats_section(&self, role: Role, user: &str) -> String {
+        format!(
+            "[nats]\nurl = \"{}\"\nuser = \"{user}\"\nnkey_seed_file = \"{}\"\n",
+            self.nats.url(),
+            self.nats.credentials().seed_path(role).display()
+        )
+    }
+
+    fn spawn(&mut self, bin: &str, conf: PathBuf, log: &str) -> PathBuf {
+        let log_path = self.state.path().join(log);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let child = Command::new(fleetbus_testkit::bin_path(bin))
+            .arg("--config")
+            .arg(conf)
+            .env_remove("FLEETBUS_STATE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+        self.procs.push(Proc(child));
+        log_path
+    }
+
+    fn start_ingest(&mut self) {
+        let http: SocketAddr = format!("127.0.0.1:{}", fleetbus_testkit::free_port())
+            .parse()
+            .expect("addr");
+        let conf = self.state.path().join("ingest.toml");
+        let text = format!(
+            "version = 1\nstate_dir = \"{}\"\nhttp_addr = \"{http}\"\n{}",
+            self.state.path().display(),
+            self.nats_section(Role::Ingest, "ingest")
+        );
+        std::fs::write(&conf, text).expect("write ingest config");
+        let log = self.spawn("fleetbus-ingest", conf, "ingest.log");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !healthy(http) {
+            assert!(
+                Instant::now() < deadline,
+                "ingest not healthy:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(FLEETCTL)
+            .arg("--state")
+            .arg(self.nats.dir())
+            .arg("--nats-url")
+            .arg(self.nats.url())
+            .arg("--timeout")
+            .arg("20")
+            .args(args)
+            .env_remove("FLEETBUS_CREDS")
+            .output()
+            .expect("run fleetctl")
+    }
+
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            o.status.success(),
+            "fleetctl {args:?} failed ({:?}): {}{}",
+            o.status.code(),
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = self.ctl_ok(&full);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
+    }
+
+    fn add_host(&self, host: &str, sshd: &Sshd) {
+        let port = sshd.port().to_string();
+        let address = sshd.ip().to_string();
+        self.ctl_ok(&[
+            "host",
+            "add",
+            host,
+            "--address",
+            &address,
+            "--port",
+            &port,
+            "--user",
+            "fleet",
+            "--key-policy",
+            "strict",
+        ]);
+    }
+
+    /// `host.key_pinned` events for `host`, as (algorithm, fingerprint).
+    fn pinned_events(&self, host: &str) -> Vec<(String, String)> {
+        let page = self.ctl_json(&[
+            "query",
+            "events",
+            "--json-args",
+            r#"{"domain": "host", "type_name": "key_pinned", "limit": 100}"#,
+        ]);
+        page.as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|rec| &rec["envelope"]["event"]["body"]["data"])
+            .filter(|d| d["host"] == host)
+            .map(|d| {
+                (
+                    d["algorithm"].as_str().unwrap_or_default().to_owned(),
+                    d["fingerprint"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn host_trust_pins_only_the_fingerprint_a_person_checked() {
+    let mut rig = Rig::start();
+    rig.start_ingest();
+    let sshd = Sshd::start(Ipv4Addr::new(127, 0, 0, 31), SshdOptions::default()).expect("sshd");
+    let real = sshd.host_key_fingerprint().expect("fingerprint");
+    rig.add_host("trust-1", &sshd);
+
+    // Without --fingerprint or --yes it only shows the key.
+    let shown = rig.ctl_ok(&["host", "trust", "trust-1"]);
+    assert!(shown.contains(&real), "{shown}");
+    assert!(shown.contains("ssh-ed25519"), "{shown}");
+    assert!(shown.contains("not pinned"), "{shown}");
+    assert!(rig.pinned_events("trust-1").is_empty());
+
+    // A fingerprint that does not match the scan is refused, naming both.
+    let wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let o = rig.ctl(&["host", "trust", "trust-1", "--fingerprint", wrong]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("mismatch"), "{err}");
+    assert!(err.contains(wrong) && err.contains(&real), "{err}");
+    assert!(rig.pinned_events("trust-1").is_empty());
+
+    // The matching fingerprint pins it: a host.key_pinned event with that fingerprint.
+    let out = rig.ctl_json(&["host", "trust", "trust-1", "--fingerprint", &real]);
+    assert_eq!(out["pinned"], true, "{out}");
+    assert_eq!(out["fingerprint"], real.as_str(), "{out}");
+    let pins = rig.pinned_events("trust-1");
+    assert_eq!(pins, vec![("ssh-ed25519".to_owned(), real.clone())]);
+
+    // The registry now names the pinned key, and a second look says so.
+    let again = rig.ctl_ok(&["host", "trust", "trust-1"]);
+    assert!(again.contains("already pinned"), "{again}");
+
+    // An unknown host is a clear error, nothing is scanned.
+    let o = rig.ctl(&["host", "trust", "nope-1", "--yes"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("nope-1") && stderr(&o).contains("not registered"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn sudoers_prints_scoped_lines_that_visudo_accepts() {
+    let mut rig = Rig::start();
+    rig.start_ingest();
+    rig.ctl_ok(&[
+        "host",
+        "add",
+        "sudo-1",
+        "--address",
+        "127.0.0.32",
+        "--user",
+        "fleet",
+    ]);
+    rig.ctl_ok(&[
+        "host",
+        "add-service",
+        "sudo-1",
+        "web",
+        "--manager",
+        "runit",
+        "--unit",
+        "/srv/sudo-1/sv/web",
+        "--action",
+        "status",
+        "--action",
+        "restart",
+        "--action",
+        "logs",
+    ]);
+    rig.ctl_ok(&[
+        "host",
+        "add-service",
+        "sudo-1",
+        "nginx",
+        "--manager",
+        "systemd",
+        "--unit",
+        "nginx.service",
+        "--action",
+        "reload",
+    ]);
+
+    let text = rig.ctl_ok(&["sudoers", "--host", "sudo-1"]);
+    assert!(text.contains("/srv/sudo-1/sv/web"), "{text}");
+    assert!(text.contains("nginx.service"), "{text}");
+    let rules: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert!(rules.len() >= 3, "{text}");
+    for rule in &rules {
+        assert!(rule.starts_with("fleet ALL=(root) NOPASSWD: /"), "{rule}");
+        let command = rule
+            .split_once("NOPASSWD:")
+            .map(|x| x.1.trim())
+            .unwrap_or("");
+        assert_ne!(command, "ALL", "{rule}");
+        assert!(!command.split_whitespace().any(|w| w == "ALL"), "{rule}");
+    }
+    let file = rig.state.path().join("sudoers-check");
+    std::fs::write(&file, &text).expect("write sudoers");
+    let check = Command::new("visudo")
+        .arg("-cf")
+        .arg(&file)
+        .output()
+        .expect("run visudo");
+    assert!(
+        check.status.success(),
+        "visudo -cf: {}{}\n{text}",
+        stdout(&check),
+        stderr(&check)
+    );
+
+    let json = rig.ctl_json(&["sudoers", "--host", "sudo-1"]);
+    assert_eq!(json["user"], "fleet");
+    assert_eq!(json["lines"].as_array().map(|a| a.len()), Some(rules.len()));
+
+    let o = rig.ctl(&["sudoers", "--host", "nope-1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not registered"), "{}", stderr(&o));
+}
+
+#[test]
+fn do_runs_a_verb_through_the_executor_and_reports_rejections() {
+    let mut rig = Rig::start();
+    let sshd = Sshd::start(Ipv4Addr::new(127, 0, 0, 33), SshdOptions::default()).expect("sshd");
+    let key = sshd
+        .client_key()
+        .map(|k| k.private.clone())
+        .expect("generated client key");
+    let conf = rig.state.path().join("executor.toml");
+    let text = format!(
+        "version = 1\nstate_dir = \"{}\"\n{}\n[ssh]\nkey = \"{}\"\n\n\
+         [[hosts]]\nid = \"do-1\"\naddress = \"{}\"\nport = {}\nuser = \"fleet\"\n\
+         host_key_policy = \"accept_new\"\ntags = [\"lab\"]\n",
+        rig.state.path().join("executor").display(),
+        rig.nats_section(Role::Executor, "executor"),
+        key.display(),
+        sshd.ip(),
+        sshd.port()
+    );
+    std::fs::write(&conf, text).expect("write executor config");
+    let log = rig.spawn("fleetbus-executor", conf, "executor.log");
+
+    // The executor consumes the job work queue once it runs; the first `do` waits for it.
+    let out = rig.ctl_json(&["do", "SHOW-RESOURCES", "{}", "--tag", "lab"]);
+    let jobs = out["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "{out}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(jobs[0]["state"], "succeeded", "{out}");
+    assert_eq!(jobs[0]["host"], "do-1", "{out}");
+    assert_eq!(jobs[0]["outcome"]["exit_code"], 0, "{out}");
+
+    // Human output names the job, its state and exit code.
+    let human = rig.ctl_ok(&["do", "SHOW-RESOURCES", "--host", "do-1"]);
+    assert!(
+        human.contains("on do-1: succeeded (exit code 0)"),
+        "{human}"
+    );
+
+    // An unknown verb is rejected with the executor's reason, exit 1.
+    let o = rig.ctl(&["do", "FROB-WIDGET", "{}", "--host", "do-1"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("rejected by executor"), "{err}");
+    assert!(err.contains("FROB-WIDGET"), "{err}");
+
+    // Arguments the verb does not take are rejected too.
+    let o = rig.ctl(&["do", "SHOW-RESOURCES", r#"{"bogus": 1}"#, "--host", "do-1"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("bogus"), "{}", stderr(&o));
+
+    // Usage errors never reach the bus.
+    let o = rig.ctl(&["do", "SHOW-RESOURCES", "{}"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = rig.ctl(&["do", "show resources", "{}", "--host", "do-1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
