@@ -256,6 +256,26 @@ async fn main() -> anyhow::Result<()> {
     // Let it finish its (empty) replay and start consuming.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    // Light load first (500 alert events/s for 2 s): the pipeline's latency without queueing.
+    let light = 1_000u64;
+    let tl = Instant::now();
+    for i in 0..light {
+        tokio::time::sleep_until((tl + Duration::from_millis(i * 2)).into()).await;
+        let env = alert_event(500_000 + i);
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", env.id.to_string().as_str());
+        let _ack = js
+            .publish_with_headers(env.subject(), h, fleetbus_schemas::encode(&env)?.into())
+            .await?;
+    }
+    wait_until(Duration::from_secs(20), || {
+        decided.load(Ordering::Relaxed) >= light && rx.count.load(Ordering::Relaxed) >= light / 10
+    })
+    .await;
+    let mut light_lat = std::mem::take(&mut *rx.latencies_us.lock().unwrap());
+    decided.store(0, Ordering::Relaxed);
+    rx.count.store(0, Ordering::Relaxed);
+
     let t0 = Instant::now();
     let mut acks = futures::stream::FuturesUnordered::new();
     for i in 0..total {
@@ -330,6 +350,19 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "|   webhook latency max                        | {:>11.2} ms  |",
         pct(&mut lat, 1.0)
+    );
+    println!(
+        "| baseline: same events, folds only (0 rules)  | {:>12.0}/s  |",
+        fold_rate
+    );
+    println!("| light load: 500 alert events/s, 2 s          |                 |");
+    println!(
+        "|   webhook latency p50 (event → receiver)     | {:>11.2} ms  |",
+        pct(&mut light_lat, 0.50)
+    );
+    println!(
+        "|   webhook latency p99                        | {:>11.2} ms  |",
+        pct(&mut light_lat, 0.99)
     );
     println!("| baseline: plain reqwest POST, same receiver  |                 |");
     println!(
