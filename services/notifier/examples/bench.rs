@@ -221,18 +221,8 @@ async fn main() -> anyhow::Result<()> {
         std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
     }
     let (channels, recipients, rules) = catalog(&url);
-    let can_replay = Role::Notifier
-        .permissions()
-        .publish
-        .allow
-        .iter()
-        .any(|s| s.starts_with("$JS.API.CONSUMER.CREATE.EVENTS"));
     let mut config = Config {
-        nats: server.nats_config(if can_replay {
-            Role::Notifier
-        } else {
-            Role::Admin
-        }),
+        nats: server.nats_config(Role::Notifier),
         secrets_file: Some(secrets),
         channels,
         recipients,

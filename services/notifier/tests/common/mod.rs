@@ -176,25 +176,11 @@ impl Bus {
     }
 }
 
-/// The role the notifier connects as. The notifier replays `EVENTS` with an ordered consumer;
-/// until bus-config grants the `notifier` user read access to `EVENTS` (consumer create/next
-/// on that stream), the tests fall back to `admin` and say so, so that everything else is
-/// still tested against a real server.
+/// The role the notifier connects as: its own `notifier` user, whose permissions (bus-config)
+/// must allow replaying `EVENTS`, publishing notification/system events and `fleet.notify.*`,
+/// and consuming `cmd-notify`.
 pub fn notifier_role() -> Role {
-    let can_replay = Role::Notifier
-        .permissions()
-        .publish
-        .allow
-        .iter()
-        .any(|s| s.starts_with("$JS.API.CONSUMER.CREATE.EVENTS"));
-    if can_replay {
-        Role::Notifier
-    } else {
-        eprintln!(
-            "NOTE: bus-config does not let `notifier` read EVENTS yet; running the notifier as `admin`"
-        );
-        Role::Admin
-    }
+    Role::Notifier
 }
 
 /// Starts the notifier in-process; cancel the token to stop it.
