@@ -1,14 +1,14 @@
 //! The web service's private cache of what no query model answers: jobs, saved tasks,
 //! schedules and the notification log. A pure fold of the EVENTS stream, rebuilt on start.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use fleetbus_schemas::commands::job::TaskSpec;
 use fleetbus_schemas::events::job::{JobOutcome, JobRequest, RunType};
 use fleetbus_schemas::events::schedule::ScheduleSpec;
-use fleetbus_schemas::events::{JobEvent, ScheduleEvent};
-use fleetbus_schemas::{CommandId, Envelope, Event, HostId, JobId, ScheduleId, TaskId};
+use fleetbus_schemas::events::{AgentEvent, JobEvent, ScheduleEvent};
+use fleetbus_schemas::{AgentId, CommandId, Envelope, Event, HostId, JobId, ScheduleId, TaskId};
 
 /// Jobs kept in memory (oldest dropped first).
 pub const MAX_JOBS: usize = 5_000;
@@ -122,6 +122,10 @@ pub struct WebFold {
     /// The shared projections (fleet status, alerts, counts, registry without credentials),
     /// folded from the same events ingest folds, so they give the same answers and alert ids.
     pub proj: fleetbus_projections::Projections,
+    /// Agents blocked now. Which host an agent is on is told by its key event, a secret event
+    /// the `web` user cannot read, so the shared fold never marks their hosts blocked here;
+    /// the host is learnt from the agent's reports and notices instead.
+    pub blocked_agents: BTreeSet<AgentId>,
 }
 
 impl WebFold {
@@ -129,6 +133,7 @@ impl WebFold {
     pub fn apply(&mut self, seq: u64, env: &Envelope) {
         self.proj.apply(seq, env);
         match &env.event {
+            Event::Agent(e) => self.apply_blocked(e),
             Event::Job(e) => self.apply_job(seq, env, e),
             Event::Schedule(e) => self.apply_schedule(e),
             Event::Notification(e) => {
@@ -142,6 +147,39 @@ impl WebFold {
                     kind: body["type"].as_str().unwrap_or("").to_owned(),
                     detail: body["data"].clone(),
                 });
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_blocked(&mut self, event: &AgentEvent) {
+        let mark = |hosts: &mut BTreeMap<HostId, fleetbus_projections::HostStatus>,
+                    agent: &AgentId,
+                    blocked: bool| {
+            for h in hosts.values_mut() {
+                if h.agent.as_ref() == Some(agent) {
+                    h.blocked = blocked;
+                }
+            }
+        };
+        match event {
+            AgentEvent::Blocked { agent, .. } => {
+                self.blocked_agents.insert(agent.clone());
+                mark(&mut self.proj.fleet.hosts, agent, true);
+            }
+            AgentEvent::Unblocked { agent } => {
+                self.blocked_agents.remove(agent);
+                mark(&mut self.proj.fleet.hosts, agent, false);
+            }
+            AgentEvent::Reported(r) if self.blocked_agents.contains(&r.agent) => {
+                if let Some(h) = self.proj.fleet.hosts.get_mut(&r.host) {
+                    h.blocked = true;
+                }
+            }
+            AgentEvent::Raised(n) if self.blocked_agents.contains(&n.agent) => {
+                if let Some(h) = self.proj.fleet.hosts.get_mut(&n.host) {
+                    h.blocked = true;
+                }
             }
             _ => {}
         }

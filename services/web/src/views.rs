@@ -147,6 +147,17 @@ pub struct OverviewFilter {
     /// Time travel: RFC 3339 or `YYYY-MM-DDTHH:MM` (UTC).
     #[serde(default)]
     pub as_of: String,
+    /// Non-empty (the checkbox sends `on`): also list hosts whose agent is blocked.
+    #[serde(default)]
+    pub show_blocked: String,
+}
+
+impl OverviewFilter {
+    /// Hosts whose agent is blocked are hidden unless asked for, by the toggle or by a state
+    /// filter (`state=BLOCKED`, or any explicit state the host matches).
+    pub fn shows_blocked(&self) -> bool {
+        !self.show_blocked.trim().is_empty() || !self.state.trim().is_empty()
+    }
 }
 
 /// Applies the filter.
@@ -155,7 +166,8 @@ pub fn filter_hosts<'a>(
     f: &'a OverviewFilter,
 ) -> impl Iterator<Item = &'a HostStatus> {
     fleet.hosts.values().filter(move |h| {
-        (f.tag.is_empty() || h.tags.contains(&f.tag))
+        (!h.blocked || f.shows_blocked())
+            && (f.tag.is_empty() || h.tags.contains(&f.tag))
             && (f.role.is_empty() || h.roles.contains(&f.role))
             && (f.state.is_empty() || h.state().as_str().eq_ignore_ascii_case(&f.state))
     })
@@ -522,5 +534,139 @@ mod tests {
             Some("2026-01-01T10:00:00+00:00".into())
         );
         assert!(parse_as_of("yesterday").is_none());
+    }
+}
+
+/// The managed-config status of one agent, as `fleet.q.config {agent}` answers it (ingest's
+/// `AgentConfigView`; only the parts the host page shows are read, the rest is ignored).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ConfigView {
+    /// Drift and status.
+    pub drift: DriftReply,
+}
+
+/// Ingest's `DriftView`, as far as the page needs it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DriftReply {
+    /// `managed`, `report_only` or `pending`.
+    #[serde(default)]
+    pub management: String,
+    /// `in_sync`, `applying`, `drifted`, `unknown` or `unmanaged`.
+    pub state: String,
+    /// Desired version.
+    #[serde(default)]
+    pub desired_version: Option<u64>,
+    /// Version the agent last applied.
+    #[serde(default)]
+    pub applied_version: Option<u64>,
+    /// Template in use.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Per-key differences.
+    #[serde(default)]
+    pub differences: Vec<DiffReply>,
+    /// Why no comparison could be made.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One differing key.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DiffReply {
+    /// Dotted key path.
+    pub path: String,
+    /// `missing`, `unexpected` or `changed`.
+    pub kind: String,
+    /// Desired value (JSON).
+    #[serde(default)]
+    pub desired: Option<serde_json::Value>,
+    /// Live value (JSON).
+    #[serde(default)]
+    pub live: Option<serde_json::Value>,
+}
+
+/// The drift section of a host page; every string is escaped by the template.
+#[derive(Debug, Clone)]
+pub struct DriftSection {
+    /// `in_sync`, `applying`, `drifted`, `unknown`, `unmanaged`, or `unavailable`.
+    pub state: String,
+    /// CSS class for the state badge.
+    pub class: &'static str,
+    /// `managed`, `report_only`, `pending`, or empty.
+    pub management: String,
+    /// Desired version, or `-`.
+    pub desired_version: String,
+    /// Applied version, or `-`.
+    pub applied_version: String,
+    /// Template, or empty.
+    pub template: String,
+    /// A note for people (why unknown/unavailable, the parse error).
+    pub note: String,
+    /// Differences: path, kind, desired, live (JSON text, `-` when absent).
+    pub differences: Vec<[String; 4]>,
+}
+
+fn drift_class(state: &str) -> &'static str {
+    match state {
+        "in_sync" => "ok",
+        "applying" | "unknown" => "warn",
+        "drifted" => "down",
+        _ => "disabled",
+    }
+}
+
+impl DriftSection {
+    /// From ingest's answer.
+    pub fn from_view(v: ConfigView) -> DriftSection {
+        let d = v.drift;
+        let show = |x: Option<serde_json::Value>| {
+            x.map(|v| match v {
+                serde_json::Value::String(s) => format!("{s:?}"),
+                other => other.to_string(),
+            })
+            .unwrap_or_else(|| "-".into())
+        };
+        let version = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        DriftSection {
+            class: drift_class(&d.state),
+            note: d.error.clone().unwrap_or_else(|| match d.state.as_str() {
+                "unknown" => "the agent has not sent its live config yet".into(),
+                "applying" => "values match; the agent has not confirmed this version yet".into(),
+                _ => String::new(),
+            }),
+            state: d.state,
+            management: d.management,
+            desired_version: version(d.desired_version),
+            applied_version: version(d.applied_version),
+            template: d.template.unwrap_or_default(),
+            differences: d
+                .differences
+                .into_iter()
+                .map(|x| [x.path, x.kind, show(x.desired), show(x.live)])
+                .collect(),
+        }
+    }
+
+    /// No config and no report for the agent: nothing is managed.
+    pub fn unmanaged(note: impl Into<String>) -> DriftSection {
+        DriftSection {
+            state: "unmanaged".into(),
+            class: drift_class("unmanaged"),
+            management: String::new(),
+            desired_version: "-".into(),
+            applied_version: "-".into(),
+            template: String::new(),
+            note: note.into(),
+            differences: Vec::new(),
+        }
+    }
+
+    /// The query failed: say so instead of failing the page.
+    pub fn unavailable(note: impl Into<String>) -> DriftSection {
+        DriftSection {
+            state: "unavailable".into(),
+            class: "warn",
+            ..DriftSection::unmanaged(note)
+        }
     }
 }

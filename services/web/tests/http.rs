@@ -1022,3 +1022,154 @@ fn rmp_serde_value(bytes: &[u8]) -> serde_json::Value {
         R::Error(e) => serde_json::json!({ "error": e }),
     }
 }
+
+#[tokio::test]
+async fn blocked_hosts_are_hidden_from_the_overview_unless_asked_for() {
+    use fleetbus_schemas::commands::AgentCommand;
+    use fleetbus_schemas::Command;
+    let stack = fleet().await;
+    stack
+        .add_host("web-2", "127.0.0.3", &[("nginx", &[Status])])
+        .await;
+    stack
+        .report("web-2", &[("nginx", ServiceState::Running, None)])
+        .await;
+    stack
+        .command(Command::Agent(AgentCommand::IssueKey {
+            agent: id("web-2"),
+            host: id("web-2"),
+            key_id: "k2".into(),
+            key_hash: "0".repeat(64),
+        }))
+        .await;
+    stack
+        .command(Command::Agent(AgentCommand::Block {
+            agent: id("web-2"),
+            reason: "decommissioning".into(),
+        }))
+        .await;
+    let hub = stack.state.hub.clone();
+    let h: fleetbus_schemas::HostId = id("web-2");
+    let blocked = fleetbus_testkit::wait_for(
+        || {
+            let hub = hub.clone();
+            let h = h.clone();
+            async move { hub.read_fold(|f| f.proj.fleet.hosts.get(&h).is_some_and(|x| x.blocked)) }
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(blocked, "web-2 was not blocked");
+
+    let s = stack.login("vic").await;
+    let page = stack.get(&s, "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("data-host=\"web-1\""), "{}", page.body);
+    assert!(
+        !page.body.contains("data-host=\"web-2\""),
+        "a blocked host is listed by default:\n{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("1 blocked hosts hidden"),
+        "{}",
+        page.body
+    );
+
+    let only = stack.get(&s, "/?state=BLOCKED").await;
+    assert!(only.body.contains("data-host=\"web-2\""), "{}", only.body);
+    assert!(!only.body.contains("data-host=\"web-1\""), "{}", only.body);
+
+    let all = stack.get(&s, "/?show_blocked=on").await;
+    assert!(all.body.contains("data-host=\"web-2\""), "{}", all.body);
+    assert!(all.body.contains("data-host=\"web-1\""), "{}", all.body);
+    assert!(!all.body.contains("blocked hosts hidden"), "{}", all.body);
+
+    // Unblocked, it is back on the default overview.
+    stack
+        .command(Command::Agent(AgentCommand::Unblock { agent: id("web-2") }))
+        .await;
+    let back = fleetbus_testkit::wait_for(
+        || {
+            let hub = hub.clone();
+            let h = h.clone();
+            async move { hub.read_fold(|f| f.proj.fleet.hosts.get(&h).is_some_and(|x| !x.blocked)) }
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(back);
+    let page = stack.get(&s, "/").await;
+    assert!(page.body.contains("data-host=\"web-2\""), "{}", page.body);
+}
+
+#[tokio::test]
+async fn host_page_shows_the_agents_config_drift_escaped() {
+    use fleetbus_schemas::events::ConfigEvent;
+    let stack = fleet().await;
+    let s = stack.login("vic").await;
+
+    // A reporting agent without a desired config: unmanaged.
+    let page = stack.get(&s, "/hosts/web-1").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Managed config"), "{}", page.body);
+    assert!(
+        page.body.contains("data-drift-state=\"unmanaged\""),
+        "{}",
+        page.body
+    );
+
+    const EVIL: &str = "<script>alert(1)</script>";
+    stack
+        .publish(
+            Actor::user("root", UserRole::Admin),
+            None,
+            Event::Config(ConfigEvent::DesiredSet {
+                agent: id("web-1"),
+                version: 3,
+                toml: "[server]\nport = 8080\nname = \"web\"\n".into(),
+                hash: "a".repeat(64),
+                template: None,
+                overrides: None,
+                volatile: vec![],
+            }),
+        )
+        .await;
+    stack
+        .publish(
+            Actor::agent("web-1"),
+            None,
+            Event::Config(ConfigEvent::LiveReported {
+                agent: id("web-1"),
+                version: Some(3),
+                hash: "b".repeat(64),
+                toml: format!("[server]\nport = 9090\nname = \"web\"\nextra = \"{EVIL}\"\n"),
+            }),
+        )
+        .await;
+    // Ingest folds the log on its own; wait until its answer shows the drift.
+    let drifted = fleetbus_testkit::wait_for(
+        || async {
+            stack
+                .get(&s, "/hosts/web-1")
+                .await
+                .body
+                .contains("data-drift-state=\"drifted\"")
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    let page = stack.get(&s, "/hosts/web-1").await;
+    assert!(drifted, "no drift shown:\n{}", page.body);
+    let body = &page.body;
+    assert!(body.contains("desired version 3"), "{body}");
+    assert!(body.contains("<code>server.port</code>"), "{body}");
+    assert!(body.contains("<code>8080</code>"), "{body}");
+    assert!(body.contains("<code>9090</code>"), "{body}");
+    assert!(body.contains("<code>server.extra</code>"), "{body}");
+    assert!(body.contains("unexpected"), "{body}");
+    // The unchanged key is not listed; the injected value is escaped.
+    assert!(!body.contains("<code>server.name</code>"), "{body}");
+    assert!(!body.contains("<script>alert(1)"), "{body}");
+    assert!(body.contains("&#60;script&#62;alert(1)"), "{body}");
+}

@@ -33,6 +33,8 @@ struct OverviewPage {
     live: bool,
     services_total: usize,
     hosts_total: usize,
+    blocked_hidden: usize,
+    show_blocked: bool,
 }
 
 /// A select option.
@@ -122,8 +124,15 @@ fn build(
     let mut roles: Vec<String> = fleet.hosts.values().flat_map(|h| h.roles.clone()).collect();
     roles.sort();
     roles.dedup();
+    let blocked_hidden = if filter.shows_blocked() {
+        0
+    } else {
+        fleet.hosts.values().filter(|h| h.blocked).count()
+    };
     OverviewPage {
         nav,
+        blocked_hidden,
+        show_blocked: !filter.show_blocked.trim().is_empty(),
         services_total: rows.iter().map(|r| r.services.len()).sum(),
         hosts_total: fleet.hosts.len(),
         rows,
@@ -175,6 +184,7 @@ struct HostPage {
     address: String,
     agent: String,
     liveness: String,
+    drift: Option<views::DriftSection>,
 }
 
 #[derive(Template)]
@@ -213,14 +223,51 @@ pub async fn host_page(
                 .liveness
                 .map(|l| format!("{l:?}").to_ascii_lowercase())
                 .unwrap_or_else(|| "n/a".into()),
+            drift: None,
         })
     });
     match page {
-        Some(page) => Ok(render(&page)),
+        Some(mut page) => {
+            let agent = state
+                .hub
+                .read_fold(|f| f.proj.fleet.hosts.get(&host).and_then(|h| h.agent.clone()));
+            if let Some(agent) = agent {
+                page.drift = Some(config_drift(&state, agent).await);
+            }
+            Ok(render(&page))
+        }
         None => Err(PageError(
             WebError::NotFound(format!("no host {host}")),
             Some(nav),
         )),
+    }
+}
+
+/// The agent's managed-config status from ingest (`fleet.q.config {agent}`). An agent with
+/// neither a desired config nor a live one is unmanaged; a failed query is shown, not fatal.
+async fn config_drift(state: &Shared, agent: fleetbus_schemas::AgentId) -> views::DriftSection {
+    #[derive(serde::Serialize)]
+    struct ConfigQuery {
+        agent: fleetbus_schemas::AgentId,
+    }
+    let answer: Result<views::ConfigView, WebError> = state
+        .bus
+        .query(
+            "config",
+            &ConfigQuery {
+                agent: agent.clone(),
+            },
+        )
+        .await;
+    match answer {
+        Ok(view) => views::DriftSection::from_view(view),
+        Err(WebError::NotFound(_)) => {
+            views::DriftSection::unmanaged(format!("fleetbus holds no config for agent {agent}"))
+        }
+        Err(e) => {
+            tracing::warn!(%agent, error = %e, "config query failed");
+            views::DriftSection::unavailable(format!("config status unavailable: {e}"))
+        }
     }
 }
 
