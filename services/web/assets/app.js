@@ -50,7 +50,10 @@
     const row = document.querySelector('tr[data-host="' + CSS.escape(host) + '"]');
     if (!row) return;
     const fresh = await fragment(row.dataset.fragment);
-    if (fresh) row.replaceWith(fresh);
+    if (!fresh) return;
+    // A host whose agent was just blocked leaves an overview that hides blocked hosts.
+    if ('hideBlocked' in document.body.dataset && fresh.classList.contains('state-blocked')) row.remove();
+    else row.replaceWith(fresh);
   }
 
   // Panels keep their feedback box and logs: only the header (dot, state, since) is replaced.

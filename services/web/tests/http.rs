@@ -1084,6 +1084,9 @@ async fn blocked_hosts_are_hidden_from_the_overview_unless_asked_for() {
     assert!(all.body.contains("data-host=\"web-2\""), "{}", all.body);
     assert!(all.body.contains("data-host=\"web-1\""), "{}", all.body);
     assert!(!all.body.contains("blocked hosts hidden"), "{}", all.body);
+    // Live rows of hosts blocked later leave only the overview that hides them.
+    assert!(page.body.contains("data-hide-blocked"), "{}", page.body);
+    assert!(!all.body.contains("data-hide-blocked"), "{}", all.body);
 
     // Unblocked, it is back on the default overview.
     stack

@@ -35,6 +35,7 @@ struct OverviewPage {
     hosts_total: usize,
     blocked_hidden: usize,
     show_blocked: bool,
+    hide_blocked: bool,
 }
 
 /// A select option.
@@ -133,6 +134,7 @@ fn build(
         nav,
         blocked_hidden,
         show_blocked: !filter.show_blocked.trim().is_empty(),
+        hide_blocked: !filter.shows_blocked(),
         services_total: rows.iter().map(|r| r.services.len()).sum(),
         hosts_total: fleet.hosts.len(),
         rows,
