@@ -58,6 +58,12 @@ pub enum Verb {
     /// Run a privileged verb (`VERB-NOUN '{json}'`) on hosts and wait for its jobs.
     #[command(name = "do")]
     Do(cmd::verb::Args),
+    /// Schedules (scheduler): create, update, pause, resume, rm, ls.
+    Schedule(cmd::schedule::Args),
+    /// Heartbeat and deadline checks (scheduler): heartbeat, deadline, pause, resume, rm, ls.
+    Check(cmd::check::Args),
+    /// Notification rules, recipients, channels and mutes (notifier).
+    Notify(cmd::notify::Args),
 }
 
 /// Runs one parsed command line.
@@ -76,5 +82,8 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Verb::Asset(a) => cmd::asset::run(&ctx, a).await,
         Verb::Sudoers(a) => cmd::sudoers::run(&ctx, a).await,
         Verb::Do(a) => cmd::verb::run(&ctx, a).await,
+        Verb::Schedule(a) => cmd::schedule::run(&ctx, a).await,
+        Verb::Check(a) => cmd::check::run(&ctx, a).await,
+        Verb::Notify(a) => cmd::notify::run(&ctx, a).await,
     }
 }

@@ -379,3 +379,134 @@ fn do_runs_a_verb_through_the_executor_and_reports_rejections() {
     let o = rig.ctl(&["do", "show resources", "{}", "--host", "do-1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn do_restarts_a_real_runit_service_with_the_sudoers_fleetctl_generated() {
+    use fleetbus_testkit::sshd::{RunitHost, SudoersFile};
+    let mut rig = Rig::start();
+    rig.start_ingest();
+    let ip = Ipv4Addr::new(127, 0, 0, 34);
+    let sshd = Sshd::start(ip, SshdOptions::default()).expect("sshd");
+    let runit = RunitHost::start(ip).expect("runit");
+    let key = sshd
+        .client_key()
+        .map(|k| k.private.clone())
+        .expect("generated client key");
+    let conf = rig.state.path().join("executor.toml");
+    let text = format!(
+        "version = 1\nstate_dir = \"{}\"\n{}\n[ssh]\nkey = \"{}\"\n",
+        rig.state.path().join("executor").display(),
+        rig.nats_section(Role::Executor, "executor"),
+        key.display(),
+    );
+    std::fs::write(&conf, text).expect("write executor config");
+    let log = rig.spawn("fleetbus-executor", conf, "executor.log");
+    // The executor learns hosts from registry events it follows live: wait until it runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = rig.ctl_json(&[
+            "query",
+            "events",
+            "--json-args",
+            r#"{"domain": "system", "type_name": "component_started", "limit": 100}"#,
+        ]);
+        if page.to_string().contains("\"executor\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "executor did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let port = sshd.port().to_string();
+    rig.ctl_ok(&[
+        "host",
+        "add",
+        "do-2",
+        "--address",
+        &ip.to_string(),
+        "--port",
+        &port,
+        "--user",
+        "fleet",
+        "--role",
+        "frontend",
+    ]);
+    let web_dir = runit.service_dir("web").display().to_string();
+    rig.ctl_ok(&[
+        "host",
+        "add-service",
+        "do-2",
+        "web",
+        "--manager",
+        "runit",
+        "--unit",
+        &web_dir,
+        "--action",
+        "status",
+        "--action",
+        "restart",
+    ]);
+    // Privilege on the target comes only from the lines fleetctl prints.
+    let lines = rig.ctl_ok(&["sudoers", "--host", "do-2"]);
+    let _sudoers = SudoersFile::install(
+        &format!("fleetbus-fleetctl-do-{}", std::process::id()),
+        &lines,
+    )
+    .expect("install sudoers");
+
+    let pid = |status: &str| -> Option<String> {
+        status
+            .split("(pid ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .map(String::from)
+    };
+    let before = pid(&runit.sv_status("web").expect("sv status")).expect("web runs");
+
+    let out = rig.ctl_json(&[
+        "do",
+        "RESTART-SERVICE",
+        r#"{"service":"web"}"#,
+        "--role",
+        "frontend",
+    ]);
+    let jobs = out["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "{out}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(jobs[0]["state"], "succeeded", "{out}");
+    assert_eq!(jobs[0]["outcome"]["exit_code"], 0, "{out}");
+    let after = pid(&runit.sv_status("web").expect("sv status")).expect("web runs again");
+    assert_ne!(before, after, "runit restarted web: new pid");
+
+    let status = rig.ctl_ok(&[
+        "do",
+        "STATUS-SERVICE",
+        r#"{"service":"web"}"#,
+        "--host",
+        "do-2",
+    ]);
+    assert!(
+        status.contains("on do-2: succeeded (exit code 0)"),
+        "{status}"
+    );
+    assert!(status.contains(&format!("(pid {after})")), "{status}");
+
+    // A service that is not registered is rejected as not found, exit 1.
+    let o = rig.ctl(&[
+        "do",
+        "RESTART-SERVICE",
+        r#"{"service":"nope"}"#,
+        "--host",
+        "do-2",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("not_found"), "{}", stderr(&o));
+}

@@ -3,10 +3,13 @@
 pub mod agent;
 pub mod asset;
 pub mod bus;
+pub mod check;
 pub mod config;
 pub mod host;
 pub mod log;
+pub mod notify;
 pub mod query;
+pub mod schedule;
 pub mod send;
 pub mod sudoers;
 pub mod tail;
