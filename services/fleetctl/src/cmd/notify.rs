@@ -16,7 +16,9 @@ use fleetbus_schemas::commands::notify::{
     ChannelSpec, MuteSpec, MuteWindow, NotifyCommand, RecipientSpec, RuleSpec,
 };
 use fleetbus_schemas::events::notification::NotificationEvent;
-use fleetbus_schemas::{ChannelId, Command, Envelope, Event, HostId, RecipientId, RuleId, ServiceName};
+use fleetbus_schemas::{
+    ChannelId, Command, Envelope, Event, HostId, RecipientId, RuleId, ServiceName,
+};
 use serde::de::DeserializeOwned;
 
 use super::agent::report;
@@ -112,7 +114,9 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let bad = || format!("{s:?}: expected RFC 3339 (2026-01-01T06:00:00Z) or a duration like 90m, 2h, 1d");
+    let bad = || {
+        format!("{s:?}: expected RFC 3339 (2026-01-01T06:00:00Z) or a duration like 90m, 2h, 1d")
+    };
     let unit = s.chars().last().ok_or_else(bad)?;
     let n: i64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -140,7 +144,11 @@ fn parse_spec<T: DeserializeOwned>(text: &str, what: &str, path: &Path) -> Resul
         let de = &mut serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let at = e.path().to_string();
-            let at = if at == "." { String::new() } else { format!("at {at}: ") };
+            let at = if at == "." {
+                String::new()
+            } else {
+                format!("at {at}: ")
+            };
             input(format!("{at}{}", e.inner()))
         })
     } else {
@@ -248,7 +256,11 @@ fn human(l: &Listing) -> String {
         out.push_str(&format!(
             "  {id:<20} {kind:<9} {} {}\n",
             r.email.as_deref().unwrap_or("-"),
-            if r.display_name.is_empty() { "" } else { &r.display_name }
+            if r.display_name.is_empty() {
+                ""
+            } else {
+                &r.display_name
+            }
         ));
     }
     out.push_str("CHANNELS\n");
@@ -265,16 +277,13 @@ fn human(l: &Listing) -> String {
         let window = match &m.window {
             MuteWindow::AdHoc { from, until } => format!(
                 "{}until {}",
-                from.map(|f| format!("from {} ", f.to_rfc3339())).unwrap_or_default(),
+                from.map(|f| format!("from {} ", f.to_rfc3339()))
+                    .unwrap_or_default(),
                 until.to_rfc3339()
             ),
-            MuteWindow::Scheduled(w) => format!(
-                "{}-{} {} {}",
-                w.start,
-                w.end,
-                w.time_zone,
-                join(&w.days)
-            ),
+            MuteWindow::Scheduled(w) => {
+                format!("{}-{} {} {}", w.start, w.end, w.time_zone, join(&w.days))
+            }
         };
         out.push_str(&format!(
             "  {id:<20} hosts={} services={} tags={} {window} {}\n",

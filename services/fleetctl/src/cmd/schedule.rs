@@ -115,8 +115,7 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
     if k.is_empty() {
         return Err(format!("{s:?}: empty key"));
     }
-    let value =
-        serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
+    let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
     Ok((k.to_owned(), value))
 }
 
@@ -267,9 +266,7 @@ fn fold(events: &[Envelope]) -> BTreeMap<ScheduleId, Row> {
         };
         match ev {
             ScheduleEvent::Created(spec) | ScheduleEvent::Updated(spec) => {
-                let paused = rows
-                    .get(&spec.schedule)
-                    .is_some_and(|r: &Row| r.paused);
+                let paused = rows.get(&spec.schedule).is_some_and(|r: &Row| r.paused);
                 rows.insert(
                     spec.schedule.clone(),
                     Row {
