@@ -144,6 +144,15 @@ pub(crate) fn read_input(path: &Path, kind: &str) -> Result<(String, String), Ct
 
 impl SpecArgs {
     fn into_spec(self) -> Result<ScheduleSpec, CtlError> {
+        let task_only = !self.params.is_empty()
+            || !self.host.is_empty()
+            || !self.tag.is_empty()
+            || !self.role.is_empty();
+        if task_only && self.task.is_none() {
+            return Err(CtlError::Usage(
+                "--param, --host, --tag and --role belong to --task (status polls take --poll-host, --poll-tag, --poll-role)".into(),
+            ));
+        }
         let action = if let Some(task) = self.task {
             let targets = Targets {
                 hosts: self.host,
