@@ -37,6 +37,18 @@ fn healthy(addr: SocketAddr) -> bool {
     buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
 }
 
+/// Polls `f` (every 50 ms, at most 15 s) until it gives a value.
+fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met within 15 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A child process killed (by its own pid) on drop.
 struct Proc(Child);
 
@@ -168,6 +180,20 @@ impl Rig {
         ]);
     }
 
+    /// Waits until ingest's registry (what `query` reads, behind the events on the bus) holds
+    /// `host` with `services` services.
+    fn wait_registered(&self, host: &str, services: usize) {
+        eventually(|| {
+            let reg = self.ctl_json(&["query", "registry"]);
+            let has_host = reg["hosts"].get(host).is_some();
+            let n = reg["services"]
+                .as_object()
+                .map(|m| m.values().filter(|s| s["host"] == host).count())
+                .unwrap_or(0);
+            (has_host && n == services).then_some(())
+        })
+    }
+
     /// `host.key_pinned` events for `host`, as (algorithm, fingerprint).
     fn pinned_events(&self, host: &str) -> Vec<(String, String)> {
         let page = self.ctl_json(&[
@@ -199,6 +225,7 @@ fn host_trust_pins_only_the_fingerprint_a_person_checked() {
     let sshd = Sshd::start(Ipv4Addr::new(127, 0, 0, 31), SshdOptions::default()).expect("sshd");
     let real = sshd.host_key_fingerprint().expect("fingerprint");
     rig.add_host("trust-1", &sshd);
+    rig.wait_registered("trust-1", 0);
 
     // Without --fingerprint or --yes it only shows the key.
     let shown = rig.ctl_ok(&["host", "trust", "trust-1"]);
@@ -220,12 +247,19 @@ fn host_trust_pins_only_the_fingerprint_a_person_checked() {
     let out = rig.ctl_json(&["host", "trust", "trust-1", "--fingerprint", &real]);
     assert_eq!(out["pinned"], true, "{out}");
     assert_eq!(out["fingerprint"], real.as_str(), "{out}");
-    let pins = rig.pinned_events("trust-1");
+    // The command's event is on the bus before ingest's log (which `query` reads) has it.
+    let pins = eventually(|| {
+        let p = rig.pinned_events("trust-1");
+        (!p.is_empty()).then_some(p)
+    });
     assert_eq!(pins, vec![("ssh-ed25519".to_owned(), real.clone())]);
 
     // The registry now names the pinned key, and a second look says so.
-    let again = rig.ctl_ok(&["host", "trust", "trust-1"]);
-    assert!(again.contains("already pinned"), "{again}");
+    let again = eventually(|| {
+        let out = rig.ctl_ok(&["host", "trust", "trust-1"]);
+        out.contains("already pinned").then_some(out)
+    });
+    assert!(again.contains(&real), "{again}");
 
     // An unknown host is a clear error, nothing is scanned.
     let o = rig.ctl(&["host", "trust", "nope-1", "--yes"]);
@@ -279,6 +313,7 @@ fn sudoers_prints_scoped_lines_that_visudo_accepts() {
         "reload",
     ]);
 
+    rig.wait_registered("sudo-1", 2);
     let text = rig.ctl_ok(&["sudoers", "--host", "sudo-1"]);
     assert!(text.contains("/srv/sudo-1/sv/web"), "{text}");
     assert!(text.contains("nginx.service"), "{text}");
@@ -451,6 +486,7 @@ fn do_restarts_a_real_runit_service_with_the_sudoers_fleetctl_generated() {
         "restart",
     ]);
     // Privilege on the target comes only from the lines fleetctl prints.
+    rig.wait_registered("do-2", 1);
     let lines = rig.ctl_ok(&["sudoers", "--host", "do-2"]);
     let _sudoers = SudoersFile::install(
         &format!("fleetbus-fleetctl-do-{}", std::process::id()),
