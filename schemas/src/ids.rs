@@ -146,7 +146,9 @@ name_id!(
 /// ULIDs from one process-wide generator: ids made in the same millisecond still increase.
 fn monotonic_ulid() -> ulid::Ulid {
     static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
-    let mut guard = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let generator = guard.get_or_insert_with(ulid::Generator::new);
     // Overflow needs 2^80 ids in one millisecond; fall back to a random one rather than fail.
     generator.generate().unwrap_or_else(|_| ulid::Ulid::new())

@@ -6,9 +6,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{AreaCommand, Targets};
-use crate::events::service::ServiceAction;
 use crate::events::job::sample_task;
 pub use crate::events::job::{ParamSpec, ParamType, TaskSpec};
+use crate::events::service::ServiceAction;
 use crate::events::{id, sample_ulid};
 use crate::ids::{HostId, JobId, ServiceName, TaskId};
 

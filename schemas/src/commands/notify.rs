@@ -313,7 +313,8 @@ pub struct MuteSpec {
 
 /// Parses `HH:MM`.
 pub fn parse_hhmm(s: &str) -> Result<NaiveTime, String> {
-    NaiveTime::parse_from_str(s, "%H:%M").map_err(|_| format!("{s:?} is not a time, expected HH:MM"))
+    NaiveTime::parse_from_str(s, "%H:%M")
+        .map_err(|_| format!("{s:?} is not a time, expected HH:MM"))
 }
 
 /// Weekday tokens accepted in windows.
@@ -347,10 +348,16 @@ impl RuleSpec {
     /// Structural checks; the notifier also checks that recipients and channels exist.
     pub fn validate(&self) -> Result<(), String> {
         if self.recipients.is_empty() {
-            return Err(format!("rule {}: recipients is empty, expected at least one", self.rule));
+            return Err(format!(
+                "rule {}: recipients is empty, expected at least one",
+                self.rule
+            ));
         }
         if self.channels.is_empty() {
-            return Err(format!("rule {}: channels is empty, expected at least one", self.rule));
+            return Err(format!(
+                "rule {}: channels is empty, expected at least one",
+                self.rule
+            ));
         }
         for k in &self.matches.kinds {
             validate_name("alert kind", k).map_err(|e| format!("rule {}: {e}", self.rule))?;
@@ -405,11 +412,13 @@ impl RecipientSpec {
             check_tag(&who, t)?;
         }
         if let Some(email) = &self.email {
-            let ok = email
-                .split_once('@')
-                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !email.contains(char::is_whitespace));
+            let ok = email.split_once('@').is_some_and(|(l, d)| {
+                !l.is_empty() && d.contains('.') && !email.contains(char::is_whitespace)
+            });
             if !ok {
-                return Err(format!("{who}: email {email:?} is not an address like ops@example.com"));
+                return Err(format!(
+                    "{who}: email {email:?} is not an address like ops@example.com"
+                ));
             }
         }
         if let Some(q) = &self.quiet_hours {
@@ -428,7 +437,9 @@ impl ChannelSpec {
         let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
         match &self.kind {
             ChannelKind::Webhook { url, .. } if !url_ok(url) => {
-                return Err(format!("{what}: url {url:?} must start with http:// or https://"));
+                return Err(format!(
+                    "{what}: url {url:?} must start with http:// or https://"
+                ));
             }
             ChannelKind::Ntfy { server, topic, .. } => {
                 if !url_ok(server) {
@@ -438,7 +449,9 @@ impl ChannelSpec {
                 }
                 validate_name("ntfy topic", topic).map_err(|e| format!("{what}: {e}"))?;
             }
-            ChannelKind::Email { smtp_host, from, .. } => {
+            ChannelKind::Email {
+                smtp_host, from, ..
+            } => {
                 if smtp_host.is_empty() {
                     return Err(format!("{what}: smtp_host is empty"));
                 }

@@ -314,7 +314,14 @@ async fn main() -> anyhow::Result<()> {
             let line = format!("sv status {}", h.dirs.join(" "));
             set.spawn(async move {
                 let (tx, _rx) = mpsc::unbounded_channel();
-                pool.exec(&target, &line, Some(Duration::from_secs(60)), &CancellationToken::new(), &tx).await
+                pool.exec(
+                    &target,
+                    &line,
+                    Some(Duration::from_secs(60)),
+                    &CancellationToken::new(),
+                    &tx,
+                )
+                .await
             });
         }
         let mut ok = 0;
@@ -323,10 +330,17 @@ async fn main() -> anyhow::Result<()> {
                 ok += 1;
             }
         }
-        anyhow::ensure!(ok == hosts.len(), "per-host: only {ok} of {} succeeded", hosts.len());
+        anyhow::ensure!(
+            ok == hosts.len(),
+            "per-host: only {ok} of {} succeeded",
+            hosts.len()
+        );
         times.push(t.elapsed());
     }
-    results.push(("fleetbus SSH layer, warm, one exec per host (2 statuses each)".into(), times));
+    results.push((
+        "fleetbus SSH layer, warm, one exec per host (2 statuses each)".into(),
+        times,
+    ));
 
     // (e) end to end through NATS and the executor (warm): command → first output chunk.
     let nats = fleetbus_testkit::NatsServer::start();
