@@ -37,6 +37,11 @@ fn env(i: usize) -> Envelope {
 
 fn main() -> anyhow::Result<()> {
     let n = 200_000;
+    // Events per durable transaction (the writer's group size): `PROF_BATCH`, default 1,000.
+    let group: usize = std::env::var("PROF_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let t = Instant::now();
     let batch: Vec<NewEntry> = (0..n)
         .map(|i| {
@@ -75,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let mut st = State::default();
         let (mut staging, mut committing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-        for chunk in batch.chunks(1000) {
+        for chunk in batch.chunks(group.max(1)) {
             let t1 = Instant::now();
             let staged = if with_state {
                 store.stage_batch(chunk, &mut st, 10_000)?

@@ -90,7 +90,7 @@ impl Default for Limits {
 impl Default for LogTuning {
     fn default() -> Self {
         LogTuning {
-            max_batch: 1000,
+            max_batch: 5000,
             snapshot_every: 10_000,
             queue: 20_000,
         }

@@ -74,7 +74,7 @@ pub fn spawn(
         .name("ingest-writer".into())
         .spawn(move || {
             let max = config.max_batch.max(1);
-            let mut entries = Vec::with_capacity(max);
+            let mut entries = Vec::with_capacity(max.min(256));
             while let Some(first) = rx.blocking_recv() {
                 entries.clear();
                 let mut batch_messages = Vec::with_capacity(max.min(64));

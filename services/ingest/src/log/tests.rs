@@ -183,3 +183,41 @@ fn time_index_maps_instants_to_the_last_committed_seq() {
     assert_eq!(store.seq_at_time(t2 - 1).expect("time"), 1);
     assert_eq!(store.seq_at_time(t2).expect("time"), 3);
 }
+
+#[test]
+fn rebuild_folds_many_chunks_in_order_and_stops_at_a_corrupt_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.redb");
+    let store = LogStore::open(&path).expect("open");
+    let mut state = Seen::default();
+    // Several of the rebuild's 1,024-entry chunks.
+    let n = 1024 * 4 + 77;
+    for _ in 0..5 {
+        let batch: Vec<NewEntry> = (0..n / 5 + 1).map(|_| new_entry(EventId::new())).collect();
+        store
+            .append_batch(&batch, &mut state, 1000)
+            .expect("append");
+    }
+    let (rebuild, refolded) = store.rebuild_as::<Seen>().expect("rebuild");
+    assert!(rebuild.equal(), "{rebuild:?}");
+    assert_eq!(rebuild.events, state.ids.len() as u64);
+    assert!(rebuild.snapshots_compared >= 4, "{rebuild:?}");
+    assert_eq!(refolded, state, "the refold is in sequence order");
+    drop(store);
+
+    // Cut entry 3500 short of its header: the rebuild names it instead of folding past it.
+    {
+        let db = redb::Database::open(&path).expect("redb open");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut t = txn.open_table(tables::ENTRIES).expect("table");
+            t.insert(3500, [0u8; 10].as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = LogStore::open(&path).expect("reopen");
+    match store.rebuild_as::<Seen>() {
+        Err(LogError::Corrupt { seq, .. }) => assert_eq!(seq, 3500),
+        other => panic!("expected entry 3500 to be corrupt, got {other:?}"),
+    }
+}
