@@ -4,7 +4,7 @@
 //! key is open, the same condition does not open another. An alert's id is the id of the event
 //! that opened it, so anyone folding the same log derives the same ids.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use fleetbus_schemas::events::agent::AgentEventKind;
@@ -87,13 +87,18 @@ pub struct Alert {
     pub updated_seq: u64,
 }
 
-/// Every alert, plus an index of the open ones by key.
+/// Resolved alerts kept in the projection; older ones stay in the log (and the events query).
+pub const MAX_RESOLVED: usize = 1_000;
+
+/// Every open alert and the most recently resolved ones, plus an index of the open ones by key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Alerts {
-    /// All alerts by id (ULIDs sort by opening time).
+    /// Alerts by id (ULIDs sort by opening time).
     pub alerts: BTreeMap<AlertId, Alert>,
     /// Open (or acknowledged) alerts by condition key.
     pub open_by_key: BTreeMap<String, AlertId>,
+    /// Resolved alerts in the order they resolved, oldest first (at most [`MAX_RESOLVED`]).
+    pub resolved_order: VecDeque<AlertId>,
 }
 
 struct Opening {
@@ -339,6 +344,7 @@ impl Alerts {
                             .or(a.note.take());
                         a.updated_seq = seq;
                         self.open_by_key.remove(&a.key);
+                        self.retire(*alert);
                     }
                 }
             }
@@ -387,6 +393,18 @@ impl Alerts {
                 alert.state = AlertState::Resolved;
                 alert.resolved_at = Some(env.time);
                 alert.updated_seq = seq;
+                self.retire(id);
+            }
+        }
+    }
+
+    /// Records a resolution and forgets the oldest resolved alerts beyond [`MAX_RESOLVED`], so
+    /// memory follows what is open, not how long the log is.
+    fn retire(&mut self, id: AlertId) {
+        self.resolved_order.push_back(id);
+        while self.resolved_order.len() > MAX_RESOLVED {
+            if let Some(old) = self.resolved_order.pop_front() {
+                self.alerts.remove(&old);
             }
         }
     }

@@ -383,3 +383,32 @@ fn reapplying_old_sequences_changes_nothing_and_snapshots_round_trip() {
     assert_eq!(back, g.p);
     serde_json::to_string(&g.p).expect("projections serialise to JSON for the web");
 }
+
+#[test]
+fn resolved_alerts_are_bounded_while_open_ones_are_all_kept() {
+    let mut g = Given::new();
+    let first = g.at(0, notice("db-1", AgentEventKind::OomKill, Severity::Error));
+    let max = fleetbus_projections::alerts::MAX_RESOLVED;
+    for i in 0..(max as i64 + 10) {
+        g.at(
+            2 * i + 1,
+            notice("db-1", AgentEventKind::OomKill, Severity::Info),
+        );
+        g.at(
+            2 * i + 2,
+            notice("db-1", AgentEventKind::OomKill, Severity::Error),
+        );
+    }
+    let resolved =
+        g.p.alerts
+            .alerts
+            .values()
+            .filter(|a| a.state == AlertState::Resolved)
+            .count();
+    assert_eq!(resolved, max, "only the newest resolved alerts are kept");
+    assert!(
+        !g.p.alerts.alerts.contains_key(&AlertId(first.0)),
+        "the oldest is forgotten"
+    );
+    assert_eq!(g.p.alerts.open_alerts().count(), 1, "the open one is kept");
+}
