@@ -717,6 +717,17 @@ async fn post_report(
     Ok((StatusCode::ACCEPTED, Json(reply)))
 }
 
+/// A batch must hold 1 to `max` items; the error names the batch field.
+fn batch_len(field: &str, len: usize, max: usize) -> Result<(), AppError> {
+    if len == 0 || len > max {
+        return Err(invalid(
+            field,
+            format!("must hold 1 to {max} {field}, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
 async fn post_reports(
     AxState(state): AxState<Arc<ApiState>>,
     Path(agent): Path<String>,
@@ -726,16 +737,7 @@ async fn post_reports(
     let agent = state.authenticate(&headers, Some(&parse_agent(&agent)?))?;
     state.rate_limit(&agent)?;
     let batch: ReportsBody = parse_json(&body_bytes(body)?)?;
-    if batch.reports.is_empty() || batch.reports.len() > state.limits.batch_max_items {
-        return Err(invalid(
-            "reports",
-            format!(
-                "must hold 1 to {} reports, got {}",
-                state.limits.batch_max_items,
-                batch.reports.len()
-            ),
-        ));
-    }
+    batch_len("reports", batch.reports.len(), state.limits.batch_max_items)?;
     let host = state.agent_host(&agent);
     for (i, r) in batch.reports.iter().enumerate() {
         let at = format!("reports[{i}]");
@@ -758,16 +760,7 @@ async fn post_events(
     let agent = state.authenticate(&headers, Some(&parse_agent(&agent)?))?;
     state.rate_limit(&agent)?;
     let batch: NoticesBody = parse_json(&body_bytes(body)?)?;
-    if batch.events.is_empty() || batch.events.len() > state.limits.batch_max_items {
-        return Err(invalid(
-            "events",
-            format!(
-                "must hold 1 to {} events, got {}",
-                state.limits.batch_max_items,
-                batch.events.len()
-            ),
-        ));
-    }
+    batch_len("events", batch.events.len(), state.limits.batch_max_items)?;
     let host = state.agent_host(&agent);
     for (i, n) in batch.events.iter().enumerate() {
         let at = format!("events[{i}]");
