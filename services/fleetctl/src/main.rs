@@ -4,6 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `log rebuild` and `log verify` read the whole log: the same allocator as ingest (see there).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits 2.
     let cli = fleetctl::Cli::parse();

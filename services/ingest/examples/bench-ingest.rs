@@ -33,66 +33,19 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-const HOSTS: usize = 20;
+mod sample;
+use sample::{report_envelope, sample_report, HOSTS};
+
+/// The log's decode path allocates many small strings; mimalloc makes a refold about a third
+/// faster than the system allocator (see the README's rebuild numbers).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn report_envelope(i: usize) -> Envelope {
-    let host = format!("bench-{}", i % HOSTS);
-    let mut env = Envelope::new(
-        "agent",
-        Actor::agent(&host),
-        None,
-        Event::Agent(AgentEvent::Reported(sample_report(&host, i))),
-    );
-    env.id = EventId::new();
-    env
-}
-
-fn sample_report(host: &str, i: usize) -> AgentReport {
-    AgentReport {
-        agent: AgentId::new(host).unwrap_or_else(|_| unreachable!()),
-        host: HostId::new(host).unwrap_or_else(|_| unreachable!()),
-        agent_version: "0.1.0".into(),
-        resources: resources(i),
-        services: vec![
-            ServiceObservation {
-                name: "nginx".parse().unwrap_or_else(|_| unreachable!()),
-                state: if i.is_multiple_of(97) {
-                    ServiceState::Failed
-                } else {
-                    ServiceState::Running
-                },
-                detail: Some("active (running)".into()),
-            },
-            ServiceObservation {
-                name: "postgres".parse().unwrap_or_else(|_| unreachable!()),
-                state: ServiceState::Running,
-                detail: None,
-            },
-        ],
-        config_version: None,
-        config_hash: None,
-    }
-}
-
-fn resources(i: usize) -> Resources {
-    Resources {
-        cpu_pct: (i % 100) as f32,
-        mem_total_kb: 8_000_000,
-        mem_used_kb: 3_000_000 + (i % 1000) as u64,
-        disk_total_kb: 100_000_000,
-        disk_used_kb: 40_000_000,
-        load1: 0.5,
-        load5: 0.4,
-        load15: 0.3,
-        uptime_s: 100_000 + i as u64,
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

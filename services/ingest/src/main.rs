@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The log's decode path allocates many small strings; mimalloc makes a refold about a third
+/// faster than the system allocator (see the README's rebuild numbers).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The agent HTTP front door and keeper of the fleetbus event log.
 #[derive(Parser)]
 #[command(version)]

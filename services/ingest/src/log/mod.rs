@@ -157,30 +157,15 @@ impl Entry {
 
     /// Parses a stored value.
     pub fn decode(seq: u64, value: &[u8]) -> Result<Entry, LogError> {
-        let corrupt = |reason: &str| LogError::Corrupt {
-            seq,
-            reason: reason.to_owned(),
-        };
-        if value.len() < ENTRY_HEADER {
-            return Err(corrupt("shorter than the 66-byte header"));
-        }
+        let (subject, envelope) = split_entry(seq, value)?;
         let mut prev_hash = GENESIS_HASH;
         prev_hash.copy_from_slice(&value[..HASH_LEN]);
         let mut hash = GENESIS_HASH;
         hash.copy_from_slice(&value[HASH_LEN..HASH_LEN * 2]);
-        let subject_len =
-            u16::from_be_bytes([value[HASH_LEN * 2], value[HASH_LEN * 2 + 1]]) as usize;
-        let rest = &value[ENTRY_HEADER..];
-        if rest.len() < subject_len {
-            return Err(corrupt("subject length runs past the end of the entry"));
-        }
-        let subject = std::str::from_utf8(&rest[..subject_len])
-            .map_err(|_| corrupt("subject is not UTF-8"))?
-            .to_owned();
         Ok(Entry {
             seq,
-            subject,
-            envelope: rest[subject_len..].to_vec(),
+            subject: subject.to_owned(),
+            envelope: envelope.to_vec(),
             prev_hash,
             hash,
         })
@@ -193,11 +178,82 @@ impl Entry {
 
     /// Decodes the envelope.
     pub fn envelope(&self) -> Result<Envelope, LogError> {
-        fleetbus_schemas::decode(&self.envelope).map_err(|e| LogError::Corrupt {
-            seq: self.seq,
-            reason: format!("envelope does not decode: {e}"),
-        })
+        decode_envelope(self.seq, &self.envelope)
     }
+}
+
+/// Splits a stored value into its subject and envelope bytes without copying them.
+fn split_entry(seq: u64, value: &[u8]) -> Result<(&str, &[u8]), LogError> {
+    let corrupt = |reason: &str| LogError::Corrupt {
+        seq,
+        reason: reason.to_owned(),
+    };
+    if value.len() < ENTRY_HEADER {
+        return Err(corrupt("shorter than the 66-byte header"));
+    }
+    let subject_len = u16::from_be_bytes([value[HASH_LEN * 2], value[HASH_LEN * 2 + 1]]) as usize;
+    let rest = &value[ENTRY_HEADER..];
+    if rest.len() < subject_len {
+        return Err(corrupt("subject length runs past the end of the entry"));
+    }
+    let subject =
+        std::str::from_utf8(&rest[..subject_len]).map_err(|_| corrupt("subject is not UTF-8"))?;
+    Ok((subject, &rest[subject_len..]))
+}
+
+/// Sequences per chunk handed from a rebuild's decoder threads to its fold.
+const REBUILD_CHUNK: u64 = 1024;
+
+/// One chunk of a rebuild: the decoded entries of a range of sequences and the decoded
+/// snapshots stored at sequences in that range.
+struct Chunk<S> {
+    entries: Vec<(u64, Envelope)>,
+    snapshots: Vec<(u64, S)>,
+}
+
+/// Reads and decodes the entries `start..end` (which must all exist: sequences have no gaps)
+/// and the snapshots taken in that range.
+fn decode_chunk<S: Fold>(
+    entries: &redb::ReadOnlyTable<u64, &[u8]>,
+    snapshots: &redb::ReadOnlyTable<u64, &[u8]>,
+    start: u64,
+    end: u64,
+) -> Result<Chunk<S>, LogError> {
+    let mut chunk = Chunk {
+        entries: Vec::with_capacity((end - start) as usize),
+        snapshots: Vec::new(),
+    };
+    for item in entries.range(start..end)? {
+        let (k, v) = item?;
+        let seq = k.value();
+        chunk.entries.push((seq, stored_envelope(seq, v.value())?));
+    }
+    if chunk.entries.len() as u64 != end - start {
+        return Err(LogError::Corrupt {
+            seq: start + chunk.entries.len() as u64,
+            reason: "entry missing: sequences must have no gaps".into(),
+        });
+    }
+    for item in snapshots.range(start..end)? {
+        let (k, v) = item?;
+        chunk
+            .snapshots
+            .push((k.value(), decode_snapshot(k.value(), v.value())?));
+    }
+    Ok(chunk)
+}
+
+/// Decodes the envelope of a stored value in place (the refold path: no copy of the entry).
+fn stored_envelope(seq: u64, value: &[u8]) -> Result<Envelope, LogError> {
+    let (_, envelope) = split_entry(seq, value)?;
+    decode_envelope(seq, envelope)
+}
+
+fn decode_envelope(seq: u64, bytes: &[u8]) -> Result<Envelope, LogError> {
+    fleetbus_schemas::decode(bytes).map_err(|e| LogError::Corrupt {
+        seq,
+        reason: format!("envelope does not decode: {e}"),
+    })
 }
 
 fn encode_entry(prev_hash: &Hash, hash: &Hash, subject: &str, envelope: &[u8]) -> Vec<u8> {
@@ -585,8 +641,8 @@ impl LogStore {
         let mut refolded = 0;
         for item in entries.range(snapshot_seq + 1..=target)? {
             let (k, v) = item?;
-            let entry = Entry::decode(k.value(), v.value())?;
-            state.apply(entry.seq, &entry.envelope()?);
+            let seq = k.value();
+            state.apply(seq, &stored_envelope(seq, v.value())?);
             refolded += 1;
         }
         Ok((
@@ -607,66 +663,60 @@ impl LogStore {
         let txn = self.db.begin_read()?;
         let entries = txn.open_table(ENTRIES)?;
         let snapshots = txn.open_table(SNAPSHOTS)?;
-        let mut snaps = snapshots.range(1u64..)?.peekable();
         let mut state = S::default();
         let mut events = 0u64;
         let mut compared = 0u64;
         let mut first_difference = None;
         let mut latest_snapshot = None;
-        // Decoding costs more than folding: one thread reads and decodes, this one folds.
-        type Chunk = Result<Vec<(u64, Envelope)>, LogError>;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(8);
+        // Reading and decoding cost several times the fold: decoder threads each read and decode
+        // every n-th chunk of sequences (entries and the snapshots stored among them), this
+        // thread folds the chunks back in log order and compares.
+        let last = entries.last()?.map_or(0, |(k, _)| k.value());
+        let decoders =
+            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)) as u64;
         std::thread::scope(|scope| -> Result<(), LogError> {
-            scope.spawn(move || {
-                let read = || -> Result<(), LogError> {
-                    let mut chunk = Vec::with_capacity(1024);
-                    for item in entries.range(1u64..)? {
-                        let (k, v) = item?;
-                        let entry = Entry::decode(k.value(), v.value())?;
-                        chunk.push((entry.seq, entry.envelope()?));
-                        if chunk.len() == 1024 {
-                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(1024));
-                            if tx.send(Ok(full)).is_err() {
-                                return Ok(());
-                            }
+            let mut receivers = Vec::new();
+            for d in 0..decoders {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk<S>, LogError>>(4);
+                receivers.push(rx);
+                let (entries, snapshots) = (&entries, &snapshots);
+                scope.spawn(move || {
+                    let mut start = 1 + d * REBUILD_CHUNK;
+                    while start <= last {
+                        let end = (start + REBUILD_CHUNK).min(last + 1);
+                        let chunk = decode_chunk(entries, snapshots, start, end);
+                        let failed = chunk.is_err();
+                        if tx.send(chunk).is_err() || failed {
+                            return;
                         }
+                        start += decoders * REBUILD_CHUNK;
                     }
-                    if !chunk.is_empty() {
-                        let _ = tx.send(Ok(chunk));
-                    }
-                    Ok(())
-                };
-                if let Err(e) = read() {
-                    let _ = tx.send(Err(e));
-                }
-            });
-            for chunk in rx {
-                for (seq, envelope) in chunk? {
+                });
+            }
+            let in_order = (0..).map_while(|i: usize| receivers[i % receivers.len()].recv().ok());
+            for chunk in in_order {
+                let chunk = chunk?;
+                let mut snaps = chunk.snapshots.into_iter().peekable();
+                for (seq, envelope) in chunk.entries {
                     state.apply(seq, &envelope);
                     events += 1;
-                    while let Some(Ok((sk, _))) = snaps.peek() {
-                        if sk.value() > seq {
-                            break;
-                        }
-                        if let Some(Ok((sk, sv))) = snaps.next() {
-                            let sseq = sk.value();
-                            latest_snapshot = Some(sseq);
-                            if sseq == seq {
-                                compared += 1;
-                                let stored: S = decode_snapshot(sseq, sv.value())?;
-                                if stored != state && first_difference.is_none() {
-                                    first_difference = Some(sseq);
-                                }
-                            } else if first_difference.is_none() {
-                                // A snapshot for a sequence that has no entry cannot be checked.
-                                first_difference = Some(sseq);
-                            }
+                    while let Some((sseq, stored)) = snaps.next_if(|(sseq, _)| *sseq <= seq) {
+                        latest_snapshot = Some(sseq);
+                        compared += 1;
+                        if stored != state && first_difference.is_none() {
+                            first_difference = Some(sseq);
                         }
                     }
                 }
             }
             Ok(())
         })?;
+        // A snapshot for a sequence that has no entry cannot be checked.
+        if let Some(item) = snapshots.range(last + 1..)?.next() {
+            let sseq = item?.0.value();
+            latest_snapshot = Some(sseq);
+            first_difference = first_difference.or(Some(sseq));
+        }
         Ok((
             RebuildReport {
                 events,
