@@ -67,6 +67,11 @@ pub struct SshConfig {
     pub keepalive_secs: u64,
     /// Reuse connections.
     pub pool: bool,
+    /// Status reads for one host that start within this many milliseconds share one remote
+    /// exec (0: each runs alone, at once).
+    pub coalesce_window_ms: u64,
+    /// At most this many status reads share one remote exec.
+    pub coalesce_max_parts: usize,
 }
 
 impl Default for SshConfig {
@@ -79,6 +84,8 @@ impl Default for SshConfig {
             kill_grace_secs: 3,
             keepalive_secs: 15,
             pool: true,
+            coalesce_window_ms: crate::ssh::coalesce::DEFAULT_WINDOW.as_millis() as u64,
+            coalesce_max_parts: crate::ssh::coalesce::DEFAULT_MAX_PARTS,
         }
     }
 }
@@ -237,6 +244,12 @@ impl Config {
             return Err(ExecError::Config(
                 "limits: max_concurrent and max_per_host must be at least 1".into(),
             ));
+        }
+        if self.ssh.coalesce_max_parts == 0 || self.ssh.coalesce_window_ms > 1000 {
+            return Err(ExecError::Config(format!(
+                "ssh: coalesce_max_parts must be at least 1 (is {}) and coalesce_window_ms at most 1000 (is {}); a status read waits that long for company",
+                self.ssh.coalesce_max_parts, self.ssh.coalesce_window_ms
+            )));
         }
         for (name, spec) in &self.verbs {
             if !crate::verbs::valid_name(name) {

@@ -178,6 +178,7 @@ enum Resolved {
 
 impl Engine {
     /// A new engine. `on_inventory_change` persists the inventory cache.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         pool: SshPool,
         bus: Bus,
@@ -899,22 +900,22 @@ impl Engine {
             plan.steps.clone(),
             rx,
         ));
-        let result = self
-            .inner
-            .pool
-            .exec(
-                &target,
-                &plan.line,
-                Some(self.inner.command_timeout),
-                cancel,
-                &tx,
-            )
-            .await;
-        drop(tx);
-        let (bytes, tail, text) = match forwarder.await {
-            Ok(x) => x,
-            Err(_) => (0, String::new(), String::new()),
+        // A status read has no side effects: it may share one remote exec with other status
+        // reads on the same host (see `ssh::coalesce`). Everything else runs alone.
+        let timeout = Some(self.inner.command_timeout);
+        let result = if matches!(plan.after, After::Status(_)) {
+            self.inner
+                .pool
+                .exec_shared(&target, &plan.line, timeout, cancel, &tx)
+                .await
+        } else {
+            self.inner
+                .pool
+                .exec(&target, &plan.line, timeout, cancel, &tx)
+                .await
         };
+        drop(tx);
+        let (bytes, tail, text) = forwarder.await.unwrap_or_default();
         let secs = self.inner.command_timeout.as_secs();
         let event = match result {
             Err(e) => {
@@ -1053,7 +1054,7 @@ impl Engine {
                 let r = self
                     .inner
                     .pool
-                    .exec(
+                    .exec_shared(
                         target,
                         &cmd.line,
                         Some(Duration::from_secs(30)),

@@ -142,6 +142,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
     settings.keepalive = Duration::from_secs(config.ssh.keepalive_secs.max(1));
     settings.kill_grace = Duration::from_secs(config.ssh.kill_grace_secs);
     settings.pool = config.ssh.pool;
+    settings.coalesce_window = Duration::from_millis(config.ssh.coalesce_window_ms);
+    settings.coalesce_max_parts = config.ssh.coalesce_max_parts;
     let pool = SshPool::new(settings, known, notice_tx)?;
 
     let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown)

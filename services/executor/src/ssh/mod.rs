@@ -9,12 +9,14 @@
 //! control line with a per-run nonce (taken out of the output), and cancel runs
 //! `kill -TERM -<pgid>`, waits a grace period, then `kill -KILL -<pgid>`, over a second channel.
 
+pub mod coalesce;
 pub mod control;
 pub mod known_hosts;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +70,11 @@ pub struct SshSettings {
     pub pool: bool,
     /// Grace between TERM and KILL on cancel.
     pub kill_grace: Duration,
+    /// How long [`SshPool::exec_shared`] waits for more read-only commands for the same host
+    /// before running them as one remote exec (zero: run each at once, alone).
+    pub coalesce_window: Duration,
+    /// At most this many commands share one remote exec; a full batch runs at once.
+    pub coalesce_max_parts: usize,
 }
 
 impl SshSettings {
@@ -80,6 +87,8 @@ impl SshSettings {
             keepalive: Duration::from_secs(15),
             pool: true,
             kill_grace: Duration::from_secs(3),
+            coalesce_window: coalesce::DEFAULT_WINDOW,
+            coalesce_max_parts: coalesce::DEFAULT_MAX_PARTS,
         }
     }
 }
@@ -279,6 +288,9 @@ pub struct ExecOutcome {
     pub killed: bool,
 }
 
+/// A host's pooled connection; the async lock makes callers wait for one connect.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
 /// The pool. Cheap to clone.
 #[derive(Clone)]
 pub struct SshPool {
@@ -291,7 +303,11 @@ struct PoolInner {
     key: Arc<PrivateKey>,
     known: Arc<KnownHosts>,
     notices: mpsc::UnboundedSender<KeyNotice>,
-    slots: Mutex<HashMap<HostId, Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>>>,
+    slots: Mutex<HashMap<HostId, Slot>>,
+    /// Read-only commands waiting to share a remote exec, per host.
+    pending: Mutex<HashMap<HostId, coalesce::Pending>>,
+    /// Remote execs started (command channels, not counting kill helpers).
+    execs: AtomicU64,
 }
 
 /// Loads an OpenSSH private key.
@@ -326,6 +342,8 @@ impl SshPool {
                 known,
                 notices,
                 slots: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                execs: AtomicU64::new(0),
             }),
         })
     }
@@ -333,6 +351,12 @@ impl SshPool {
     /// The known-hosts store.
     pub fn known_hosts(&self) -> &Arc<KnownHosts> {
         &self.inner.known
+    }
+
+    /// How many remote execs this pool has started (one per [`SshPool::exec`], one per shared
+    /// batch of [`SshPool::exec_shared`]; cancel helpers not counted).
+    pub fn remote_execs(&self) -> u64 {
+        self.inner.execs.load(Ordering::Relaxed)
     }
 
     /// Drops a pooled connection (host removed or changed).
@@ -517,6 +541,37 @@ impl SshPool {
         cancel: &CancellationToken,
         events: &mpsc::UnboundedSender<ExecEvent>,
     ) -> Result<ExecOutcome, ExecError> {
+        let nonce = ulid::Ulid::new().to_string();
+        let mut sink = Direct {
+            events,
+            out: Utf8Stream::default(),
+            err: Utf8Stream::default(),
+            failed_step: None,
+        };
+        let ran = self
+            .run(target, &nonce, line, timeout, cancel, &mut sink)
+            .await?;
+        Ok(ExecOutcome {
+            end: ran.end,
+            exit_code: ran.exit_code,
+            exit_signal: ran.exit_signal,
+            failed_step: sink.failed_step,
+            killed: ran.killed,
+        })
+    }
+
+    /// Opens a channel (reconnecting a dead pooled connection once), runs the wrapped `line`
+    /// with the control-line `nonce`, feeds the output to `sink`, and closes an unpooled
+    /// connection afterwards.
+    async fn run(
+        &self,
+        target: &Target,
+        nonce: &str,
+        line: &str,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+        sink: &mut dyn Sink,
+    ) -> Result<Ran, ExecError> {
         let mut conn = self.connection(target).await?;
         let channel = match conn.handle.channel_open_session().await {
             Ok(c) => c,
@@ -541,7 +596,7 @@ impl SshPool {
             }
         };
         let result = self
-            .exec_on(&conn, channel, target, line, timeout, cancel, events)
+            .exec_on(&conn, channel, target, nonce, line, timeout, cancel, sink)
             .await;
         if !self.inner.settings.pool {
             let _ = conn
@@ -575,33 +630,31 @@ impl SshPool {
         conn: &Conn,
         mut channel: russh::Channel<client::Msg>,
         target: &Target,
+        nonce: &str,
         line: &str,
         timeout: Option<Duration>,
         cancel: &CancellationToken,
-        events: &mpsc::UnboundedSender<ExecEvent>,
-    ) -> Result<ExecOutcome, ExecError> {
+        sink: &mut dyn Sink,
+    ) -> Result<Ran, ExecError> {
         let addr = target.addr();
         let session_err = |reason: String| ExecError::Session {
             addr: addr.clone(),
             reason,
         };
-        let nonce = ulid::Ulid::new().to_string();
         let prefix = format!("\x1eFLEETBUS-{nonce} ");
-        let wrapped = wrap(&nonce, line)?;
+        let wrapped = wrap(nonce, line)?;
         channel
             .exec(true, wrapped.into_bytes())
             .await
             .map_err(|e| session_err(format!("exec request failed: {e}")))?;
+        self.inner.execs.fetch_add(1, Ordering::Relaxed);
         // Commands get end-of-file on stdin rather than waiting for input that never comes.
         let _ = channel.eof().await;
 
-        let mut out_utf8 = Utf8Stream::default();
-        let mut err_utf8 = Utf8Stream::default();
         let mut filter = ControlFilter::new(&prefix);
         let mut pg: Option<(u32, u32)> = None;
         let mut exit_code = None;
         let mut exit_signal = None;
-        let mut failed_step = None;
         let mut end = End::Exited;
         let mut killed = false;
         let sleep = async {
@@ -612,31 +665,21 @@ impl SshPool {
         };
         tokio::pin!(sleep);
         let mut stopping = false;
-        let send = |stream, data: String| {
-            if !data.is_empty() {
-                let _ = events.send(ExecEvent::Output { stream, data });
-            }
-        };
         loop {
             tokio::select! {
                 msg = channel.wait() => {
                     let Some(msg) = msg else { break };
                     match msg {
-                        ChannelMsg::Data { data } => {
-                            send(OutputStream::Stdout, out_utf8.push(&data));
-                        }
+                        ChannelMsg::Data { data } => sink.stdout(&data),
                         ChannelMsg::ExtendedData { data, ext: 1 } => {
                             let (bytes, controls) = filter.push(&data);
                             for c in controls {
                                 match c {
                                     Control::Pgid { pgid, pid } => pg = Some((pgid, pid)),
-                                    Control::Step { step, total } => {
-                                        let _ = events.send(ExecEvent::Step { step, total });
-                                    }
-                                    Control::Fail { step, code } => failed_step = Some((step, code)),
+                                    other => sink.control(other),
                                 }
                             }
-                            send(OutputStream::Stderr, err_utf8.push(&bytes));
+                            sink.stderr(&bytes);
                         }
                         ChannelMsg::ExitStatus { exit_status } => {
                             exit_code = Some(exit_status as i32);
@@ -660,20 +703,17 @@ impl SshPool {
                 }
             }
         }
-        let rest = filter.finish();
-        send(OutputStream::Stderr, err_utf8.push(&rest));
-        send(OutputStream::Stdout, out_utf8.finish());
-        send(OutputStream::Stderr, err_utf8.finish());
+        sink.stderr(&filter.finish());
+        sink.finish();
         if exit_code.is_none() && exit_signal.is_none() && end == End::Exited {
             return Err(session_err(
                 "the connection was lost while the command ran (no exit status received)".into(),
             ));
         }
-        Ok(ExecOutcome {
+        Ok(Ran {
             end,
             exit_code,
             exit_signal,
-            failed_step,
             killed,
         })
     }
@@ -722,6 +762,72 @@ impl SshPool {
                 false
             }
         }
+    }
+}
+
+/// How a remote exec ended, before the sink adds what it learned from the output.
+#[derive(Debug, Clone)]
+struct Ran {
+    end: End,
+    exit_code: Option<i32>,
+    exit_signal: Option<String>,
+    killed: bool,
+}
+
+/// Where the output of a remote exec goes, as raw bytes in arrival order per stream.
+trait Sink: Send {
+    /// Stdout bytes.
+    fn stdout(&mut self, bytes: &[u8]);
+    /// Stderr bytes, with the wrapper's PGID control line already taken out.
+    fn stderr(&mut self, bytes: &[u8]);
+    /// Batch control lines (`STEP`, `FAIL`).
+    fn control(&mut self, control: Control);
+    /// The streams ended.
+    fn finish(&mut self);
+}
+
+/// The sink of a plain exec: decoded text straight to the caller's events.
+struct Direct<'a> {
+    events: &'a mpsc::UnboundedSender<ExecEvent>,
+    out: Utf8Stream,
+    err: Utf8Stream,
+    failed_step: Option<(u32, i32)>,
+}
+
+impl Direct<'_> {
+    fn send(&self, stream: OutputStream, data: String) {
+        if !data.is_empty() {
+            let _ = self.events.send(ExecEvent::Output { stream, data });
+        }
+    }
+}
+
+impl Sink for Direct<'_> {
+    fn stdout(&mut self, bytes: &[u8]) {
+        let text = self.out.push(bytes);
+        self.send(OutputStream::Stdout, text);
+    }
+
+    fn stderr(&mut self, bytes: &[u8]) {
+        let text = self.err.push(bytes);
+        self.send(OutputStream::Stderr, text);
+    }
+
+    fn control(&mut self, control: Control) {
+        match control {
+            Control::Step { step, total } => {
+                let _ = self.events.send(ExecEvent::Step { step, total });
+            }
+            Control::Fail { step, code } => self.failed_step = Some((step, code)),
+            Control::Pgid { .. } => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        let out = self.out.finish();
+        self.send(OutputStream::Stdout, out);
+        let err = self.err.finish();
+        self.send(OutputStream::Stderr, err);
     }
 }
 

@@ -1,0 +1,681 @@
+//! Coalescing of read-only commands per host: service status polls (and the status read after a
+//! start/stop/restart/reload) that arrive for the same host within a short window run as ONE
+//! remote exec instead of one each.
+//!
+//! Why: every exec makes sshd fork a session process and a shell before the command itself runs;
+//! on a small control host that fixed cost, not the command, dominates a fleet-wide status poll
+//! (100 statuses on 50 hosts: 169 ms with one exec per service, 2 cores, CPU-bound).
+//!
+//! The shared exec runs, in the usual wrapper shell, one part per command:
+//!
+//! ```text
+//! (unset fb_tag; eval '<line>')
+//! fb_rc=$?
+//! printf '\n\036%s:END <n> %s\n' "$fb_tag" "$fb_rc"          # on stdout
+//! printf '\n\036%s:END <n> %s\n' "$fb_tag" "$fb_rc" >&2      # and on stderr
+//! ```
+//!
+//! Each part runs in a subshell, so `exit`, `cd`, `set -e` or closed descriptors in one part
+//! cannot end or change the others. The end marker carries the run's random nonce (the same tag
+//! as the wrapper's control lines, handed over in `FLEETBUS_TAG` and unset before any part runs),
+//! so command output cannot forge one by accident; markers are also accepted only in order
+//! (`END 1`, then `END 2`, …). The leading newline lets a marker follow output that has none; it
+//! belongs to the marker and is removed with it. The streams are cut at the markers and each
+//! caller gets only its own stdout, stderr and exit code.
+//!
+//! A cancel detaches only that caller; when every caller has left, the exec is cancelled like a
+//! plain one (process group TERM, grace, KILL). The exec's timeout is the longest of its parts'.
+//! Connection and session errors fail every part that has no result yet with that error.
+
+use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fleetbus_schemas::events::job::OutputStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::control::{Control, Utf8Stream};
+use super::{End, ExecEvent, ExecOutcome, Ran, Sink, SshPool, Target};
+use crate::error::ExecError;
+use crate::quote::quote;
+
+/// Default for [`super::SshSettings::coalesce_window`]: measured with `ops/bench/fanout` (see
+/// the executor README); long enough to catch a burst of status jobs started together, short
+/// next to the ~10 ms a single command takes end to end.
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(2);
+
+/// Default for [`super::SshSettings::coalesce_max_parts`].
+pub const DEFAULT_MAX_PARTS: usize = 32;
+
+/// Ids of batches, so a window timer only flushes the batch it was started for.
+static BATCH_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// What the shared exec tells one caller.
+enum PartMsg {
+    Event(ExecEvent),
+    Done(Result<ExecOutcome, ExecError>),
+}
+
+/// One caller's command in a batch.
+struct Part {
+    line: String,
+    timeout: Option<Duration>,
+    tx: mpsc::UnboundedSender<PartMsg>,
+}
+
+/// Commands for one host waiting for their window to close.
+pub(crate) struct Pending {
+    id: u64,
+    target: Target,
+    parts: Vec<Part>,
+}
+
+impl Pending {
+    fn new(target: &Target, part: Part) -> Self {
+        Pending {
+            id: BATCH_IDS.fetch_add(1, Ordering::Relaxed),
+            target: target.clone(),
+            parts: vec![part],
+        }
+    }
+}
+
+fn detached(end: End) -> ExecOutcome {
+    ExecOutcome {
+        end,
+        exit_code: None,
+        exit_signal: None,
+        failed_step: None,
+        killed: false,
+    }
+}
+
+impl SshPool {
+    /// Like [`SshPool::exec`], for read-only commands only (service status): commands for the
+    /// same host issued within `coalesce_window` of each other (at most `coalesce_max_parts`) run
+    /// as one remote exec, each in its own subshell, and every caller gets only its own output
+    /// events and exit code. A lone command runs after the window, alone.
+    ///
+    /// `cancel` detaches this caller (returns [`End::Cancelled`], `killed: false`); the others
+    /// keep their results, and the remote commands are killed only when every caller has left.
+    /// `timeout` ends this caller's wait ([`End::TimedOut`]); the shared exec is bounded by the
+    /// longest timeout of its parts and killed when that passes. Never use this for commands
+    /// with side effects: a shared run cannot be cancelled for one caller.
+    pub async fn exec_shared(
+        &self,
+        target: &Target,
+        line: &str,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+        events: &mpsc::UnboundedSender<ExecEvent>,
+    ) -> Result<ExecOutcome, ExecError> {
+        // A line that cannot be quoted fails here, not inside a batch others share.
+        quote(line)?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.enqueue(
+            target,
+            Part {
+                line: line.to_string(),
+                timeout,
+                tx,
+            },
+        );
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(PartMsg::Event(e)) => {
+                        let _ = events.send(e);
+                    }
+                    Some(PartMsg::Done(result)) => return result,
+                    None => {
+                        return Err(ExecError::Session {
+                            addr: target.addr(),
+                            reason: "the shared exec ended without a result for this command".into(),
+                        })
+                    }
+                },
+                _ = cancel.cancelled() => return Ok(detached(End::Cancelled)),
+                _ = &mut deadline => return Ok(detached(End::TimedOut)),
+            }
+        }
+    }
+
+    /// Adds a part to the host's open batch (or opens one with a window timer); a full batch,
+    /// or any batch when the window is zero, runs at once.
+    fn enqueue(&self, target: &Target, part: Part) {
+        let settings = &self.inner.settings;
+        let max = settings.coalesce_max_parts.max(1);
+        let window = settings.coalesce_window;
+        let mut run_now = Vec::new();
+        let mut timer = None;
+        {
+            let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.entry(target.host.clone()) {
+                Entry::Occupied(mut o) if o.get().target == *target => o.get_mut().parts.push(part),
+                Entry::Occupied(mut o) => {
+                    // The host's address or login changed: what waits runs now, as planned.
+                    let fresh = Pending::new(target, part);
+                    timer = Some(fresh.id);
+                    run_now.push(std::mem::replace(o.get_mut(), fresh));
+                }
+                Entry::Vacant(v) => {
+                    let fresh = Pending::new(target, part);
+                    timer = Some(fresh.id);
+                    v.insert(fresh);
+                }
+            }
+            let full = pending
+                .get(&target.host)
+                .is_some_and(|p| p.parts.len() >= max);
+            if window.is_zero() || full {
+                run_now.extend(pending.remove(&target.host));
+                timer = None;
+            }
+        }
+        for batch in run_now {
+            let pool = self.clone();
+            tokio::spawn(async move { pool.run_batch(batch).await });
+        }
+        if let Some(id) = timer {
+            let pool = self.clone();
+            let host = target.host.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(window).await;
+                let batch = {
+                    let mut pending = pool.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    match pending.get(&host) {
+                        Some(p) if p.id == id => pending.remove(&host),
+                        _ => None,
+                    }
+                };
+                if let Some(batch) = batch {
+                    pool.run_batch(batch).await;
+                }
+            });
+        }
+    }
+
+    async fn run_batch(&self, batch: Pending) {
+        let Pending { target, parts, .. } = batch;
+        // Callers that left while the window was open are not run at all.
+        let parts: Vec<Part> = parts.into_iter().filter(|p| !p.tx.is_closed()).collect();
+        if parts.is_empty() {
+            return;
+        }
+        let timeout = parts.iter().try_fold(Duration::ZERO, |longest, p| {
+            p.timeout.map(|t| longest.max(t))
+        });
+        let lines: Vec<&str> = parts.iter().map(|p| p.line.as_str()).collect();
+        let script = match script(&lines) {
+            Ok(s) => s,
+            Err(e) => {
+                for p in &parts {
+                    let _ = p.tx.send(PartMsg::Done(Err(copy(&e))));
+                }
+                return;
+            }
+        };
+        // When every caller has left, stop the exec the way a cancel stops a plain one.
+        let all_left = CancellationToken::new();
+        let watcher = {
+            let senders: Vec<_> = parts.iter().map(|p| p.tx.clone()).collect();
+            let token = all_left.clone();
+            tokio::spawn(async move {
+                for s in &senders {
+                    s.closed().await;
+                }
+                token.cancel();
+            })
+        };
+        let n = parts.len();
+        let started = Instant::now();
+        let nonce = ulid::Ulid::new().to_string();
+        let mut demux = Demux::new(&nonce, parts);
+        let result = self
+            .run(&target, &nonce, &script, timeout, &all_left, &mut demux)
+            .await;
+        watcher.abort();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(ran) => {
+                debug!(host = %target.host, parts = n, ms, end = ?ran.end, "shared exec finished")
+            }
+            Err(e) => warn!(host = %target.host, parts = n, ms, error = %e, "shared exec failed"),
+        }
+        demux.conclude(result, &target);
+    }
+}
+
+/// The remote script of a batch (run inside the wrapper, which sets `FLEETBUS_TAG`).
+fn script(lines: &[&str]) -> Result<String, ExecError> {
+    let mut s = String::from("fb_tag=\"$FLEETBUS_TAG\"; unset FLEETBUS_TAG\n");
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        s.push_str(&format!(
+            "(unset fb_tag; eval {})\nfb_rc=$?\nprintf '\\n\\036%s:END {n} %s\\n' \"$fb_tag\" \"$fb_rc\"\nprintf '\\n\\036%s:END {n} %s\\n' \"$fb_tag\" \"$fb_rc\" >&2\n",
+            quote(line)?
+        ));
+    }
+    Ok(s)
+}
+
+/// The same error again, for every part of a failed batch (`ExecError` holds an `io::Error`,
+/// which is not `Clone`).
+fn copy(e: &ExecError) -> ExecError {
+    match e {
+        ExecError::Invalid(m) => ExecError::Invalid(m.clone()),
+        ExecError::Connect { addr, reason } => ExecError::Connect {
+            addr: addr.clone(),
+            reason: reason.clone(),
+        },
+        ExecError::HostKeyMismatch {
+            host,
+            expected,
+            presented,
+        } => ExecError::HostKeyMismatch {
+            host: host.clone(),
+            expected: expected.clone(),
+            presented: presented.clone(),
+        },
+        ExecError::HostKeyUnknown { host, presented } => ExecError::HostKeyUnknown {
+            host: host.clone(),
+            presented: presented.clone(),
+        },
+        ExecError::NoCommonAlgorithm { addr, detail } => ExecError::NoCommonAlgorithm {
+            addr: addr.clone(),
+            detail: detail.clone(),
+        },
+        ExecError::Auth { user, addr, reason } => ExecError::Auth {
+            user: user.clone(),
+            addr: addr.clone(),
+            reason: reason.clone(),
+        },
+        ExecError::Session { addr, reason } => ExecError::Session {
+            addr: addr.clone(),
+            reason: reason.clone(),
+        },
+        ExecError::Timeout { what, secs } => ExecError::Timeout {
+            what: what.clone(),
+            secs: *secs,
+        },
+        ExecError::Key { path, reason } => ExecError::Key {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        ExecError::Io { what, source } => ExecError::Io {
+            what: what.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        ExecError::Config(m) => ExecError::Config(m.clone()),
+        ExecError::Bus(m) => ExecError::Bus(m.clone()),
+    }
+}
+
+/// A piece of one stream after cutting at the end markers.
+#[derive(Debug, PartialEq, Eq)]
+enum Piece {
+    /// Output of part `.0` (0-based).
+    Bytes(usize, Vec<u8>),
+    /// Part `.0` ended with exit code `.1`.
+    End(usize, i32),
+}
+
+/// Cuts one stream at the end markers `\n\x1eFLEETBUS-<nonce>:END <n> <code>\n`. Bytes that
+/// could still become a marker are held back until they match or diverge.
+#[derive(Debug)]
+struct Cutter {
+    marker: Vec<u8>,
+    held: Vec<u8>,
+    /// The whole marker prefix matched; collecting `<n> <code>` up to the newline.
+    in_marker: bool,
+    /// The part whose output flows now (0-based).
+    part: usize,
+}
+
+/// `<n> <code>` is short; anything longer after a marker prefix is output.
+const MARKER_TAIL_MAX: usize = 24;
+
+impl Cutter {
+    fn new(nonce: &str) -> Self {
+        Cutter {
+            marker: format!("\n\x1eFLEETBUS-{nonce}:END ").into_bytes(),
+            held: Vec::new(),
+            in_marker: false,
+            part: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        let mut run = Vec::new();
+        for &b in bytes {
+            if self.in_marker {
+                if b == b'\n' {
+                    self.in_marker = false;
+                    match parse_end(&self.held[self.marker.len()..]) {
+                        Some((n, code)) if n == self.part + 1 => {
+                            if !run.is_empty() {
+                                pieces.push(Piece::Bytes(self.part, std::mem::take(&mut run)));
+                            }
+                            pieces.push(Piece::End(self.part, code));
+                            self.part += 1;
+                            self.held.clear();
+                        }
+                        _ => {
+                            // Not the marker expected next: output after all. Its newline may
+                            // start the real one.
+                            run.append(&mut self.held);
+                            self.held.push(b'\n');
+                        }
+                    }
+                } else if self.held.len() >= self.marker.len() + MARKER_TAIL_MAX {
+                    self.in_marker = false;
+                    run.append(&mut self.held);
+                    run.push(b);
+                } else {
+                    self.held.push(b);
+                }
+                continue;
+            }
+            if !self.held.is_empty() || b == b'\n' {
+                self.held.push(b);
+                let n = self.held.len();
+                if self.marker[..n] == self.held[..] {
+                    if n == self.marker.len() {
+                        self.in_marker = true;
+                    }
+                    continue;
+                }
+                // Diverged. Only a newline can start a marker, and everything held before this
+                // byte matched the marker, whose only newline is its first byte.
+                let restart = b == b'\n';
+                if restart {
+                    self.held.pop();
+                }
+                run.append(&mut self.held);
+                if restart {
+                    self.held.push(b'\n');
+                }
+                continue;
+            }
+            run.push(b);
+        }
+        if !run.is_empty() {
+            pieces.push(Piece::Bytes(self.part, run));
+        }
+        pieces
+    }
+
+    /// Whatever is held at the end of the stream is output of the current part.
+    fn finish(&mut self) -> Vec<Piece> {
+        self.in_marker = false;
+        let rest = std::mem::take(&mut self.held);
+        if rest.is_empty() {
+            Vec::new()
+        } else {
+            vec![Piece::Bytes(self.part, rest)]
+        }
+    }
+}
+
+fn parse_end(tail: &[u8]) -> Option<(usize, i32)> {
+    let text = std::str::from_utf8(tail).ok()?;
+    let (n, code) = text.split_once(' ')?;
+    Some((n.parse().ok()?, code.parse().ok()?))
+}
+
+/// One part while the shared exec runs.
+struct PartRun {
+    tx: mpsc::UnboundedSender<PartMsg>,
+    out: Utf8Stream,
+    err: Utf8Stream,
+    out_end: Option<i32>,
+    err_end: Option<i32>,
+    done: bool,
+}
+
+impl PartRun {
+    fn send(&self, stream: OutputStream, data: String) {
+        if !data.is_empty() {
+            let _ = self
+                .tx
+                .send(PartMsg::Event(ExecEvent::Output { stream, data }));
+        }
+    }
+
+    fn flush(&mut self) {
+        let out = self.out.finish();
+        self.send(OutputStream::Stdout, out);
+        let err = self.err.finish();
+        self.send(OutputStream::Stderr, err);
+    }
+}
+
+/// The sink of a shared exec: cuts both streams per part and sends each part its own output
+/// and, once both of its markers are in, its exit code.
+struct Demux {
+    parts: Vec<PartRun>,
+    out: Cutter,
+    err: Cutter,
+}
+
+impl Demux {
+    fn new(nonce: &str, parts: Vec<Part>) -> Self {
+        Demux {
+            parts: parts
+                .into_iter()
+                .map(|p| PartRun {
+                    tx: p.tx,
+                    out: Utf8Stream::default(),
+                    err: Utf8Stream::default(),
+                    out_end: None,
+                    err_end: None,
+                    done: false,
+                })
+                .collect(),
+            out: Cutter::new(nonce),
+            err: Cutter::new(nonce),
+        }
+    }
+
+    fn apply(&mut self, stream: OutputStream, pieces: Vec<Piece>) {
+        for piece in pieces {
+            match piece {
+                Piece::Bytes(i, bytes) => {
+                    // Bytes after the last part's marker cannot come from a part; drop them.
+                    let Some(p) = self.parts.get_mut(i) else {
+                        continue;
+                    };
+                    let text = match stream {
+                        OutputStream::Stdout => p.out.push(&bytes),
+                        OutputStream::Stderr => p.err.push(&bytes),
+                    };
+                    p.send(stream, text);
+                }
+                Piece::End(i, code) => {
+                    let Some(p) = self.parts.get_mut(i) else {
+                        continue;
+                    };
+                    match stream {
+                        OutputStream::Stdout => {
+                            let text = p.out.finish();
+                            p.send(stream, text);
+                            p.out_end = Some(code);
+                        }
+                        OutputStream::Stderr => {
+                            let text = p.err.finish();
+                            p.send(stream, text);
+                            p.err_end = Some(code);
+                        }
+                    }
+                    if let (Some(code), Some(_), false) = (p.out_end, p.err_end, p.done) {
+                        p.done = true;
+                        let _ = p.tx.send(PartMsg::Done(Ok(ExecOutcome {
+                            end: End::Exited,
+                            exit_code: Some(code),
+                            exit_signal: None,
+                            failed_step: None,
+                            killed: false,
+                        })));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers every part that has no result yet from how the exec ended.
+    fn conclude(mut self, result: Result<Ran, ExecError>, target: &Target) {
+        self.finish();
+        let mut first = true;
+        for p in self.parts.iter_mut().filter(|p| !p.done) {
+            let r = match &result {
+                Err(e) => Err(copy(e)),
+                // The shell ended inside this part (it killed the shell, or was killed): the
+                // exec's status is this part's.
+                Ok(ran) if ran.end == End::Exited && first => Ok(ExecOutcome {
+                    end: End::Exited,
+                    exit_code: ran.exit_code,
+                    exit_signal: ran.exit_signal.clone(),
+                    failed_step: None,
+                    killed: false,
+                }),
+                Ok(ran) if ran.end == End::Exited => Err(ExecError::Session {
+                    addr: target.addr(),
+                    reason: "the shared exec ended before this command ran (a command before it ended the remote shell)".into(),
+                }),
+                Ok(ran) => Ok(ExecOutcome {
+                    end: ran.end,
+                    exit_code: None,
+                    exit_signal: None,
+                    failed_step: None,
+                    killed: ran.killed,
+                }),
+            };
+            first = false;
+            p.done = true;
+            let _ = p.tx.send(PartMsg::Done(r));
+        }
+    }
+}
+
+impl Sink for Demux {
+    fn stdout(&mut self, bytes: &[u8]) {
+        let pieces = self.out.push(bytes);
+        self.apply(OutputStream::Stdout, pieces);
+    }
+
+    fn stderr(&mut self, bytes: &[u8]) {
+        let pieces = self.err.push(bytes);
+        self.apply(OutputStream::Stderr, pieces);
+    }
+
+    /// Parts are plain commands; a batch control line (which needs the nonce) means nothing here.
+    fn control(&mut self, _control: Control) {}
+
+    fn finish(&mut self) {
+        let out = self.out.finish();
+        self.apply(OutputStream::Stdout, out);
+        let err = self.err.finish();
+        self.apply(OutputStream::Stderr, err);
+        for p in self.parts.iter_mut().filter(|p| !p.done) {
+            p.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(nonce: &str, input: &[u8], chunk: usize) -> Vec<(usize, Vec<u8>, Option<i32>)> {
+        let mut c = Cutter::new(nonce);
+        let mut pieces = Vec::new();
+        for piece in input.chunks(chunk) {
+            pieces.extend(c.push(piece));
+        }
+        pieces.extend(c.finish());
+        // Merge into per-part (bytes, exit code).
+        let mut parts: Vec<(usize, Vec<u8>, Option<i32>)> = Vec::new();
+        for p in pieces {
+            let (i, bytes, code) = match p {
+                Piece::Bytes(i, b) => (i, b, None),
+                Piece::End(i, code) => (i, Vec::new(), Some(code)),
+            };
+            while parts.len() <= i {
+                parts.push((parts.len(), Vec::new(), None));
+            }
+            parts[i].1.extend(bytes);
+            if code.is_some() {
+                parts[i].2 = code;
+            }
+        }
+        parts
+    }
+
+    #[test]
+    fn streams_are_cut_at_markers_in_any_chunking() {
+        let m = |n: u32, c: i32| format!("\n\x1eFLEETBUS-N1:END {n} {c}\n");
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(
+            format!("one\n{}no newline{}{}", m(1, 0), m(2, 3), m(3, 0)).as_bytes(),
+        );
+        bytes.extend_from_slice(
+            b"\n\n\x1eFLEETBUS-N2:END 4 0\n\x1eFLEETBUS-N1:END 9 0\n\x01\x02\xff",
+        );
+        bytes.extend_from_slice(m(4, 1).as_bytes());
+        bytes.extend_from_slice(b"\xfe");
+        for chunk in [1, 2, 3, 7, 1000] {
+            let parts = cut("N1", &bytes, chunk);
+            assert_eq!(parts.len(), 5, "chunk {chunk}: {parts:?}");
+            assert_eq!(parts[0], (0, b"one\n".to_vec(), Some(0)));
+            assert_eq!(parts[1], (1, b"no newline".to_vec(), Some(3)));
+            // An empty part.
+            assert_eq!(parts[2], (2, Vec::new(), Some(0)));
+            // A forged marker (other nonce) and one out of order (right nonce, wrong number)
+            // stay output.
+            assert_eq!(
+                parts[3],
+                (
+                    3,
+                    b"\n\n\x1eFLEETBUS-N2:END 4 0\n\x1eFLEETBUS-N1:END 9 0\n\x01\x02\xff".to_vec(),
+                    Some(1)
+                ),
+                "chunk {chunk}"
+            );
+            // Trailing bytes after the last marker are kept as the next (nonexistent) part's.
+            assert_eq!(parts[4], (4, b"\xfe".to_vec(), None));
+        }
+    }
+
+    #[test]
+    fn a_marker_for_a_later_part_is_output_and_the_real_one_still_cuts() {
+        let input = b"x\n\x1eFLEETBUS-N:END 2 0\n\x1eFLEETBUS-N:END 1 5\n";
+        let parts = cut("N", input, 1);
+        assert_eq!(
+            parts,
+            vec![(0, b"x\n\x1eFLEETBUS-N:END 2 0".to_vec(), Some(5))]
+        );
+        // A marker prefix followed by a long line is output.
+        let long = format!("\n\x1eFLEETBUS-N:END {}\n", "9".repeat(100));
+        let parts = cut("N", long.as_bytes(), 5);
+        assert_eq!(parts, vec![(0, long.into_bytes(), None)]);
+    }
+
+    #[test]
+    fn the_script_quotes_every_line_and_refuses_nul() {
+        let s = script(&["echo 'a b'", "$(touch /tmp/pwned)"]).unwrap();
+        assert!(s.contains("eval 'echo '\\''a b'\\'''"), "{s}");
+        assert!(s.contains("eval '$(touch /tmp/pwned)'"), "{s}");
+        assert!(s.contains("END 2 %s"), "{s}");
+        assert!(script(&["a\0b"]).is_err());
+    }
+}
