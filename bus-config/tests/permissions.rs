@@ -470,7 +470,7 @@ async fn tap_is_denied_everything_else() -> anyhow::Result<()> {
         .await?
         .consumer_info("ingest-events")
         .await?;
-    assert_eq!(ingest.config.ack_policy, consumer::AckPolicy::Explicit);
+    assert_eq!(ingest.config.ack_policy, consumer::AckPolicy::All);
     assert_eq!(
         ingest.num_pending, 2,
         "tap must not have consumed ingest's events"

@@ -154,14 +154,34 @@ pub fn decode_event(subject: &str, payload: &[u8]) -> Result<Envelope, String> {
     Ok(envelope)
 }
 
-/// Acks committed messages, batch by batch, in commit order.
+/// Acks committed messages, batch by batch, in commit order. The ingest consumers ack all
+/// (see `fleetbus_bus_config`): a batch holds its consumers' messages in delivery order, so
+/// acking the newest message of each consumer acks the whole batch.
 pub async fn acker(mut rx: mpsc::UnboundedReceiver<Vec<jetstream::Message>>) {
     while let Some(batch) = rx.recv().await {
-        for m in batch {
+        for m in newest_per_consumer(&batch) {
             if let Err(e) = m.ack().await {
                 // Redelivery is harmless: the log deduplicates by event id.
-                tracing::debug!(error = %e, "ack failed; the message will be redelivered");
+                tracing::debug!(error = %e, "ack failed; the messages will be redelivered");
             }
         }
     }
+}
+
+/// The newest message of each consumer in `batch` (a message without JetStream metadata is
+/// acked on its own).
+fn newest_per_consumer(batch: &[jetstream::Message]) -> Vec<&jetstream::Message> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut out = Vec::new();
+    for m in batch.iter().rev() {
+        match m.info() {
+            Ok(info) if seen.contains(&(info.stream, info.consumer)) => {}
+            Ok(info) => {
+                seen.push((info.stream, info.consumer));
+                out.push(m);
+            }
+            Err(_) => out.push(m),
+        }
+    }
+    out
 }
