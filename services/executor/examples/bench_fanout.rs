@@ -1,7 +1,12 @@
 //! Fan-out benchmark: the status of 100 runit services spread over 50 loopback sshd hosts, by
 //! (a) OpenSSH `ssh` + `xargs -P 50`, (b) `ansible -f 50 -m raw` (if installed), (c) fleetbus'
-//! SSH layer cold (a new connection per command), (d) warm (pooled connections), and (e) end to
-//! end through NATS: job commands in, output chunks out, with command → first chunk latency.
+//! SSH layer cold (a new connection per command), (d) warm (pooled connections) through
+//! `SshPool::exec_shared` — what the executor runs for a status action: reads for the same host
+//! within the coalescing window share one remote exec — next to the raw one-exec-per-service
+//! number (`SshPool::exec`) and one hand-written exec per host, and (e) end to end through NATS:
+//! job commands in, output chunks out, with command → first chunk latency.
+//!
+//! `COALESCE_WINDOW_MS` overrides the coalescing window (default: the executor's default).
 //!
 //! Run with `ops/bench/fanout` (release build). Bounded: 50 hosts, 100 commands per round,
 //! ROUNDS rounds (default 3), every wait capped.
@@ -24,7 +29,7 @@ use fleetbus_schemas::events::service::{ServiceAction, ServiceManager};
 use fleetbus_schemas::{
     Actor, Command as BusCommand, CommandEnvelope, Envelope, Event, HostId, UserRole,
 };
-use fleetbus_testkit::sshd::{KeyPair, Sshd, SshdOptions};
+use fleetbus_testkit::sshd::{KeyPair, Sshd, SshdOptions, SudoersFile};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +100,42 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+fn table(results: &[(String, Vec<Duration>)], jobs: usize, rounds: usize) {
+    let best_of = |prefix: &str| {
+        results
+            .iter()
+            .find(|r| r.0.starts_with(prefix))
+            .and_then(|r| r.1.iter().copied().min())
+    };
+    let baseline = best_of("OpenSSH");
+    let ansible_best = best_of("ansible");
+    println!();
+    println!("Status of {jobs} runit services on {HOSTS} loopback sshd hosts, best of {rounds} rounds ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!();
+    println!("| method | best | median | vs OpenSSH+xargs | vs ansible |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, t) in results {
+        let mut s = t.clone();
+        s.sort();
+        let best = s.first().copied().unwrap_or(Duration::ZERO);
+        let ratio = |b: Duration| {
+            if best.is_zero() {
+                "-".to_string()
+            } else {
+                format!("{:.1}×", b.as_secs_f64() / best.as_secs_f64())
+            }
+        };
+        let na = || "n/a".to_string();
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            ms(best),
+            ms(pct(&s, 0.5)),
+            baseline.map(ratio).unwrap_or_else(na),
+            ansible_best.map(ratio).unwrap_or_else(na)
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let rounds: usize = std::env::var("ROUNDS")
@@ -148,81 +189,84 @@ async fn main() -> anyhow::Result<()> {
         .flat_map(|(i, h)| h.dirs.iter().map(move |d| (i, d.clone())))
         .collect();
     let mut results: Vec<(String, Vec<Duration>)> = Vec::new();
+    // FANOUT_WARM_ONLY=1: only the warm SSH-layer rows (quick iterations on the executor).
+    let warm_only = std::env::var("FANOUT_WARM_ONLY").is_ok_and(|v| v == "1");
 
-    // (a) OpenSSH + xargs -P 50
-    let list = work.path().join("ssh-jobs.txt");
-    std::fs::write(
-        &list,
-        jobs.iter()
-            .map(|(i, d)| format!("{} {} {d}\n", hosts[*i].sshd.port(), hosts[*i].sshd.ip()))
-            .collect::<String>(),
-    )?;
-    let ssh_cmd = format!(
+    if !warm_only {
+        // (a) OpenSSH + xargs -P 50
+        let list = work.path().join("ssh-jobs.txt");
+        std::fs::write(
+            &list,
+            jobs.iter()
+                .map(|(i, d)| format!("{} {} {d}\n", hosts[*i].sshd.port(), hosts[*i].sshd.ip()))
+                .collect::<String>(),
+        )?;
+        let ssh_cmd = format!(
         "xargs -P 50 -L 1 sh -c 'ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -i {} -p \"$0\" fleet@\"$1\" sv status \"$2\"' < {} > {}/ssh.out",
         key.private.display(),
         list.display(),
         work.path().display()
     );
-    let mut times = Vec::new();
-    for _ in 0..rounds {
-        let t = Instant::now();
-        sh(&ssh_cmd)?;
-        times.push(t.elapsed());
-    }
-    let out = std::fs::read_to_string(work.path().join("ssh.out"))?;
-    anyhow::ensure!(
-        out.lines().filter(|l| l.starts_with("run:")).count() == jobs.len(),
-        "ssh baseline did not get {} statuses:\n{out}",
-        jobs.len()
-    );
-    results.push(("OpenSSH ssh + xargs -P 50 (cold)".into(), times));
-
-    // (b) ansible -f 50 -m raw, if available
-    let ansible = std::env::var("ANSIBLE").unwrap_or_else(|_| "ansible".into());
-    if Command::new(&ansible)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-    {
-        let inv = work.path().join("inventory.ini");
-        let mut text = String::from("[bench]\n");
-        for (n, (i, d)) in jobs.iter().enumerate() {
-            let h = &hosts[*i].sshd;
-            text.push_str(&format!(
-                "s{n} ansible_host={} ansible_port={} svc={d}\n",
-                h.ip(),
-                h.port()
-            ));
-        }
-        text.push_str(&format!(
-            "[bench:vars]\nansible_user=fleet\nansible_ssh_private_key_file={}\nansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\nansible_python_interpreter=/usr/bin/python3\n",
-            key.private.display()
-        ));
-        std::fs::write(&inv, text)?;
         let mut times = Vec::new();
         for _ in 0..rounds {
             let t = Instant::now();
-            let st = Command::new(&ansible)
-                .args(["bench", "-i"])
-                .arg(&inv)
-                .args(["-f", "50", "-m", "raw", "-a", "sv status {{ svc }}"])
-                .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-                .env("ANSIBLE_SSH_CONTROL_PATH_DIR", work.path().join("cp"))
-                .env("ANSIBLE_SSH_ARGS", "-o ControlMaster=no")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
-            anyhow::ensure!(st.success(), "ansible failed: {st}");
+            sh(&ssh_cmd)?;
             times.push(t.elapsed());
         }
-        results.push(("ansible -f 50 -m raw (cold)".into(), times));
-    } else {
-        eprintln!("ansible not found ({ansible}); skipping (b) — ops/bench/fanout installs ansible-core into a venv");
-    }
+        let out = std::fs::read_to_string(work.path().join("ssh.out"))?;
+        anyhow::ensure!(
+            out.lines().filter(|l| l.starts_with("run:")).count() == jobs.len(),
+            "ssh baseline did not get {} statuses:\n{out}",
+            jobs.len()
+        );
+        results.push(("OpenSSH ssh + xargs -P 50 (cold)".into(), times));
 
+        // (b) ansible -f 50 -m raw, if available
+        let ansible = std::env::var("ANSIBLE").unwrap_or_else(|_| "ansible".into());
+        if Command::new(&ansible)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+        {
+            let inv = work.path().join("inventory.ini");
+            let mut text = String::from("[bench]\n");
+            for (n, (i, d)) in jobs.iter().enumerate() {
+                let h = &hosts[*i].sshd;
+                text.push_str(&format!(
+                    "s{n} ansible_host={} ansible_port={} svc={d}\n",
+                    h.ip(),
+                    h.port()
+                ));
+            }
+            text.push_str(&format!(
+            "[bench:vars]\nansible_user=fleet\nansible_ssh_private_key_file={}\nansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\nansible_python_interpreter=/usr/bin/python3\n",
+            key.private.display()
+        ));
+            std::fs::write(&inv, text)?;
+            let mut times = Vec::new();
+            for _ in 0..rounds {
+                let t = Instant::now();
+                let st = Command::new(&ansible)
+                    .args(["bench", "-i"])
+                    .arg(&inv)
+                    .args(["-f", "50", "-m", "raw", "-a", "sv status {{ svc }}"])
+                    .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+                    .env("ANSIBLE_SSH_CONTROL_PATH_DIR", work.path().join("cp"))
+                    .env("ANSIBLE_SSH_ARGS", "-o ControlMaster=no")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()?;
+                anyhow::ensure!(st.success(), "ansible failed: {st}");
+                times.push(t.elapsed());
+            }
+            results.push(("ansible -f 50 -m raw (cold)".into(), times));
+        } else {
+            eprintln!("ansible not found ({ansible}); skipping (b) — ops/bench/fanout installs ansible-core into a venv");
+        }
+    }
     let targets: Vec<Target> = hosts
         .iter()
         .enumerate()
@@ -234,7 +278,7 @@ async fn main() -> anyhow::Result<()> {
             policy: HostKeyPolicy::Off,
         })
         .collect();
-    let fan = |pool: SshPool| {
+    let fan = |pool: SshPool, shared: bool| {
         let targets = targets.clone();
         let jobs = jobs.clone();
         async move {
@@ -245,14 +289,15 @@ async fn main() -> anyhow::Result<()> {
                 let target = targets[i].clone();
                 set.spawn(async move {
                     let (tx, _rx) = mpsc::unbounded_channel();
-                    pool.exec(
-                        &target,
-                        &format!("sv status {d}"),
-                        Some(Duration::from_secs(60)),
-                        &CancellationToken::new(),
-                        &tx,
-                    )
-                    .await
+                    let line = format!("/usr/bin/sv status {d}");
+                    let timeout = Some(Duration::from_secs(60));
+                    let cancel = CancellationToken::new();
+                    if shared {
+                        pool.exec_shared(&target, &line, timeout, &cancel, &tx)
+                            .await
+                    } else {
+                        pool.exec(&target, &line, timeout, &cancel, &tx).await
+                    }
                 });
             }
             let mut ok = 0;
@@ -264,36 +309,68 @@ async fn main() -> anyhow::Result<()> {
             (t.elapsed(), ok)
         }
     };
-    // (c) cold
+    if !warm_only {
+        // (c) cold
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let mut s = SshSettings::new(&key.private);
+            s.pool = false;
+            let pool = SshPool::new(s, Arc::new(KnownHosts::in_memory()), tx)?;
+            let (d, ok) = fan(pool, false).await;
+            anyhow::ensure!(
+                ok == jobs.len(),
+                "cold: only {ok} of {} succeeded",
+                jobs.len()
+            );
+            times.push(d);
+        }
+        results.push((
+            "fleetbus SSH layer, cold (new connection each)".into(),
+            times,
+        ));
+    }
+    // (d) warm: what the executor runs for 100 status actions (coalesced per host), then the
+    // raw number with one remote exec per service, as before coalescing.
+    let mut settings = SshSettings::new(&key.private);
+    if let Some(ms) = std::env::var("COALESCE_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.coalesce_window = Duration::from_millis(ms);
+    }
+    let window = settings.coalesce_window;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let pool = SshPool::new(settings, Arc::new(KnownHosts::in_memory()), tx)?;
+    let _ = fan(pool.clone(), false).await; // connect
     let mut times = Vec::new();
+    let mut execs = Vec::new();
     for _ in 0..rounds {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let mut s = SshSettings::new(&key.private);
-        s.pool = false;
-        let pool = SshPool::new(s, Arc::new(KnownHosts::in_memory()), tx)?;
-        let (d, ok) = fan(pool).await;
+        let before = pool.remote_execs();
+        let (d, ok) = fan(pool.clone(), true).await;
         anyhow::ensure!(
             ok == jobs.len(),
-            "cold: only {ok} of {} succeeded",
+            "warm shared: only {ok} of {} succeeded",
             jobs.len()
         );
         times.push(d);
+        execs.push(pool.remote_execs() - before);
     }
     results.push((
-        "fleetbus SSH layer, cold (new connection each)".into(),
+        format!(
+            "fleetbus warm (pooled): status reads coalesced per host, {} ms window ({} remote execs)",
+            window.as_millis(),
+            execs
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join("/")
+        ),
         times,
     ));
-    // (d) warm
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let pool = SshPool::new(
-        SshSettings::new(&key.private),
-        Arc::new(KnownHosts::in_memory()),
-        tx,
-    )?;
-    let _ = fan(pool.clone()).await; // connect
     let mut times = Vec::new();
     for _ in 0..rounds {
-        let (d, ok) = fan(pool.clone()).await;
+        let (d, ok) = fan(pool.clone(), false).await;
         anyhow::ensure!(
             ok == jobs.len(),
             "warm: only {ok} of {} succeeded",
@@ -301,7 +378,10 @@ async fn main() -> anyhow::Result<()> {
         );
         times.push(d);
     }
-    results.push(("fleetbus SSH layer, warm (pooled)".into(), times));
+    results.push((
+        "fleetbus SSH layer, warm, raw: one remote exec per service (no coalescing)".into(),
+        times,
+    ));
     // (d') warm, one exec per host reading both of its services (how a status poll of a host
     // can be sent): 50 commands instead of 100.
     let mut times = Vec::new();
@@ -311,7 +391,7 @@ async fn main() -> anyhow::Result<()> {
         for (i, h) in hosts.iter().enumerate() {
             let pool = pool.clone();
             let target = targets[i].clone();
-            let line = format!("sv status {}", h.dirs.join(" "));
+            let line = format!("/usr/bin/sv status {}", h.dirs.join(" "));
             set.spawn(async move {
                 let (tx, _rx) = mpsc::unbounded_channel();
                 pool.exec(
@@ -342,6 +422,11 @@ async fn main() -> anyhow::Result<()> {
         times,
     ));
 
+    if warm_only {
+        table(&results, jobs.len(), rounds);
+        drop(hosts);
+        return Ok(());
+    }
     // (e) end to end through NATS and the executor (warm): command → first output chunk.
     let nats = fleetbus_testkit::NatsServer::start();
     nats.ensure_streams().await;
@@ -379,6 +464,19 @@ async fn main() -> anyhow::Result<()> {
             host_key_fingerprint: None,
         })
         .collect();
+    // Status actions run `sudo -n /usr/bin/sv status <dir>`: allow exactly those.
+    let mut sudoers = String::new();
+    for h in &config.hosts {
+        let (spec, services) = h.specs();
+        sudoers.push_str(&fleetbus_executor::sudoers::for_host(
+            spec.host.as_str(),
+            "fleet",
+            &services,
+            &[],
+        )?);
+    }
+    let _sudoers =
+        SudoersFile::install(&format!("fleetbus-bench-{}", std::process::id()), &sudoers)?;
     let client = nats.client(Role::Admin).await;
     let js = async_nats::jetstream::new(client.clone());
     let mut evts = client.subscribe("fleet.evt.job.>").await?;
@@ -389,62 +487,89 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(30), started.next()).await?;
     let admin = Actor::user("bench", UserRole::Admin);
     let mut e2e_total = Vec::new();
+    let mut e2e_status = Vec::new();
     let mut first_chunk = Vec::new();
-    for round in 0..=rounds {
-        let t0 = Instant::now();
-        let mut sent: HashMap<fleetbus_schemas::CommandId, Instant> = HashMap::new();
-        for (n, (i, d)) in jobs.iter().enumerate() {
-            // Ad-hoc `sv status` (no sudo), so (e) runs the same command as (a)–(d).
-            let env = CommandEnvelope::new(
-                admin.clone(),
-                BusCommand::Job(JobCommand::RunAdhoc {
-                    host: targets[*i].host.clone(),
-                    command: format!("sv status {d} # {round}.{n}"),
-                }),
-            );
-            let mut h = async_nats::HeaderMap::new();
-            h.insert("Nats-Msg-Id", env.id.to_string().as_str());
-            sent.insert(env.id, Instant::now());
-            js.publish_with_headers(env.subject(), h, fleetbus_schemas::encode(&env)?.into())
-                .await?;
-        }
-        let mut job_cmd = HashMap::new();
-        let mut first: HashMap<fleetbus_schemas::JobId, Instant> = HashMap::new();
-        let mut done = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while done < jobs.len() {
-            tokio::select! {
-                m = evts.next() => {
-                    let Some(m) = m else { break };
-                    let env: Envelope = fleetbus_schemas::decode(&m.payload)?;
-                    match env.event {
-                        Event::Job(JobEvent::Scheduled { job, .. }) => { if let Some(c) = env.causation { job_cmd.insert(job, c); } }
-                        Event::Job(JobEvent::Succeeded { .. } | JobEvent::Failed { .. }) => done += 1,
-                        _ => {}
+    for status_actions in [false, true] {
+        for round in 0..=rounds {
+            let t0 = Instant::now();
+            let mut sent: HashMap<fleetbus_schemas::CommandId, Instant> = HashMap::new();
+            for (n, (i, d)) in jobs.iter().enumerate() {
+                let command = if status_actions {
+                    // What an operator's "status of everything" sends: service status actions,
+                    // which the executor runs as `sudo -n /usr/bin/sv status <dir>`, coalesced.
+                    JobCommand::RunAction {
+                        host: targets[*i].host.clone(),
+                        service: format!("svc{}", n % SERVICES_PER_HOST)
+                            .parse()
+                            .expect("literal service name"),
+                        action: ServiceAction::Status,
+                        lines: None,
                     }
-                }
-                m = outs.next() => {
-                    let Some(m) = m else { break };
-                    let c: OutputChunk = fleetbus_schemas::decode(&m.payload)?;
-                    first.entry(c.job).or_insert_with(Instant::now);
-                }
-                () = tokio::time::sleep_until(deadline) => anyhow::bail!("end-to-end round timed out ({done} done)"),
+                } else {
+                    // Ad-hoc `sv status` (no sudo, never coalesced), the same command as (a)–(d).
+                    JobCommand::RunAdhoc {
+                        host: targets[*i].host.clone(),
+                        command: format!("sv status {d} # {round}.{n}"),
+                    }
+                };
+                let env = CommandEnvelope::new(admin.clone(), BusCommand::Job(command));
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", env.id.to_string().as_str());
+                sent.insert(env.id, Instant::now());
+                js.publish_with_headers(env.subject(), h, fleetbus_schemas::encode(&env)?.into())
+                    .await?;
             }
-        }
-        let total = t0.elapsed();
-        // Chunks may arrive before the Scheduled event is read; pair them up afterwards.
-        let lat: Vec<Duration> = first
-            .iter()
-            .filter_map(|(job, t)| {
-                job_cmd
-                    .get(job)
-                    .and_then(|c| sent.get(c))
-                    .map(|s| t.saturating_duration_since(*s))
-            })
-            .collect();
-        if round > 0 {
-            e2e_total.push(total);
-            first_chunk.extend(lat);
+            let mut job_cmd = HashMap::new();
+            let mut first: HashMap<fleetbus_schemas::JobId, Instant> = HashMap::new();
+            let mut done = 0;
+            let mut failed = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while done < jobs.len() {
+                tokio::select! {
+                    m = evts.next() => {
+                        let Some(m) = m else { break };
+                        let env: Envelope = fleetbus_schemas::decode(&m.payload)?;
+                        match env.event {
+                            Event::Job(JobEvent::Scheduled { job, .. }) => { if let Some(c) = env.causation { job_cmd.insert(job, c); } }
+                            Event::Job(JobEvent::Succeeded { .. }) => done += 1,
+                            Event::Job(JobEvent::Failed { reason, .. }) => {
+                                done += 1;
+                                failed.push(reason);
+                            }
+                            _ => {}
+                        }
+                    }
+                    m = outs.next() => {
+                        let Some(m) = m else { break };
+                        let c: OutputChunk = fleetbus_schemas::decode(&m.payload)?;
+                        first.entry(c.job).or_insert_with(Instant::now);
+                    }
+                    () = tokio::time::sleep_until(deadline) => anyhow::bail!("end-to-end round timed out ({done} done)"),
+                }
+            }
+            let total = t0.elapsed();
+            anyhow::ensure!(
+                failed.is_empty(),
+                "{} end-to-end jobs failed, e.g. {:?}",
+                failed.len(),
+                failed.first()
+            );
+            // Chunks may arrive before the Scheduled event is read; pair them up afterwards.
+            let lat: Vec<Duration> = first
+                .iter()
+                .filter_map(|(job, t)| {
+                    job_cmd
+                        .get(job)
+                        .and_then(|c| sent.get(c))
+                        .map(|s| t.saturating_duration_since(*s))
+                })
+                .collect();
+            if round > 0 && status_actions {
+                e2e_status.push(total);
+            } else if round > 0 {
+                e2e_total.push(total);
+                first_chunk.extend(lat);
+            }
         }
     }
     // One command at a time: the latency a person clicking a button sees.
@@ -484,40 +609,16 @@ async fn main() -> anyhow::Result<()> {
     token.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(20), exec).await;
     results.push((
-        "fleetbus end to end via NATS, warm (100 jobs)".into(),
+        "fleetbus end to end via NATS, warm (100 ad-hoc `sv status` jobs, not coalesced)".into(),
         e2e_total,
     ));
+    results.push((
+        "fleetbus end to end via NATS, warm (100 status actions: `sudo -n sv status`, coalesced)"
+            .into(),
+        e2e_status,
+    ));
 
-    // The table.
-    let baseline = results[0].1.iter().copied().min().unwrap_or(Duration::ZERO);
-    let ansible_best = results
-        .iter()
-        .find(|r| r.0.starts_with("ansible"))
-        .and_then(|r| r.1.iter().copied().min());
-    println!();
-    println!("Status of {} runit services on {HOSTS} loopback sshd hosts, best of {rounds} rounds ({} cores)", jobs.len(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!();
-    println!("| method | best | median | vs OpenSSH+xargs | vs ansible |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, t) in &results {
-        let mut s = t.clone();
-        s.sort();
-        let best = s.first().copied().unwrap_or(Duration::ZERO);
-        let ratio = |b: Duration| {
-            if best.is_zero() {
-                "-".to_string()
-            } else {
-                format!("{:.1}×", b.as_secs_f64() / best.as_secs_f64())
-            }
-        };
-        println!(
-            "| {name} | {} | {} | {} | {} |",
-            ms(best),
-            ms(pct(&s, 0.5)),
-            ratio(baseline),
-            ansible_best.map(ratio).unwrap_or_else(|| "n/a".into())
-        );
-    }
+    table(&results, jobs.len(), rounds);
     first_chunk.sort();
     println!();
     println!(

@@ -31,7 +31,8 @@ pub fn quote(word: &str) -> Result<String, ExecError> {
     Ok(out)
 }
 
-fn is_plain(b: u8) -> bool {
+/// Bytes that never mean anything to `sh` (no quoting, globbing, expansion or operators).
+pub(crate) fn is_plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b)
 }
 

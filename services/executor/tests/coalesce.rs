@@ -117,7 +117,7 @@ async fn concurrent_reads_on_one_host_share_one_exec_and_keep_their_own_results(
 ) -> anyhow::Result<()> {
     let sshd = start(40)?;
     let t = target(&sshd, "c40")?;
-    let pool = pool(&sshd, 3, LONG_WINDOW)?;
+    let pool = pool(&sshd, 5, LONG_WINDOW)?;
     // `$$` in a subshell is the shell the subshell came from: the shared wrapper's pid.
     let got = shared(
         &pool,
@@ -125,12 +125,15 @@ async fn concurrent_reads_on_one_host_share_one_exec_and_keep_their_own_results(
             (&t, "echo a $$; echo a-err >&2"),
             (&t, "echo b $$; echo b-err >&2; exit 3"),
             (&t, "printf 'c %s' $$"),
+            // Plain external commands (like the status templates) run without a subshell.
+            (&t, "/bin/echo simple"),
+            (&t, "/bin/false"),
         ],
     )
     .await?;
     assert_eq!(pool.remote_execs(), 1, "{got:#?}");
     let pid = |s: &str| s.split_whitespace().nth(1).map(str::to_string);
-    let pids: Vec<_> = got.iter().map(|g| pid(&g.stdout)).collect();
+    let pids: Vec<_> = got[..3].iter().map(|g| pid(&g.stdout)).collect();
     assert!(pids[0].is_some(), "{got:#?}");
     assert!(pids.iter().all(|p| *p == pids[0]), "{got:#?}");
     let p = pids[0].clone().unwrap_or_default();
@@ -143,13 +146,28 @@ async fn concurrent_reads_on_one_host_share_one_exec_and_keep_their_own_results(
     assert_eq!(got[2].stdout, format!("c {p}"));
     assert_eq!(got[2].stderr, "");
     assert_eq!(got[2].code(), Some(0));
+    assert_eq!(
+        (got[3].stdout.as_str(), got[3].code()),
+        ("simple\n", Some(0))
+    );
+    assert_eq!((got[4].stdout.as_str(), got[4].code()), ("", Some(1)));
     for g in &got {
         let o = g.result.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
         assert_eq!(o.end, End::Exited);
     }
 
     // Run again on the same pool: a new batch, a new remote shell, the same connection.
-    let again = shared(&pool, &[(&t, "echo $$"), (&t, "echo $$"), (&t, "true")]).await?;
+    let again = shared(
+        &pool,
+        &[
+            (&t, "echo $$"),
+            (&t, "echo $$"),
+            (&t, "true"),
+            (&t, "true"),
+            (&t, "true"),
+        ],
+    )
+    .await?;
     assert_eq!(pool.remote_execs(), 2);
     assert_eq!(again[0].stdout, again[1].stdout);
     assert_ne!(again[0].stdout.trim(), p);
