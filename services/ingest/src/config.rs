@@ -57,6 +57,10 @@ pub struct LogTuning {
     pub snapshot_every: u64,
     /// Capacity of the queue in front of the writer.
     pub queue: usize,
+    /// Under sustained load (the previous group held at least [`crate::writer::LINGER_FROM`]
+    /// events) the writer waits up to this long for a group to fill before committing it:
+    /// fewer, larger commits. A trickle is committed at once. 0 turns it off.
+    pub linger_ms: u64,
 }
 
 impl Default for Config {
@@ -93,6 +97,7 @@ impl Default for LogTuning {
             max_batch: 5000,
             snapshot_every: 10_000,
             queue: 20_000,
+            linger_ms: 5,
         }
     }
 }
@@ -126,6 +131,49 @@ impl Config {
         if self.log.max_batch == 0 || self.log.queue == 0 {
             return Err("keys 'log.max_batch' and 'log.queue' must be at least 1".into());
         }
+        if self.log.linger_ms > 1000 {
+            return Err(format!(
+                "key 'log.linger_ms': {} is too long; at most 1000 (agents wait for the commit)",
+                self.log.linger_ms
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(edit: impl FnOnce(&mut Config)) -> Result<(), String> {
+        let mut c = Config::default();
+        edit(&mut c);
+        c.validate()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(with(|_| {}), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: [(&str, fn(&mut Config)); 5] = [
+            ("version", |c| c.version = 2),
+            ("nats.user", |c| c.nats.user = "admin".into()),
+            ("log.max_batch", |c| c.log.max_batch = 0),
+            ("log.linger_ms", |c| c.log.linger_ms = 60_000),
+            ("limits.agent_burst", |c| c.limits.agent_burst = 0),
+        ];
+        for (key, edit) in cases {
+            let err = with(edit).expect_err(key);
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn toml_with_an_unknown_log_key_is_refused() {
+        let err = toml::from_str::<LogTuning>("linger = 5").expect_err("unknown key");
+        assert!(err.to_string().contains("linger"), "{err}");
     }
 }

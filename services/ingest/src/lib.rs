@@ -99,6 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         writer::WriterConfig {
             max_batch: config.log.max_batch,
             snapshot_every: config.log.snapshot_every,
+            linger: std::time::Duration::from_millis(config.log.linger_ms),
         },
     )
     .map_err(|e| IngestError::Internal(format!("cannot start the writer thread: {e}")))?;

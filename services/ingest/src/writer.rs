@@ -1,11 +1,13 @@
 //! The writer: one dedicated thread that owns appends to the log. It drains the channel into a
-//! batch (group commit: whatever arrived while the previous fsync ran, up to `max_batch`),
+//! batch (group commit: whatever arrived while the previous fsync ran, up to `max_batch`; under
+//! sustained load it lingers a few milliseconds for the group to fill, since each durable
+//! commit has a fixed cost that small groups pay again and again),
 //! appends and folds the batch in one durable transaction, then wakes the commit hub and hands
 //! the JetStream messages to the acker — so a message is acked only after its commit.
 
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use tokio::sync::{mpsc, watch};
@@ -31,7 +33,15 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Snapshot the projections every this many entries (0: never).
     pub snapshot_every: u64,
+    /// How long a group may wait to fill under sustained load (zero: never).
+    pub linger: Duration,
 }
+
+/// A group at least this large means load is sustained: the next group may linger.
+pub const LINGER_FROM: usize = 64;
+
+/// How often a lingering writer looks at the queue again.
+const LINGER_POLL: Duration = Duration::from_micros(250);
 
 /// Handles the writer shares with the rest of the service.
 #[derive(Clone)]
@@ -75,6 +85,7 @@ pub fn spawn(
         .spawn(move || {
             let max = config.max_batch.max(1);
             let mut entries = Vec::with_capacity(max.min(256));
+            let mut sustained = false;
             while let Some(first) = rx.blocking_recv() {
                 entries.clear();
                 let mut batch_messages = Vec::with_capacity(max.min(64));
@@ -85,12 +96,20 @@ pub fn spawn(
                     }
                 };
                 push(first, &mut entries);
+                let linger_until = (sustained && !config.linger.is_zero())
+                    .then(|| Instant::now() + config.linger);
                 while entries.len() < max {
                     match rx.try_recv() {
                         Ok(p) => push(p, &mut entries),
+                        Err(mpsc::error::TryRecvError::Empty)
+                            if linger_until.is_some_and(|t| Instant::now() < t) =>
+                        {
+                            std::thread::sleep(LINGER_POLL);
+                        }
                         Err(_) => break,
                     }
                 }
+                sustained = entries.len() >= LINGER_FROM;
                 let started = Instant::now();
                 // Fold under the lock, fsync outside it: readers (auth, queries) never wait for
                 // the disk. They may see a batch a moment before it is durable; if the commit
