@@ -138,6 +138,12 @@ pub fn load_with_env<T: DeserializeOwned>(
         });
     }
 
+    // A service's bus role is its name: `[nats]` with only a url (or FLEETBUS_<SVC>__NATS__URL
+    // alone) keeps the default user instead of failing on a missing field.
+    if let Some(toml::Value::Table(nats)) = table.get_mut("nats") {
+        nats.entry("user")
+            .or_insert_with(|| toml::Value::String(service.to_owned()));
+    }
     let de = toml::Value::Table(table);
     serde_path_to_error::deserialize::<_, T>(de).map_err(|err| {
         let key = path_string(err.path());
@@ -357,6 +363,25 @@ mod tests {
         assert_eq!(c.nats.user, "ingest");
         assert!(!c.limits.enabled);
         assert_eq!(c.limits.max_body, 65536);
+    }
+
+    #[test]
+    fn nats_url_alone_keeps_the_services_user() {
+        let c: Cfg = load_with_env(
+            None,
+            "ingest",
+            &env(&[("FLEETBUS_INGEST__NATS__URL", "nats://127.0.0.1:5222")]),
+        )
+        .expect("url alone");
+        assert_eq!(c.nats.url, "nats://127.0.0.1:5222");
+        assert_eq!(c.nats.user, "ingest");
+        let f = file(b"[nats]\nurl = \"nats://127.0.0.1:6222\"\n");
+        let c: Cfg = load_with_env(Some(f.path()), "ingest", &[]).expect("file url alone");
+        assert_eq!(c.nats.url, "nats://127.0.0.1:6222");
+        assert_eq!(c.nats.user, "ingest");
+        let f = file(b"nats = 3\n");
+        let err = load_with_env::<Cfg>(Some(f.path()), "ingest", &[]).expect_err("not a table");
+        assert!(err.to_string().contains("nats"), "{err}");
     }
 
     #[test]
