@@ -735,3 +735,44 @@ fn generated_sudoers_pass_visudo_and_are_scoped() -> anyhow::Result<()> {
         .all(|l| l.starts_with("fleet ALL=(root) NOPASSWD: /usr/bin/")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_jobs_started_together_share_an_exec_and_each_gets_its_own_status(
+) -> anyhow::Result<()> {
+    let host = Host::start(31)?;
+    host.runit.sv("down", "worker")?;
+    wait_local(&host, "worker", "down:").await?;
+    let mut rig = Rig::start().await?;
+    let mut config = rig.config(vec![host.static_host(false)], host.key());
+    // The three reads below run as one batch: it is released when the third arrives.
+    config.ssh.coalesce_max_parts = 3;
+    config.ssh.coalesce_window_ms = 1000;
+    let running = rig.spawn(config).await?;
+    let mut sent = Vec::new();
+    for name in ["web", "worker", "flaky"] {
+        sent.push((
+            name,
+            rig.send(operator(), action(&host, name, ServiceAction::Status))
+                .await?,
+        ));
+    }
+    for (name, env) in &sent {
+        let job = rig.scheduled(env).await?;
+        assert!(succeeded(&rig.finished(job).await?), "{name}");
+        // Each job's output is its own service's status line, nothing of the others'.
+        let text: String = rig.output(job).await?.into_iter().map(|c| c.data).collect();
+        let dir = |n: &str| format!("{}:", host.runit.service_dir(n).display());
+        assert_eq!(text.lines().count(), 1, "{name}: {text:?}");
+        assert!(text.contains(&dir(name)), "{name}: {text:?}");
+        for other in ["web", "worker", "flaky"].iter().filter(|o| *o != name) {
+            assert!(!text.contains(&dir(other)), "{name}: {text:?}");
+        }
+        let st = observed(&mut rig, env.id).await?;
+        match *name {
+            "web" => assert_eq!(st.state, ServiceState::Running, "{st:?}"),
+            "worker" => assert_eq!(st.state, ServiceState::Stopped, "{st:?}"),
+            _ => {}
+        }
+    }
+    running.stop().await
+}
