@@ -58,6 +58,31 @@ fn ms(d: Duration) -> String {
 
 struct Row(String, String, String);
 
+/// Rates from repeated rounds of one measurement.
+struct Rates(Vec<f64>);
+
+impl Rates {
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+    fn median(&self) -> f64 {
+        let v = self.sorted();
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+    /// `median of N (min–max)`, for the notes column.
+    fn range(&self) -> String {
+        let v = self.sorted();
+        format!(
+            "median of {} ({:.0}–{:.0})",
+            v.len(),
+            v.first().copied().unwrap_or(0.0),
+            v.last().copied().unwrap_or(0.0)
+        )
+    }
+}
+
 /// Publishes `n` messages with up to `window` acks in flight.
 async fn publish_window(
     js: &jetstream::Context,
@@ -86,18 +111,16 @@ async fn publish_window(
 /// Raw JetStream: publish `n` events and consume them with a pull consumer at once. With
 /// `ack_all` the consumer acks every 1,000th message (as ingest acks once per group commit);
 /// otherwise every message.
-async fn baseline(server: &NatsServer, n: usize, ack_all: bool) -> Result<f64> {
+/// Each round has its own stream, so no pull request of an earlier round can swallow messages.
+async fn baseline(server: &NatsServer, n: usize, ack_all: bool, round: usize) -> Result<f64> {
     let js = jetstream::new(server.client(Role::Admin).await);
-    let name = if ack_all { "BENCH_ALL" } else { "BENCH" };
-    let subject = if ack_all {
-        "bench-all.evt"
-    } else {
-        "bench.evt"
-    };
+    let kind = if ack_all { "ALL" } else { "EXPLICIT" };
+    let name = format!("BENCH_{kind}_{round}");
+    let subject = format!("bench.{kind}.{round}");
     let s = js
         .get_or_create_stream(stream::Config {
-            name: name.into(),
-            subjects: vec![subject.into()],
+            name: name.clone(),
+            subjects: vec![subject.clone()],
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
@@ -327,43 +350,63 @@ async fn main() -> Result<()> {
     let admin_js = jetstream::new(admin.clone());
 
     // 1. Baseline: raw JetStream publish → pull consume (both at once), acks in flight.
-    eprintln!("baseline: {n} messages through a raw JetStream stream, twice…");
-    let base = baseline(&server, n, false).await?;
+    let rounds = env_usize("BENCH_ROUNDS", 3).max(1);
+    eprintln!("baselines: {n} messages through raw JetStream streams, {rounds} rounds each…");
+    let mut base_explicit = Vec::new();
+    let mut base_all = Vec::new();
+    for round in 0..rounds {
+        base_explicit.push(baseline(&server, n, false, round).await?);
+        base_all.push(baseline(&server, n, true, round).await?);
+    }
+    let (base_explicit, base_all) = (Rates(base_explicit), Rates(base_all));
     rows.push(Row(
         "raw JetStream publish→consume (baseline)".into(),
-        format!("{base:>9.0} ev/s"),
-        format!("{n} msgs, 512 publish acks in flight, every message acked"),
+        format!("{:>9.0} ev/s", base_explicit.median()),
+        format!(
+            "{n} msgs, 512 publish acks in flight, every message acked; {}",
+            base_explicit.range()
+        ),
     ));
-    let base_all = baseline(&server, n, true).await?;
     rows.push(Row(
         "raw JetStream, consumer acks all (baseline)".into(),
-        format!("{base_all:>9.0} ev/s"),
-        "one ack per 1,000 messages, as ingest acks per commit".into(),
+        format!("{:>9.0} ev/s", base_all.median()),
+        format!(
+            "one ack per 1,000 messages, as ingest acks per commit; {}",
+            base_all.range()
+        ),
     ));
-    let base = base.max(base_all);
+    let base = base_explicit.median().max(base_all.median());
 
     // 2. Bus → durable log, through ingest.
     let dir = tempfile::tempdir()?;
     let cfg = config(&server, dir.path());
     let (token, handle) = start(cfg.clone()).await?;
     let agents = register(&admin).await?;
-    let start_seq = head(&admin).await?;
-    eprintln!("bus → log: {n} events…");
-    let items: Vec<_> = (0..n)
-        .map(|i| {
-            let env = report_envelope(i);
-            let bytes = fleetbus_schemas::encode(&env).unwrap_or_default();
-            (env.subject(), Bytes::from(bytes), env.id.to_string())
-        })
-        .collect();
-    let started = Instant::now();
-    publish_window(&admin_js, items, 512).await?;
-    wait_head(&admin, start_seq + n as u64, Duration::from_secs(300)).await?;
-    let bus_rate = n as f64 / started.elapsed().as_secs_f64();
+    eprintln!("bus → log: {n} events, {rounds} rounds…");
+    let mut bus = Vec::new();
+    for _ in 0..rounds {
+        let start_seq = head(&admin).await?;
+        let items: Vec<_> = (0..n)
+            .map(|i| {
+                let env = report_envelope(i);
+                let bytes = fleetbus_schemas::encode(&env).unwrap_or_default();
+                (env.subject(), Bytes::from(bytes), env.id.to_string())
+            })
+            .collect();
+        let started = Instant::now();
+        publish_window(&admin_js, items, 512).await?;
+        wait_head(&admin, start_seq + n as u64, Duration::from_secs(300)).await?;
+        bus.push(n as f64 / started.elapsed().as_secs_f64());
+    }
+    let bus = Rates(bus);
     rows.push(Row(
         "bus → durable log (fsync per group commit)".into(),
-        format!("{bus_rate:>9.0} ev/s"),
-        format!("{:.0} % of the faster baseline", 100.0 * bus_rate / base),
+        format!("{:>9.0} ev/s", bus.median()),
+        format!(
+            "{:.0} % of the faster baseline; {}",
+            100.0 * bus.median() / base,
+            bus.range()
+        ),
     ));
 
     // 3. HTTP agent path: batches of 100 and single reports, 202 after commit.
@@ -519,16 +562,23 @@ async fn main() -> Result<()> {
         format!("{append_rate:>9.0} ev/s"),
         format!("{log_n} events"),
     ));
-    let (rebuild, _) = store.rebuild_as::<State>()?;
-    if !rebuild.equal() {
-        bail!("rebuild differs: {rebuild:?}");
+    let mut rebuilds = Vec::new();
+    let mut compared = 0;
+    for _ in 0..rounds {
+        let (rebuild, _) = store.rebuild_as::<State>()?;
+        if !rebuild.equal() {
+            bail!("rebuild differs: {rebuild:?}");
+        }
+        compared = rebuild.snapshots_compared;
+        rebuilds.push(rebuild.events as f64 / rebuild.seconds);
     }
+    let rebuilds = Rates(rebuilds);
     rows.push(Row(
         "projection rebuild from the log".into(),
-        format!("{:>9.0} ev/s", rebuild.events as f64 / rebuild.seconds),
+        format!("{:>9.0} ev/s", rebuilds.median()),
         format!(
-            "{} events, {} snapshots compared",
-            rebuild.events, rebuild.snapshots_compared
+            "{log_n} events, {compared} snapshots compared; {}",
+            rebuilds.range()
         ),
     ));
     let verify_started = Instant::now();
