@@ -52,6 +52,20 @@ impl Drop for BenchHost {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        // SIGHUP makes runsvdir TERM each runsv (which then stops its service and exits) and
+        // exit; a SIGKILLed runsvdir would leave them running. By pid only, never a group.
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.runsvdir.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        for _ in 0..50 {
+            if matches!(self.runsvdir.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.runsvdir.kill();
         let _ = self.runsvdir.wait();
     }
@@ -585,22 +599,31 @@ async fn main() -> anyhow::Result<()> {
         js.publish_with_headers(env.subject(), h, fleetbus_schemas::encode(&env)?.into())
             .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let mut got_chunk = false;
+        // Chunks of earlier rounds may still be queued: only this command's job counts.
+        let mut chunk_at: HashMap<fleetbus_schemas::JobId, Duration> = HashMap::new();
+        let mut mine = None;
         let mut finished = false;
-        while !(got_chunk && finished) {
+        while !(finished && mine.is_some_and(|j| chunk_at.contains_key(&j))) {
             tokio::select! {
-                m = outs.next(), if !got_chunk => {
-                    if m.is_none() { break }
-                    single.push(t0.elapsed());
-                    got_chunk = true;
-                }
-                m = evts.next(), if !finished => {
+                m = outs.next() => {
                     let Some(m) = m else { break };
-                    let env: Envelope = fleetbus_schemas::decode(&m.payload)?;
-                    finished = matches!(env.event, Event::Job(JobEvent::Succeeded { .. } | JobEvent::Failed { .. }));
+                    let c: OutputChunk = fleetbus_schemas::decode(&m.payload)?;
+                    chunk_at.entry(c.job).or_insert_with(|| t0.elapsed());
+                }
+                m = evts.next() => {
+                    let Some(m) = m else { break };
+                    let e: Envelope = fleetbus_schemas::decode(&m.payload)?;
+                    match e.event {
+                        Event::Job(JobEvent::Scheduled { job, .. }) if e.causation == Some(env.id) => mine = Some(job),
+                        Event::Job(JobEvent::Succeeded { job, .. } | JobEvent::Failed { job, .. }) if Some(job) == mine => finished = true,
+                        _ => {}
+                    }
                 }
                 () = tokio::time::sleep_until(deadline) => anyhow::bail!("single command timed out"),
             }
+        }
+        if let Some(t) = mine.and_then(|j| chunk_at.get(&j)) {
+            single.push(*t);
         }
     }
     token.cancel();
