@@ -16,7 +16,9 @@
 //! ```
 //!
 //! Each part runs in a subshell, so `exit`, `cd`, `set -e` or closed descriptors in one part
-//! cannot end or change the others. The end marker carries the run's random nonce (the same tag
+//! cannot end or change the others — except a plain external command like the status templates
+//! (`eval 'sudo -n /usr/bin/sv status /dir'`, see `is_simple_external`), which cannot do any of
+//! that and runs without the extra fork. The end marker carries the run's random nonce (the same tag
 //! as the wrapper's control lines, handed over in `FLEETBUS_TAG` and unset before any part runs),
 //! so command output cannot forge one by accident; markers are also accepted only in order
 //! (`END 1`, then `END 2`, …). The leading newline lets a marker follow output that has none; it
