@@ -29,6 +29,11 @@ fn main() -> anyhow::Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| dir.path().join("log.redb"));
     let fresh = !path.exists();
+    // `PROF_SNAPSHOT_EVERY` (default 10,000, as ingest) when the log is built.
+    let snapshot_every: u64 = std::env::var("PROF_SNAPSHOT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let store = LogStore::open(&path)?;
     if fresh {
         let mut state = State::default();
@@ -43,7 +48,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 })
                 .collect();
-            store.append_batch(&batch, &mut state, 10_000)?;
+            store.append_batch(&batch, &mut state, snapshot_every)?;
         }
     }
     // `PROF_REBUILD_ONLY=1` skips the split measurements (for `perf record`).
