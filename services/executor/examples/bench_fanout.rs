@@ -358,6 +358,8 @@ async fn main() -> anyhow::Result<()> {
     let (tx, _rx) = mpsc::unbounded_channel();
     let pool = SshPool::new(settings, Arc::new(KnownHosts::in_memory()), tx)?;
     let _ = fan(pool.clone(), false).await; // connect
+                                            // Warm the persistent remote shells too (one per host): they belong to a warm pool.
+    let _ = fan(pool.clone(), true).await;
     let mut times = Vec::new();
     let mut execs = Vec::new();
     for _ in 0..rounds {

@@ -72,6 +72,9 @@ pub struct SshConfig {
     pub coalesce_window_ms: u64,
     /// At most this many status reads share one remote exec.
     pub coalesce_max_parts: usize,
+    /// With `pool`: run coalesced status reads in one persistent remote shell per host instead
+    /// of one exec per batch.
+    pub coalesce_shell: bool,
 }
 
 impl Default for SshConfig {
@@ -86,6 +89,7 @@ impl Default for SshConfig {
             pool: true,
             coalesce_window_ms: crate::ssh::coalesce::DEFAULT_WINDOW.as_millis() as u64,
             coalesce_max_parts: crate::ssh::coalesce::DEFAULT_MAX_PARTS,
+            coalesce_shell: true,
         }
     }
 }

@@ -144,6 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
     settings.pool = config.ssh.pool;
     settings.coalesce_window = Duration::from_millis(config.ssh.coalesce_window_ms);
     settings.coalesce_max_parts = config.ssh.coalesce_max_parts;
+    settings.coalesce_shell = config.ssh.coalesce_shell;
     let pool = SshPool::new(settings, known, notice_tx)?;
 
     let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown)

@@ -81,35 +81,11 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<ExecEvent>) -> (String, String) {
 
 /// Runs every `(target, line)` concurrently through `exec_shared`; results in input order.
 async fn shared(pool: &SshPool, calls: &[(&Target, &str)]) -> anyhow::Result<Vec<Got>> {
-    let mut tasks = Vec::new();
-    for (target, line) in calls {
-        let pool = pool.clone();
-        let target = (*target).clone();
-        let line = line.to_string();
-        tasks.push(tokio::spawn(async move {
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let result = pool
-                .exec_shared(
-                    &target,
-                    &line,
-                    Some(Duration::from_secs(30)),
-                    &CancellationToken::new(),
-                    &tx,
-                )
-                .await;
-            let (stdout, stderr) = drain(&mut rx);
-            Got {
-                result,
-                stdout,
-                stderr,
-            }
-        }));
-    }
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(tokio::time::timeout(Duration::from_secs(40), t).await??);
-    }
-    Ok(out)
+    let calls: Vec<_> = calls
+        .iter()
+        .map(|(t, line)| (*t, *line, Some(Duration::from_secs(30))))
+        .collect();
+    shared_with(pool, &calls).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +132,7 @@ async fn concurrent_reads_on_one_host_share_one_exec_and_keep_their_own_results(
         assert_eq!(o.end, End::Exited);
     }
 
-    // Run again on the same pool: a new batch, a new remote shell, the same connection.
+    // Run again on the same pool: a new batch, the same connection.
     let again = shared(
         &pool,
         &[
@@ -168,9 +144,10 @@ async fn concurrent_reads_on_one_host_share_one_exec_and_keep_their_own_results(
         ],
     )
     .await?;
-    assert_eq!(pool.remote_execs(), 2);
+    // A new batch on the same pool runs in the same persistent remote shell: no new exec.
+    assert_eq!(pool.remote_execs(), 1);
     assert_eq!(again[0].stdout, again[1].stdout);
-    assert_ne!(again[0].stdout.trim(), p);
+    assert_eq!(again[0].stdout.trim(), p);
 
     // A lone request (default settings) waits out the window and runs alone.
     let lone = {
@@ -345,7 +322,16 @@ async fn cancel_detaches_one_caller_and_the_others_keep_their_results() -> anyho
         tokio::time::timeout(Duration::from_secs(20), rx.recv()).await?,
         Some(ExecEvent::Output { .. })
     ) {}
-    assert!(!sshd::processes_matching(&format!("sleep 89{tag}")).is_empty());
+    // `up` is printed before the sleep is started: wait (bounded) until it runs.
+    let mut running = false;
+    for _ in 0..200 {
+        if !sshd::processes_matching(&format!("sleep 89{tag}")).is_empty() {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(running, "the remote sleep never started");
     cancel.cancel();
     let out = tokio::time::timeout(Duration::from_secs(20), task).await???;
     assert_eq!(out.end, End::Cancelled);
@@ -434,4 +420,255 @@ async fn a_connection_that_is_down_fails_every_part_with_a_clear_error() -> anyh
     }
     assert_eq!(pool.remote_execs(), before);
     Ok(())
+}
+
+/// Like [`shared`], with a per-call timeout (`None`: no deadline). The calls are polled in
+/// input order and each joins its host's batch on its first poll, so parts run in input order.
+async fn shared_with(
+    pool: &SshPool,
+    calls: &[(&Target, &str, Option<Duration>)],
+) -> anyhow::Result<Vec<Got>> {
+    let runs = calls.iter().map(|(target, line, timeout)| async move {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let result = pool
+            .exec_shared(target, line, *timeout, &CancellationToken::new(), &tx)
+            .await;
+        let (stdout, stderr) = drain(&mut rx);
+        Got {
+            result,
+            stdout,
+            stderr,
+        }
+    });
+    Ok(tokio::time::timeout(Duration::from_secs(40), futures::future::join_all(runs)).await?)
+}
+
+/// The pid a part printed with `echo $$` (the persistent shell's: `$$` in a subshell is the
+/// shell it came from).
+fn shell_pid(g: &Got) -> anyhow::Result<u32> {
+    g.stdout
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("no pid in {g:?}: {e}"))
+}
+
+fn outcome(g: &Got) -> anyhow::Result<&ExecOutcome> {
+    g.result.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_batches_reuse_one_shell_and_hostile_parts_do_not_desync_later_ones(
+) -> anyhow::Result<()> {
+    let sshd = start(47)?;
+    let t = target(&sshd, "c47")?;
+    let pool = pool(&sshd, 4, LONG_WINDOW)?;
+    // Fake markers for this batch and the next (numbers 1..8, a made-up nonce and the empty
+    // one), output without a trailing newline on both streams, non-zero exits, and a part that
+    // reads stdin (it must get /dev/null, not the script that follows it).
+    let fakes = concat!(
+        r"printf '\n\036FLEETBUS-x:END 1 0\n\036:END 2 0\n\n\036FLEETBUS-:END 5 0\n';",
+        r"printf '\n\036FLEETBUS-x:END 6 0\n' >&2; printf 'out-tail'; printf 'err-tail' >&2; exit 9"
+    );
+    let first = shared(
+        &pool,
+        &[
+            (&t, "echo $$"),
+            (&t, fakes),
+            (&t, "cat; echo read-done"),
+            (&t, "/bin/false"),
+        ],
+    )
+    .await?;
+    let pid = shell_pid(&first[0])?;
+    assert_eq!(
+        first[1].stdout,
+        "\n\x1eFLEETBUS-x:END 1 0\n\x1e:END 2 0\n\n\x1eFLEETBUS-:END 5 0\nout-tail",
+        "{first:#?}"
+    );
+    assert_eq!(first[1].stderr, "\n\x1eFLEETBUS-x:END 6 0\nerr-tail");
+    assert_eq!(first[1].code(), Some(9));
+    assert_eq!(
+        (first[2].stdout.as_str(), first[2].code()),
+        ("read-done\n", Some(0))
+    );
+    assert_eq!((first[3].stdout.as_str(), first[3].code()), ("", Some(1)));
+
+    for round in 0..3 {
+        let got = shared(
+            &pool,
+            &[
+                (&t, "echo $$"),
+                (&t, "printf 'no-newline-%s' \"$0\"; exit 3"),
+                (&t, "echo err >&2; echo out"),
+                (&t, "/bin/echo plain"),
+            ],
+        )
+        .await?;
+        assert_eq!(shell_pid(&got[0])?, pid, "round {round}: {got:#?}");
+        assert!(got[1].stdout.starts_with("no-newline-"), "{got:#?}");
+        assert_eq!(got[1].code(), Some(3));
+        assert_eq!(
+            (
+                got[2].stdout.as_str(),
+                got[2].stderr.as_str(),
+                got[2].code()
+            ),
+            ("out\n", "err\n", Some(0))
+        );
+        assert_eq!(
+            (got[3].stdout.as_str(), got[3].code()),
+            ("plain\n", Some(0))
+        );
+        for g in &got {
+            assert_eq!(outcome(g)?.end, End::Exited);
+        }
+    }
+    // Five batches, one remote exec: the shell's.
+    assert_eq!(pool.remote_execs(), 1);
+
+    // With the persistent shell switched off, each batch is its own exec again.
+    let key = sshd.client_key().ok_or_else(|| anyhow::anyhow!("no key"))?;
+    let mut settings = SshSettings::new(&key.private);
+    settings.coalesce_max_parts = 2;
+    settings.coalesce_window = LONG_WINDOW;
+    settings.coalesce_shell = false;
+    let (tx, _n) = mpsc::unbounded_channel();
+    let plain = SshPool::new(settings, Arc::new(KnownHosts::in_memory()), tx)?;
+    let a = shared(&plain, &[(&t, "echo $$"), (&t, "true")]).await?;
+    let b = shared(&plain, &[(&t, "echo $$"), (&t, "true")]).await?;
+    assert_eq!(plain.remote_execs(), 2);
+    assert_ne!(shell_pid(&a[0])?, shell_pid(&b[0])?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_killed_remotely_is_replaced_and_the_next_batch_succeeds() -> anyhow::Result<()> {
+    let sshd = start(48)?;
+    let t = target(&sshd, "c48")?;
+    let pool = pool(&sshd, 2, LONG_WINDOW)?;
+    let first = shared(&pool, &[(&t, "echo $$"), (&t, "true")]).await?;
+    let pid = shell_pid(&first[0])?;
+
+    // Killed while idle, from another session on the same host (the test's own remote shell).
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let killer = pool
+        .exec(
+            &t,
+            &format!("kill -9 {pid}"),
+            Some(Duration::from_secs(20)),
+            &CancellationToken::new(),
+            &tx,
+        )
+        .await?;
+    assert_eq!(killer.exit_code, Some(0));
+    let after = shared(&pool, &[(&t, "echo $$"), (&t, "echo two; exit 2")]).await?;
+    assert_ne!(shell_pid(&after[0])?, pid, "{after:#?}");
+    assert_eq!(
+        (after[1].stdout.as_str(), after[1].code()),
+        ("two\n", Some(2))
+    );
+
+    // Killed by a part while a batch runs: parts before it keep their results, the killer gets
+    // the shell's end, the part after it an error; the next batch runs on a fresh shell.
+    let fresh = shared(&pool, &[(&t, "echo $$"), (&t, "true")]).await?;
+    let fresh_pid = shell_pid(&fresh[0])?;
+    assert_ne!(fresh_pid, pid);
+    let pool3 = self::pool(&sshd, 3, LONG_WINDOW)?;
+    let base = shared(&pool3, &[(&t, "echo $$"), (&t, "true"), (&t, "true")]).await?;
+    let victim = shell_pid(&base[0])?;
+    let got = shared(
+        &pool3,
+        &[(&t, "echo before"), (&t, "kill -9 $$"), (&t, "echo never")],
+    )
+    .await?;
+    assert_eq!(
+        (got[0].stdout.as_str(), got[0].code()),
+        ("before\n", Some(0)),
+        "{got:#?}"
+    );
+    let killed = outcome(&got[1])?;
+    assert_eq!(killed.end, End::Exited);
+    assert!(killed.exit_signal.is_some(), "{got:#?}");
+    assert!(got[2].result.is_err(), "{got:#?}");
+    assert_eq!(got[2].stdout, "");
+    let next = shared(&pool3, &[(&t, "echo $$"), (&t, "echo ok"), (&t, "true")]).await?;
+    assert_ne!(shell_pid(&next[0])?, victim);
+    assert_eq!((next[1].stdout.as_str(), next[1].code()), ("ok\n", Some(0)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_part_neither_wedges_later_batches_nor_survives_its_timeout() -> anyhow::Result<()> {
+    let sshd = start(49)?;
+    let t = target(&sshd, "c49")?;
+    let pool = pool(&sshd, 2, LONG_WINDOW)?;
+    let tag = format!("{}", 5000 + std::process::id() % 2000);
+    let warm = shared(&pool, &[(&t, "echo $$"), (&t, "true")]).await?;
+    let pid = shell_pid(&warm[0])?;
+
+    // A batch that hangs with no deadline: the batch after it does not wait for it.
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hung = {
+        let (pool, t, cancel, line) = (
+            pool.clone(),
+            t.clone(),
+            cancel.clone(),
+            format!("echo up; sleep 88{tag}"),
+        );
+        tokio::spawn(async move { pool.exec_shared(&t, &line, None, &cancel, &tx).await })
+    };
+    // The batch's other part waits behind the hung one; it leaves with the same cancel.
+    let (tx2, _rx2) = mpsc::unbounded_channel();
+    let partner = {
+        let (pool, t, cancel) = (pool.clone(), t.clone(), cancel.clone());
+        tokio::spawn(async move { pool.exec_shared(&t, "true", None, &cancel, &tx2).await })
+    };
+    while !matches!(
+        tokio::time::timeout(Duration::from_secs(20), rx.recv()).await?,
+        Some(ExecEvent::Output { .. })
+    ) {}
+    let meanwhile = shared(&pool, &[(&t, "echo $$"), (&t, "echo meanwhile")]).await?;
+    assert_eq!(meanwhile[1].stdout, "meanwhile\n");
+    assert_ne!(shell_pid(&meanwhile[0])?, pid, "ran in the busy shell?");
+    assert!(!hung.is_finished() && !partner.is_finished());
+    // Its callers leave: the shell and the sleep are killed.
+    cancel.cancel();
+    for task in [hung, partner] {
+        let out = tokio::time::timeout(Duration::from_secs(20), task).await???;
+        assert_eq!(out.end, End::Cancelled);
+    }
+    wait_gone(&format!("sleep 88{tag}")).await?;
+
+    // A batch that times out: both parts end TimedOut, the sleep is killed, and the next batch
+    // runs on a fresh shell.
+    let second = shared(&pool, &[(&t, "echo $$"), (&t, "true")]).await?;
+    let pid2 = shell_pid(&second[0])?;
+    assert_ne!(pid2, pid);
+    let one = Some(Duration::from_secs(1));
+    let line = format!("sleep 87{tag}");
+    let got = shared_with(&pool, &[(&t, line.as_str(), one), (&t, "echo late", one)]).await?;
+    for g in &got {
+        assert_eq!(outcome(g)?.end, End::TimedOut, "{got:#?}");
+        assert_eq!(g.stdout, "");
+    }
+    wait_gone(&line).await?;
+    let after = shared(&pool, &[(&t, "echo $$"), (&t, "echo fine; exit 4")]).await?;
+    assert_ne!(shell_pid(&after[0])?, pid2);
+    assert_eq!(
+        (after[1].stdout.as_str(), after[1].code()),
+        ("fine\n", Some(4))
+    );
+    Ok(())
+}
+
+/// Waits (bounded) until no process matches `needle`.
+async fn wait_gone(needle: &str) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if sshd::processes_matching(needle).is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("`{needle}` is still running")
 }

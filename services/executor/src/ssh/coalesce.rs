@@ -28,6 +28,12 @@
 //! A cancel detaches only that caller; when every caller has left, the exec is cancelled like a
 //! plain one (process group TERM, grace, KILL). The exec's timeout is the longest of its parts'.
 //! Connection and session errors fail every part that has no result yet with that error.
+//!
+//! With pooled connections (and `coalesce_shell`, the default) a batch does not even need its
+//! own exec: the same part script is written to a persistent shell per host (`ssh/shell.rs`),
+//! its parts numbered on across batches; the one-off exec above stays for cold (`pool = false`)
+//! settings, a shell that is busy, and a shell found dead before the batch ran. Every part reads
+//! `/dev/null` (in the persistent shell stdin is the script itself).
 
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +61,7 @@ pub const DEFAULT_MAX_PARTS: usize = 32;
 static BATCH_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// What the shared exec tells one caller.
-enum PartMsg {
+pub(super) enum PartMsg {
     Event(ExecEvent),
     Done(Result<ExecOutcome, ExecError>),
 }
@@ -216,20 +222,12 @@ impl SshPool {
         let timeout = parts.iter().try_fold(Duration::ZERO, |longest, p| {
             p.timeout.map(|t| longest.max(t))
         });
-        let lines: Vec<&str> = parts.iter().map(|p| p.line.as_str()).collect();
-        let script = match script(&lines) {
-            Ok(s) => s,
-            Err(e) => {
-                for p in &parts {
-                    let _ = p.tx.send(PartMsg::Done(Err(copy(&e))));
-                }
-                return;
-            }
-        };
-        // When every caller has left, stop the exec the way a cancel stops a plain one.
+        let (lines, txs): (Vec<String>, Vec<_>) = parts.into_iter().map(|p| (p.line, p.tx)).unzip();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        // When every caller has left, stop the run the way a cancel stops a plain exec.
         let all_left = CancellationToken::new();
         let watcher = {
-            let senders: Vec<_> = parts.iter().map(|p| p.tx.clone()).collect();
+            let senders = txs.clone();
             let token = all_left.clone();
             tokio::spawn(async move {
                 for s in &senders {
@@ -238,10 +236,34 @@ impl SshPool {
                 token.cancel();
             })
         };
-        let n = parts.len();
+        let n = lines.len();
         let started = Instant::now();
+        let txs = if self.inner.settings.pool && self.inner.settings.coalesce_shell {
+            match self
+                .shell_batch(&target, &lines, timeout, &all_left, txs)
+                .await
+            {
+                Ok(()) => {
+                    watcher.abort();
+                    return;
+                }
+                Err(txs) => txs,
+            }
+        } else {
+            txs
+        };
+        let script = match script(&lines, 0) {
+            Ok(body) => format!("{SCRIPT_HEAD}{body}"),
+            Err(e) => {
+                watcher.abort();
+                for tx in &txs {
+                    let _ = tx.send(PartMsg::Done(Err(copy(&e))));
+                }
+                return;
+            }
+        };
         let nonce = ulid::Ulid::new().to_string();
-        let mut demux = Demux::new(&nonce, parts);
+        let mut demux = Demux::new(&nonce, 0, false, txs);
         let result = self
             .run(&target, &nonce, &script, timeout, &all_left, &mut demux)
             .await;
@@ -272,15 +294,21 @@ fn is_simple_external(line: &str) -> bool {
         && line.bytes().all(|b| b == b' ' || crate::quote::is_plain(b))
 }
 
-/// The remote script of a batch (run inside the wrapper, which sets `FLEETBUS_TAG`).
-fn script(lines: &[&str]) -> Result<String, ExecError> {
-    let mut s = String::from("fb_tag=\"$FLEETBUS_TAG\"; unset FLEETBUS_TAG\n");
+/// What a shell runs once, before any part: takes the run's tag (handed over by the wrapper in
+/// `FLEETBUS_TAG`) into a shell variable no command inherits.
+pub(super) const SCRIPT_HEAD: &str = "fb_tag=\"$FLEETBUS_TAG\"; unset FLEETBUS_TAG\n";
+
+/// The parts of a batch as shell code, numbered from `base + 1` (run after [`SCRIPT_HEAD`]).
+/// Every part reads `/dev/null`: in a persistent shell stdin is the script itself, and a part
+/// must never eat the commands after it.
+pub(super) fn script(lines: &[&str], base: usize) -> Result<String, ExecError> {
+    let mut s = String::new();
     for (i, line) in lines.iter().enumerate() {
-        let n = i + 1;
+        let n = base + i + 1;
         let run = if is_simple_external(line) {
-            format!("eval {}", quote(line)?)
+            format!("eval {} </dev/null", quote(line)?)
         } else {
-            format!("(unset fb_tag; eval {})", quote(line)?)
+            format!("(unset fb_tag; eval {}) </dev/null", quote(line)?)
         };
         s.push_str(&format!(
             "{run}\nfb_rc=$?\nprintf '\\n\\036%s:END {n} %s\\n' \"$fb_tag\" \"$fb_rc\"\nprintf '\\n\\036%s:END {n} %s\\n' \"$fb_tag\" \"$fb_rc\" >&2\n"
@@ -291,7 +319,7 @@ fn script(lines: &[&str]) -> Result<String, ExecError> {
 
 /// The same error again, for every part of a failed batch (`ExecError` holds an `io::Error`,
 /// which is not `Clone`).
-fn copy(e: &ExecError) -> ExecError {
+pub(super) fn copy(e: &ExecError) -> ExecError {
     match e {
         ExecError::Invalid(m) => ExecError::Invalid(m.clone()),
         ExecError::Connect { addr, reason } => ExecError::Connect {
@@ -360,18 +388,21 @@ struct Cutter {
     in_marker: bool,
     /// The part whose output flows now (0-based).
     part: usize,
+    /// Markers are numbered from `base + 1` (a persistent shell numbers parts across batches).
+    base: usize,
 }
 
 /// `<n> <code>` is short; anything longer after a marker prefix is output.
 const MARKER_TAIL_MAX: usize = 24;
 
 impl Cutter {
-    fn new(nonce: &str) -> Self {
+    fn new(nonce: &str, base: usize) -> Self {
         Cutter {
             marker: format!("\n\x1eFLEETBUS-{nonce}:END ").into_bytes(),
             held: Vec::new(),
             in_marker: false,
             part: 0,
+            base,
         }
     }
 
@@ -383,7 +414,7 @@ impl Cutter {
                 if b == b'\n' {
                     self.in_marker = false;
                     match parse_end(&self.held[self.marker.len()..]) {
-                        Some((n, code)) if n == self.part + 1 => {
+                        Some((n, code)) if n == self.base + self.part + 1 => {
                             if !run.is_empty() {
                                 pieces.push(Piece::Bytes(self.part, std::mem::take(&mut run)));
                             }
@@ -455,7 +486,7 @@ fn parse_end(tail: &[u8]) -> Option<(usize, i32)> {
 }
 
 /// One part while the shared exec runs.
-struct PartRun {
+pub(super) struct PartRun {
     tx: mpsc::UnboundedSender<PartMsg>,
     out: Utf8Stream,
     err: Utf8Stream,
@@ -483,19 +514,28 @@ impl PartRun {
 
 /// The sink of a shared exec: cuts both streams per part and sends each part its own output
 /// and, once both of its markers are in, its exit code.
-struct Demux {
+pub(super) struct Demux {
     parts: Vec<PartRun>,
     out: Cutter,
     err: Cutter,
+    /// Keep the last result back until [`Demux::release`]: a persistent shell must be free
+    /// again before its last caller can send the next read (which would find it busy).
+    hold_last: bool,
+    held: Option<(mpsc::UnboundedSender<PartMsg>, ExecOutcome)>,
 }
 
 impl Demux {
-    fn new(nonce: &str, parts: Vec<Part>) -> Self {
+    pub(super) fn new(
+        nonce: &str,
+        base: usize,
+        hold_last: bool,
+        txs: Vec<mpsc::UnboundedSender<PartMsg>>,
+    ) -> Self {
         Demux {
-            parts: parts
+            parts: txs
                 .into_iter()
-                .map(|p| PartRun {
-                    tx: p.tx,
+                .map(|tx| PartRun {
+                    tx,
                     out: Utf8Stream::default(),
                     err: Utf8Stream::default(),
                     out_end: None,
@@ -503,9 +543,21 @@ impl Demux {
                     done: false,
                 })
                 .collect(),
-            out: Cutter::new(nonce),
-            err: Cutter::new(nonce),
+            out: Cutter::new(nonce, base),
+            err: Cutter::new(nonce, base),
+            hold_last,
+            held: None,
         }
+    }
+
+    /// Every part has both of its end markers (or another result).
+    pub(super) fn complete(&self) -> bool {
+        self.parts.iter().all(|p| p.done)
+    }
+
+    /// The callers back, for a batch that never ran (to run it another way).
+    pub(super) fn into_senders(self) -> Vec<mpsc::UnboundedSender<PartMsg>> {
+        self.parts.into_iter().map(|p| p.tx).collect()
     }
 
     fn apply(&mut self, stream: OutputStream, pieces: Vec<Piece>) {
@@ -540,13 +592,19 @@ impl Demux {
                     }
                     if let (Some(code), Some(_), false) = (p.out_end, p.err_end, p.done) {
                         p.done = true;
-                        let _ = p.tx.send(PartMsg::Done(Ok(ExecOutcome {
+                        let outcome = ExecOutcome {
                             end: End::Exited,
                             exit_code: Some(code),
                             exit_signal: None,
                             failed_step: None,
                             killed: false,
-                        })));
+                        };
+                        let tx = p.tx.clone();
+                        if self.hold_last && self.parts.iter().all(|p| p.done) {
+                            self.held = Some((tx, outcome));
+                        } else {
+                            let _ = tx.send(PartMsg::Done(Ok(outcome)));
+                        }
                     }
                 }
             }
@@ -554,7 +612,15 @@ impl Demux {
     }
 
     /// Answers every part that has no result yet from how the exec ended.
-    fn conclude(mut self, result: Result<Ran, ExecError>, target: &Target) {
+    /// Sends the result held back by `hold_last`.
+    pub(super) fn release(&mut self) {
+        if let Some((tx, outcome)) = self.held.take() {
+            let _ = tx.send(PartMsg::Done(Ok(outcome)));
+        }
+    }
+
+    pub(super) fn conclude(mut self, result: Result<Ran, ExecError>, target: &Target) {
+        self.release();
         self.finish();
         let mut first = true;
         for p in self.parts.iter_mut().filter(|p| !p.done) {
@@ -618,7 +684,7 @@ mod tests {
     use super::*;
 
     fn cut(nonce: &str, input: &[u8], chunk: usize) -> Vec<(usize, Vec<u8>, Option<i32>)> {
-        let mut c = Cutter::new(nonce);
+        let mut c = Cutter::new(nonce, 0);
         let mut pieces = Vec::new();
         for piece in input.chunks(chunk) {
             pieces.extend(c.push(piece));
@@ -692,27 +758,32 @@ mod tests {
     }
 
     #[test]
-    fn the_script_quotes_every_line_and_refuses_nul() {
-        let s = script(&[
-            "echo 'a b'",
-            "$(touch /tmp/pwned)",
-            "sudo -n /usr/bin/sv status /srv/h/sv/web",
-        ])
+    fn the_script_quotes_every_line_reads_dev_null_and_refuses_nul() {
+        // The parts of a persistent shell's later batch are numbered on from `base`.
+        let s = script(
+            &[
+                "echo 'a b'",
+                "$(touch /tmp/pwned)",
+                "sudo -n /usr/bin/sv status /srv/h/sv/web",
+            ],
+            4,
+        )
         .unwrap();
         assert!(
-            s.contains("\n(unset fb_tag; eval 'echo '\\''a b'\\''')\n"),
+            s.starts_with("(unset fb_tag; eval 'echo '\\''a b'\\''') </dev/null\n"),
             "{s}"
         );
         assert!(
-            s.contains("\n(unset fb_tag; eval '$(touch /tmp/pwned)')\n"),
+            s.contains("\n(unset fb_tag; eval '$(touch /tmp/pwned)') </dev/null\n"),
             "{s}"
         );
         assert!(
-            s.contains("\neval 'sudo -n /usr/bin/sv status /srv/h/sv/web'\n"),
+            s.contains("\neval 'sudo -n /usr/bin/sv status /srv/h/sv/web' </dev/null\n"),
             "{s}"
         );
-        assert!(s.contains("END 3 %s"), "{s}");
-        assert!(script(&["a\0b"]).is_err());
+        assert!(s.contains("END 5 %s") && s.contains("END 7 %s"), "{s}");
+        assert!(!s.contains("END 4 ") && !s.contains("END 8 "), "{s}");
+        assert!(script(&["a\0b"], 0).is_err());
     }
 
     #[test]

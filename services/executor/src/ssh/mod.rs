@@ -12,6 +12,7 @@
 pub mod coalesce;
 pub mod control;
 pub mod known_hosts;
+mod shell;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -75,6 +76,9 @@ pub struct SshSettings {
     pub coalesce_window: Duration,
     /// At most this many commands share one remote exec; a full batch runs at once.
     pub coalesce_max_parts: usize,
+    /// Run coalesced batches in one persistent remote shell per pooled connection instead of
+    /// one exec each (only with `pool`; see `ssh/shell.rs`).
+    pub coalesce_shell: bool,
 }
 
 impl SshSettings {
@@ -89,6 +93,7 @@ impl SshSettings {
             kill_grace: Duration::from_secs(3),
             coalesce_window: coalesce::DEFAULT_WINDOW,
             coalesce_max_parts: coalesce::DEFAULT_MAX_PARTS,
+            coalesce_shell: true,
         }
     }
 }
@@ -306,6 +311,8 @@ struct PoolInner {
     slots: Mutex<HashMap<HostId, Slot>>,
     /// Read-only commands waiting to share a remote exec, per host.
     pending: Mutex<HashMap<HostId, coalesce::Pending>>,
+    /// Persistent remote shells for coalesced reads, per host.
+    shells: Mutex<HashMap<HostId, shell::ShellSlot>>,
     /// Remote execs started (command channels, not counting kill helpers).
     execs: AtomicU64,
 }
@@ -343,6 +350,7 @@ impl SshPool {
                 notices,
                 slots: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
+                shells: Mutex::new(HashMap::new()),
                 execs: AtomicU64::new(0),
             }),
         })
@@ -354,13 +362,29 @@ impl SshPool {
     }
 
     /// How many remote execs this pool has started (one per [`SshPool::exec`], one per shared
-    /// batch of [`SshPool::exec_shared`]; cancel helpers not counted).
+    /// batch of [`SshPool::exec_shared`] that ran as its own exec, one per persistent shell
+    /// opened; cancel helpers not counted).
     pub fn remote_execs(&self) -> u64 {
         self.inner.execs.load(Ordering::Relaxed)
     }
 
-    /// Drops a pooled connection (host removed or changed).
+    /// Drops a pooled connection (host removed or changed) and its persistent shell.
     pub async fn evict(&self, host: &HostId) {
+        let shell = self
+            .inner
+            .shells
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(host);
+        if let Some(shell) = shell {
+            // A batch running in it keeps the slot until it ends; it is gone from the map, so
+            // the next batch opens a fresh one.
+            if let Ok(mut guard) = shell.try_lock() {
+                if let Some(s) = guard.take() {
+                    s.retire().await;
+                }
+            }
+        }
         let slot = self
             .inner
             .slots
