@@ -53,6 +53,98 @@ pub async fn publish_all(
     Ok(out)
 }
 
+/// The messages of one durable pull consumer, across restarts: a missing consumer is retried
+/// with backoff (it appears after `fleetctl bus apply`) and a pull that ends is reopened.
+pub struct Pull<'a> {
+    js: &'a jetstream::Context,
+    stream: &'a str,
+    durable: &'a str,
+    batch: usize,
+    shutdown: &'a CancellationToken,
+    messages: Option<jetstream::consumer::pull::Stream>,
+}
+
+impl<'a> Pull<'a> {
+    /// Pulls `durable` on `stream`, `batch` messages per request, until `shutdown`.
+    pub fn new(
+        js: &'a jetstream::Context,
+        stream: &'a str,
+        durable: &'a str,
+        batch: usize,
+        shutdown: &'a CancellationToken,
+    ) -> Self {
+        Pull {
+            js,
+            stream,
+            durable,
+            batch,
+            shutdown,
+            messages: None,
+        }
+    }
+
+    /// The next message; `None` once shutdown is requested.
+    pub async fn next(&mut self) -> Option<jetstream::Message> {
+        let (stream, durable) = (self.stream, self.durable);
+        loop {
+            let Some(messages) = self.messages.as_mut() else {
+                self.messages = Some(self.open().await?);
+                continue;
+            };
+            let next = tokio::select! {
+                n = messages.next() => n,
+                () = self.shutdown.cancelled() => return None,
+            };
+            match next {
+                Some(Ok(m)) => return Some(m),
+                Some(Err(e)) => tracing::warn!(stream, durable, error = %e, "consumer error"),
+                None => self.messages = None,
+            }
+        }
+    }
+
+    async fn open(&self) -> Option<jetstream::consumer::pull::Stream> {
+        let (stream, durable) = (self.stream, self.durable);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let opened = async {
+                let s = self
+                    .js
+                    .get_stream(stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let c = s
+                    .get_consumer::<jetstream::consumer::pull::Config>(durable)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                c.stream()
+                    .max_messages_per_batch(self.batch)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let reason = tokio::select! {
+                r = opened => match r {
+                    Ok(m) => {
+                        tracing::info!(stream, durable, "consuming");
+                        return Some(m);
+                    }
+                    Err(reason) => reason,
+                },
+                () = self.shutdown.cancelled() => return None,
+            };
+            tracing::warn!(stream, durable, %reason, "cannot consume (run `fleetctl bus apply`?); retrying");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.shutdown.cancelled() => return None,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
 /// Consumes one durable pull consumer into the writer until shutdown. Malformed messages are
 /// terminated (never stored, never redelivered) and counted.
 pub async fn consume_events(
@@ -63,85 +155,34 @@ pub async fn consume_events(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let consumer = async {
-            let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-            s.get_consumer::<jetstream::consumer::pull::Config>(durable)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let consumer = tokio::select! {
-            c = consumer => c,
-            () = shutdown.cancelled() => return Ok(()),
-        };
-        let consumer = match consumer {
-            Ok(c) => c,
+    let mut pull = Pull::new(&js, stream, durable, 1000, &shutdown);
+    while let Some(message) = pull.next().await {
+        let subject = message.subject.to_string();
+        match decode_event(&subject, &message.payload) {
+            Ok(envelope) => {
+                let pending = Pending {
+                    entry: NewEntry {
+                        subject,
+                        bytes: message.payload.clone(),
+                        envelope,
+                    },
+                    message: Some(message),
+                };
+                if tx.send(pending).await.is_err() {
+                    // The writer stopped; unacked messages will be redelivered.
+                    break;
+                }
+            }
             Err(reason) => {
-                tracing::warn!(stream, durable, %reason, "consumer not available (run `fleetctl bus apply`); retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(1000)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(stream, durable, error = %e, "cannot start consuming; retrying");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-        };
-        tracing::info!(stream, durable, "consuming");
-        loop {
-            let next = tokio::select! {
-                n = messages.next() => n,
-                () = shutdown.cancelled() => return Ok(()),
-            };
-            let message = match next {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(stream, durable, error = %e, "consumer error");
-                    continue;
-                }
-                None => break,
-            };
-            let subject = message.subject.to_string();
-            match decode_event(&subject, &message.payload) {
-                Ok(envelope) => {
-                    let pending = Pending {
-                        entry: NewEntry {
-                            subject,
-                            bytes: message.payload.clone(),
-                            envelope,
-                        },
-                        message: Some(message),
-                    };
-                    if tx.send(pending).await.is_err() {
-                        // The writer stopped; unacked messages will be redelivered.
-                        return Ok(());
-                    }
-                }
-                Err(reason) => {
-                    Metrics::inc(&metrics.malformed_events);
-                    tracing::warn!(stream, %subject, %reason, "malformed event terminated, not stored");
-                    if let Err(e) = message.ack_with(AckKind::Term).await {
-                        tracing::warn!(%subject, error = %e, "cannot terminate malformed event");
-                    }
+                Metrics::inc(&metrics.malformed_events);
+                tracing::warn!(stream, %subject, %reason, "malformed event terminated, not stored");
+                if let Err(e) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(%subject, error = %e, "cannot terminate malformed event");
                 }
             }
         }
     }
+    Ok(())
 }
 
 /// Decodes an event and checks that it arrived on its own subject.

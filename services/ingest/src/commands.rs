@@ -19,7 +19,6 @@ use fleetbus_schemas::{
     Actor, ActorKind, Command, CommandEnvelope, CommandId, Envelope, EventId, UserRole,
     SCHEMA_VERSION,
 };
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -555,64 +554,12 @@ pub async fn consume_area(
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let durable = area.consumer_name();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let consumer = async {
-            let s = js
-                .get_stream(fleetbus_bus_config::streams::COMMANDS_STREAM)
-                .await
-                .map_err(|e| e.to_string())?;
-            s.get_consumer::<jetstream::consumer::pull::Config>(&durable)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let consumer = tokio::select! {
-            c = consumer => c,
-            () = shutdown.cancelled() => return Ok(()),
-        };
-        let consumer = match consumer {
-            Ok(c) => c,
-            Err(reason) => {
-                tracing::warn!(durable = %durable, %reason, "command consumer not available; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(50)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(durable = %durable, error = %e, "cannot consume commands; retrying");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                n = messages.next() => n,
-                () = shutdown.cancelled() => return Ok(()),
-            };
-            let message = match next {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(durable = %durable, error = %e, "command consumer error");
-                    continue;
-                }
-                None => break,
-            };
-            process(&js, &shared, &message, &shutdown).await;
-        }
+    let stream = fleetbus_bus_config::streams::COMMANDS_STREAM;
+    let mut pull = crate::bus::Pull::new(&js, stream, &durable, 50, &shutdown);
+    while let Some(message) = pull.next().await {
+        process(&js, &shared, &message, &shutdown).await;
     }
+    Ok(())
 }
 
 async fn process(

@@ -158,7 +158,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(&str, fn(&mut Config)); 5] = [
+        type Edit = fn(&mut Config);
+        let cases: [(&str, Edit); 5] = [
             ("version", |c| c.version = 2),
             ("nats.user", |c| c.nats.user = "admin".into()),
             ("log.max_batch", |c| c.log.max_batch = 0),
