@@ -700,21 +700,86 @@ fn parse_agent(raw: &str) -> Result<AgentId, AppError> {
     AgentId::new(raw).map_err(|e| invalid("path.agent", e.to_string()))
 }
 
+/// What agents post: reports and events. Each names the agent and host it claims to come from.
+trait AgentItem {
+    fn claims(&self) -> (&AgentId, &HostId);
+    fn check(&self, at: &str) -> Result<(), AppError>;
+    fn into_envelope(self) -> Envelope;
+}
+
+impl AgentItem for ReportBody {
+    fn claims(&self) -> (&AgentId, &HostId) {
+        (&self.agent, &self.host)
+    }
+    fn check(&self, at: &str) -> Result<(), AppError> {
+        validate_report(at, self)
+    }
+    fn into_envelope(self) -> Envelope {
+        report_envelope(self)
+    }
+}
+
+impl AgentItem for NoticeBody {
+    fn claims(&self) -> (&AgentId, &HostId) {
+        (&self.agent, &self.host)
+    }
+    fn check(&self, at: &str) -> Result<(), AppError> {
+        validate_notice(at, self)
+    }
+    fn into_envelope(self) -> Envelope {
+        notice_envelope(self)
+    }
+}
+
+/// Authenticates the agent of the path, applies its rate limit and parses the body.
+fn agent_request<B: serde::de::DeserializeOwned>(
+    state: &ApiState,
+    agent: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(AgentId, B), AppError> {
+    let agent = state.authenticate(headers, Some(&parse_agent(agent)?))?;
+    state.rate_limit(&agent)?;
+    Ok((agent, parse_json(&body_bytes(body)?)?))
+}
+
+/// Checks what `agent` posted and answers 202 once it is committed. `field` names the batch's
+/// list in error paths (`reports[3].host`); a single item is the body itself (`host`).
+async fn accept<T: AgentItem>(
+    state: &ApiState,
+    agent: &AgentId,
+    field: Option<&str>,
+    items: Vec<T>,
+) -> Result<(StatusCode, Json<SubmitReply>), AppError> {
+    if let Some(field) = field {
+        batch_len(field, items.len(), state.limits.batch_max_items)?;
+    }
+    let host = state.agent_host(agent);
+    for (i, item) in items.iter().enumerate() {
+        let at = field.map(|f| format!("{f}[{i}]"));
+        let key = |k: &str| {
+            at.as_ref()
+                .map_or_else(|| k.to_owned(), |a| format!("{a}.{k}"))
+        };
+        let (claimed_agent, claimed_host) = item.claims();
+        same_agent(agent, claimed_agent, &key("agent"))?;
+        same_host(&host, claimed_host, &key("host"))?;
+        item.check(at.as_deref().unwrap_or(""))?;
+    }
+    let blocked = state.is_blocked(agent);
+    let envelopes = items.into_iter().map(T::into_envelope).collect();
+    let reply = state.submit(envelopes, blocked).await?;
+    Ok((StatusCode::ACCEPTED, Json(reply)))
+}
+
 async fn post_report(
     AxState(state): AxState<Arc<ApiState>>,
     Path(agent): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<SubmitReply>), AppError> {
-    let agent = state.authenticate(&headers, Some(&parse_agent(&agent)?))?;
-    state.rate_limit(&agent)?;
-    let report: ReportBody = parse_json(&body_bytes(body)?)?;
-    same_agent(&agent, &report.agent, "agent")?;
-    same_host(&state.agent_host(&agent), &report.host, "host")?;
-    validate_report("", &report)?;
-    let blocked = state.is_blocked(&agent);
-    let reply = state.submit(vec![report_envelope(report)], blocked).await?;
-    Ok((StatusCode::ACCEPTED, Json(reply)))
+    let (agent, report): (_, ReportBody) = agent_request(&state, &agent, &headers, body)?;
+    accept(&state, &agent, None, vec![report]).await
 }
 
 /// A batch must hold 1 to `max` items; the error names the batch field.
@@ -734,21 +799,8 @@ async fn post_reports(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<SubmitReply>), AppError> {
-    let agent = state.authenticate(&headers, Some(&parse_agent(&agent)?))?;
-    state.rate_limit(&agent)?;
-    let batch: ReportsBody = parse_json(&body_bytes(body)?)?;
-    batch_len("reports", batch.reports.len(), state.limits.batch_max_items)?;
-    let host = state.agent_host(&agent);
-    for (i, r) in batch.reports.iter().enumerate() {
-        let at = format!("reports[{i}]");
-        same_agent(&agent, &r.agent, &format!("{at}.agent"))?;
-        same_host(&host, &r.host, &format!("{at}.host"))?;
-        validate_report(&at, r)?;
-    }
-    let blocked = state.is_blocked(&agent);
-    let envelopes = batch.reports.into_iter().map(report_envelope).collect();
-    let reply = state.submit(envelopes, blocked).await?;
-    Ok((StatusCode::ACCEPTED, Json(reply)))
+    let (agent, batch): (_, ReportsBody) = agent_request(&state, &agent, &headers, body)?;
+    accept(&state, &agent, Some("reports"), batch.reports).await
 }
 
 async fn post_events(
@@ -757,21 +809,8 @@ async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<SubmitReply>), AppError> {
-    let agent = state.authenticate(&headers, Some(&parse_agent(&agent)?))?;
-    state.rate_limit(&agent)?;
-    let batch: NoticesBody = parse_json(&body_bytes(body)?)?;
-    batch_len("events", batch.events.len(), state.limits.batch_max_items)?;
-    let host = state.agent_host(&agent);
-    for (i, n) in batch.events.iter().enumerate() {
-        let at = format!("events[{i}]");
-        same_agent(&agent, &n.agent, &format!("{at}.agent"))?;
-        same_host(&host, &n.host, &format!("{at}.host"))?;
-        validate_notice(&at, n)?;
-    }
-    let blocked = state.is_blocked(&agent);
-    let envelopes = batch.events.into_iter().map(notice_envelope).collect();
-    let reply = state.submit(envelopes, blocked).await?;
-    Ok((StatusCode::ACCEPTED, Json(reply)))
+    let (agent, batch): (_, NoticesBody) = agent_request(&state, &agent, &headers, body)?;
+    accept(&state, &agent, Some("events"), batch.events).await
 }
 
 async fn post_ping(

@@ -132,6 +132,21 @@ async fn bad_input_gets_clear_errors_and_the_service_keeps_working() {
     wrong_host["host"] = json!("web-b");
     let (s, v) = http.report(&a, Some(&a.key), &wrong_host).await;
     assert_eq!(s, 403, "{v}");
+    assert!(error_of(&v).message.starts_with("host: "), "{v}");
+    let mut batch: Vec<ReportBody> = (0..3).map(|n| report(&a, n)).collect();
+    batch[2].host = "web-b".parse().expect("host id");
+    let (s, v) = http
+        .post(
+            "/v1/agents/web-a/reports",
+            Some(&a.key),
+            serde_json::to_vec(&ReportsBody { reports: batch }).expect("json"),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        error_of(&v).message.starts_with("reports[2].host: "),
+        "the batch item is named: {v}"
+    );
 
     // --- HTTP: malformed and invalid bodies, with JSON paths ---
     let (s, v) = http
