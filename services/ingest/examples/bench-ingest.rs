@@ -313,7 +313,11 @@ fn config(server: &NatsServer, dir: &std::path::Path) -> Config {
             agent_burst: 1_000_000,
             ..Limits::default()
         },
-        log: LogTuning::default(),
+        // `BENCH_LINGER_MS` overrides the writer's linger (`log.linger_ms`) to compare settings.
+        log: LogTuning {
+            linger_ms: env_usize("BENCH_LINGER_MS", LogTuning::default().linger_ms as usize) as u64,
+            ..LogTuning::default()
+        },
     }
 }
 
