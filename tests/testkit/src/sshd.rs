@@ -845,10 +845,23 @@ impl RunitHost {
         let mut args = vec!["-w", "3", "force-shutdown"];
         args.extend(dirs.iter().map(String::as_str));
         let _ = run("sv", &args);
-        // `force-shutdown` made every runsv stop its service and exit; now runsvdir itself, by
-        // pid only. Never a negative pid through /usr/bin/kill: procps reads `-N` as an option
-        // and the signal can reach every process on the machine.
+        // Then runsvdir itself, by pid only (never a negative pid through /usr/bin/kill: procps
+        // reads `-N` as an option and the signal can reach every process on the machine).
+        // SIGHUP, not SIGKILL: runsvdir then TERMs each runsv, which stops its service and log
+        // and exits — a SIGKILLed runsvdir leaves any runsv that `force-shutdown` missed running.
         if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-HUP")
+                .arg(child.id().to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            for _ in 0..50 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
