@@ -3,16 +3,17 @@
 //! fleetbus-agent`).
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleetbus_testkit::NatsServer;
 
-const FLEETCTL: &str = env!("CARGO_BIN_EXE_fleetctl");
+mod common;
+use common::{healthy, stderr, stdout, Fleetctl};
 
 struct Fleet {
     nats: NatsServer,
@@ -20,14 +21,6 @@ struct Fleet {
     ingest_conf: PathBuf,
     http: SocketAddr,
     ingest: Option<Child>,
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn term(child: &mut Child) {
@@ -43,21 +36,6 @@ fn term(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn healthy(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
 }
 
 fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -140,42 +118,6 @@ impl Fleet {
         }
     }
 
-    fn ctl_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(FLEETCTL);
-        c.arg("--state")
-            .arg(self.nats.dir())
-            .arg("--nats-url")
-            .arg(self.nats.url())
-            .arg("--timeout")
-            .arg("20")
-            .args(args)
-            .env_remove("FLEETBUS_CREDS");
-        c
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        self.ctl_cmd(args).output().expect("run fleetctl")
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let o = self.ctl(args);
-        assert!(
-            o.status.success(),
-            "fleetctl {args:?} failed ({:?}): {}{}",
-            o.status.code(),
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    }
-
-    fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["--json"];
-        full.extend_from_slice(args);
-        let out = self.ctl_ok(&full);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
-    }
-
     fn log_path(&self) -> PathBuf {
         self.state.path().join("ingest").join("log.redb")
     }
@@ -195,6 +137,12 @@ impl Fleet {
             }
         }
         ids
+    }
+}
+
+impl Fleetctl for Fleet {
+    fn nats(&self) -> &NatsServer {
+        &self.nats
     }
 }
 

@@ -4,8 +4,7 @@
 //! local edits show as drift, push restores, pull imports, self-update is acknowledged, a
 //! snapshot comes back byte-identical through `fleetbus-agent restore`, assets round-trip.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,13 +12,20 @@ use std::time::{Duration, Instant};
 use fleetbus_testkit::NatsServer;
 use sha2::{Digest, Sha256};
 
-const FLEETCTL: &str = env!("CARGO_BIN_EXE_fleetctl");
+mod common;
+use common::{healthy, stderr, stdout, Fleetctl};
 
 struct Fleet {
     nats: NatsServer,
     state: tempfile::TempDir,
     http: SocketAddr,
     ingest: Option<Child>,
+}
+
+impl Fleetctl for Fleet {
+    fn nats(&self) -> &NatsServer {
+        &self.nats
+    }
 }
 
 impl Drop for Fleet {
@@ -39,25 +45,6 @@ impl Drop for Fleet {
             let _ = c.wait();
         }
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn healthy(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
 }
 
 impl Fleet {
@@ -103,38 +90,6 @@ impl Fleet {
             std::thread::sleep(Duration::from_millis(50));
         }
         fleet
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(FLEETCTL)
-            .arg("--state")
-            .arg(self.nats.dir())
-            .arg("--nats-url")
-            .arg(self.nats.url())
-            .arg("--timeout")
-            .arg("20")
-            .args(args)
-            .env_remove("FLEETBUS_CREDS")
-            .output()
-            .expect("run fleetctl")
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let o = self.ctl(args);
-        assert!(
-            o.status.success(),
-            "fleetctl {args:?} failed: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-
-    fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["--json"];
-        full.extend_from_slice(args);
-        let out = self.ctl_ok(&full);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
     }
 
     fn drift(&self) -> serde_json::Value {
@@ -184,8 +139,8 @@ impl AgentHost {
         assert!(
             o.status.success(),
             "agent once: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
+            stdout(&o),
+            stderr(&o)
         );
     }
 
@@ -394,11 +349,7 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
         work.join("bad.toml").to_str().unwrap_or_default(),
     ]);
     assert!(!o.status.success());
-    assert!(
-        text(&o.stderr).contains("not valid TOML"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(stderr(&o).contains("not valid TOML"), "{}", stderr(&o));
     assert_eq!(fleet.drift()["desired_version"], 3);
 
     // Snapshot and restore on a fresh host.
@@ -417,8 +368,8 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
         ],
         &[],
     );
-    assert!(o.status.success(), "snapshot: {}", text(&o.stderr));
-    assert!(text(&o.stdout).contains(&hex::encode(Sha256::digest(&snap))));
+    assert!(o.status.success(), "snapshot: {}", stderr(&o));
+    assert!(stdout(&o).contains(&hex::encode(Sha256::digest(&snap))));
 
     let fresh = AgentHost::new(fleet.http, &keys.path().join("no-key-yet"));
     let out = fresh.dir.path().join("restored.bin");
@@ -431,7 +382,7 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
         &[("FLEETBUS_PASSPHRASE", "wrong words entirely")],
     );
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("401"), "{}", text(&o.stderr));
+    assert!(stderr(&o).contains("401"), "{}", stderr(&o));
     assert!(!out.exists());
     let o = fresh.run(
         &[
@@ -441,12 +392,7 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
         ],
         &[("FLEETBUS_PASSPHRASE", &passphrase.to_uppercase())],
     );
-    assert!(
-        o.status.success(),
-        "restore: {}{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    assert!(o.status.success(), "restore: {}{}", stdout(&o), stderr(&o));
     assert!(
         std::fs::read(&out).expect("restored") == snap,
         "restored snapshot differs"
@@ -462,11 +408,7 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
     let secret = b"DB_PASSWORD=correct horse battery staple\n";
     std::fs::write(work.join("secret.env"), secret).expect("write");
     let o = host.run(&["snapshot"], &[]);
-    assert!(
-        o.status.success(),
-        "collected snapshot: {}",
-        text(&o.stderr)
-    );
+    assert!(o.status.success(), "collected snapshot: {}", stderr(&o));
     let fresh2 = AgentHost::new(fleet.http, &keys.path().join("no-key-yet"));
     let root = fresh2.dir.path().join("root");
     let out2 = fresh2.dir.path().join("bundle.json");
@@ -483,8 +425,8 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
     assert!(
         o.status.success(),
         "restore --unpack-to: {}{}",
-        text(&o.stdout),
-        text(&o.stderr)
+        stdout(&o),
+        stderr(&o)
     );
     let rel = |p: &Path| root.join(p.strip_prefix("/").expect("absolute"));
     assert_eq!(
@@ -529,21 +471,17 @@ fn a_real_agent_is_managed_drifts_is_pushed_pulled_updated_and_restored() {
         &["assets", "--dir", assets_dir.to_str().unwrap_or_default()],
         &[],
     );
-    assert!(o.status.success(), "assets: {}", text(&o.stderr));
-    assert!(
-        text(&o.stdout).contains("1 downloaded"),
-        "{}",
-        text(&o.stdout)
-    );
+    assert!(o.status.success(), "assets: {}", stderr(&o));
+    assert!(stdout(&o).contains("1 downloaded"), "{}", stdout(&o));
     assert!(std::fs::read(assets_dir.join("brand/logo.png")).expect("downloaded") == logo);
     let o = host.run(
         &["assets", "--dir", assets_dir.to_str().unwrap_or_default()],
         &[],
     );
     assert!(
-        text(&o.stdout).contains("0 downloaded, 1 unchanged"),
+        stdout(&o).contains("0 downloaded, 1 unchanged"),
         "{}",
-        text(&o.stdout)
+        stdout(&o)
     );
     fleet.ctl_ok(&["asset", "rm", "brand/logo.png"]);
     assert_eq!(

@@ -2,40 +2,17 @@
 //! nats-server, the real `fleetbus-ingest` and `fleetbus-executor` binaries and real OpenSSH
 //! sshd targets (build the binaries first: `cargo build -p fleetbus-ingest -p fleetbus-executor`).
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleetbus_bus_config::Role;
 use fleetbus_testkit::sshd::{Sshd, SshdOptions};
 use fleetbus_testkit::NatsServer;
 
-const FLEETCTL: &str = env!("CARGO_BIN_EXE_fleetctl");
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn healthy(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
-}
+mod common;
+use common::{healthy, stderr, stdout, Fleetctl};
 
 /// Polls `f` (every 50 ms, at most 15 s) until it gives a value.
 fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
@@ -63,6 +40,12 @@ struct Rig {
     nats: NatsServer,
     state: tempfile::TempDir,
     procs: Vec<Proc>,
+}
+
+impl Fleetctl for Rig {
+    fn nats(&self) -> &NatsServer {
+        &self.nats
+    }
 }
 
 impl Rig {
@@ -127,39 +110,6 @@ impl Rig {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(FLEETCTL)
-            .arg("--state")
-            .arg(self.nats.dir())
-            .arg("--nats-url")
-            .arg(self.nats.url())
-            .arg("--timeout")
-            .arg("20")
-            .args(args)
-            .env_remove("FLEETBUS_CREDS")
-            .output()
-            .expect("run fleetctl")
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let o = self.ctl(args);
-        assert!(
-            o.status.success(),
-            "fleetctl {args:?} failed ({:?}): {}{}",
-            o.status.code(),
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
-    }
-
-    fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["--json"];
-        full.extend_from_slice(args);
-        let out = self.ctl_ok(&full);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
     }
 
     fn add_host(&self, host: &str, sshd: &Sshd) {

@@ -10,15 +10,8 @@ use std::time::{Duration, Instant};
 use fleetbus_bus_config::Role;
 use fleetbus_testkit::NatsServer;
 
-const FLEETCTL: &str = env!("CARGO_BIN_EXE_fleetctl");
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{stderr, stdout, Fleetctl, FLEETCTL};
 
 /// A service process, stopped with SIGTERM (by its own pid) when dropped.
 struct Service {
@@ -66,6 +59,16 @@ fn spawn(bin: &str, dir: &Path, name: &str, conf: String) -> Service {
     Service { child, log }
 }
 
+impl Fleetctl for Fleet {
+    fn nats(&self) -> &NatsServer {
+        &self.nats
+    }
+
+    fn context(&self) -> String {
+        format!("\nservice logs:\n{}", self.logs())
+    }
+}
+
 impl Fleet {
     fn start() -> Fleet {
         let nats = NatsServer::start();
@@ -101,42 +104,12 @@ impl Fleet {
         fleet
     }
 
-    fn ctl_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(FLEETCTL);
-        c.arg("--state")
-            .arg(self.nats.dir())
-            .arg("--nats-url")
-            .arg(self.nats.url())
-            .arg("--timeout")
-            .arg("20")
-            .args(args)
-            .env_remove("FLEETBUS_CREDS");
-        c
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        self.ctl_cmd(args).output().expect("run fleetctl")
-    }
-
     fn logs(&self) -> String {
         self.services
             .iter()
             .map(|s| std::fs::read_to_string(&s.log).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n---\n")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.ctl(args);
-        assert!(
-            o.status.success(),
-            "fleetctl {args:?} failed ({:?}): {}{}\nservice logs:\n{}",
-            o.status.code(),
-            stdout(&o),
-            stderr(&o),
-            self.logs()
-        );
-        stdout(&o)
     }
 
     fn stdin(&self, args: &[&str], input: &str) -> Output {
@@ -154,13 +127,6 @@ impl Fleet {
             .write_all(input.as_bytes())
             .expect("write stdin");
         child.wait_with_output().expect("fleetctl output")
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["--json"];
-        full.extend_from_slice(args);
-        let out = self.ok(&full);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
     }
 
     fn rejected(&self, args: &[&str], needle: &str) {
@@ -185,7 +151,7 @@ fn schedules_and_checks_go_through_the_real_scheduler() {
     let fleet = Fleet::start();
 
     // A valid schedule: the scheduler accepts it and fleetctl prints the event.
-    let out = fleet.ok(&[
+    let out = fleet.ctl_ok(&[
         "schedule",
         "create",
         "poll-web",
@@ -265,12 +231,12 @@ fn schedules_and_checks_go_through_the_real_scheduler() {
         "{}",
         stdout(&o)
     );
-    let paused = fleet.json(&["schedule", "pause", "poll-web"]);
+    let paused = fleet.ctl_json(&["schedule", "pause", "poll-web"]);
     assert_eq!(
         paused["subject"], "fleet.evt.schedule.poll-web.paused",
         "{paused}"
     );
-    let rows = fleet.json(&["schedule", "ls"]);
+    let rows = fleet.ctl_json(&["schedule", "ls"]);
     let rows = rows.as_array().expect("array");
     let web = rows
         .iter()
@@ -293,8 +259,8 @@ fn schedules_and_checks_go_through_the_real_scheduler() {
                 .contains(&r["schedule"].as_str().unwrap_or(""))),
         "rejected schedules must not be listed: {rows:?}"
     );
-    fleet.ok(&["schedule", "rm", "poll-web"]);
-    let rows = fleet.json(&["schedule", "ls"]);
+    fleet.ctl_ok(&["schedule", "rm", "poll-web"]);
+    let rows = fleet.ctl_json(&["schedule", "ls"]);
     assert!(
         rows.as_array()
             .expect("array")
@@ -306,7 +272,7 @@ fn schedules_and_checks_go_through_the_real_scheduler() {
     fleet.rejected(&["schedule", "rm", "poll-web"], "poll-web");
 
     // Checks: define, pause (a state change to paused), list.
-    let out = fleet.ok(&[
+    let out = fleet.ctl_ok(&[
         "check",
         "heartbeat",
         "cron-ping",
@@ -316,7 +282,7 @@ fn schedules_and_checks_go_through_the_real_scheduler() {
         "60",
     ]);
     assert!(out.contains("fleet.evt.check.cron-ping.defined"), "{out}");
-    let out = fleet.ok(&[
+    let out = fleet.ctl_ok(&[
         "check",
         "deadline",
         "nightly-backup",
@@ -349,8 +315,8 @@ fn schedules_and_checks_go_through_the_real_scheduler() {
         ],
         "Nowhere/Special",
     );
-    fleet.ok(&["check", "pause", "cron-ping"]);
-    let checks = fleet.json(&["check", "ls"]);
+    fleet.ctl_ok(&["check", "pause", "cron-ping"]);
+    let checks = fleet.ctl_json(&["check", "ls"]);
     let checks = checks.as_array().expect("array");
     let ping = checks
         .iter()
@@ -379,7 +345,7 @@ fn notification_rules_recipients_channels_and_mutes_go_through_the_real_notifier
         r#"{"channel": "ops-nats", "kind": {"kind": "nats"}, "max_attempts": 3}"#,
     )
     .expect("write");
-    let out = fleet.ok(&["notify", "channel", "set", channel.to_str().expect("utf-8")]);
+    let out = fleet.ctl_ok(&["notify", "channel", "set", channel.to_str().expect("utf-8")]);
     assert!(
         out.contains("fleet.evt.notification.ops-nats.channel_set"),
         "{out}"
@@ -390,7 +356,7 @@ fn notification_rules_recipients_channels_and_mutes_go_through_the_real_notifier
         "recipient = \"alice\"\ndisplay_name = \"Alice\"\nemail = \"alice@example.com\"\nmin_severity = \"warn\"\n",
     )
     .expect("write");
-    fleet.ok(&[
+    fleet.ctl_ok(&[
         "notify",
         "recipient",
         "set",
@@ -421,7 +387,7 @@ fn notification_rules_recipients_channels_and_mutes_go_through_the_real_notifier
     );
 
     // A mute for people: until a duration from now.
-    let out = fleet.ok(&[
+    let out = fleet.ctl_ok(&[
         "notify",
         "mute",
         "add",
@@ -438,7 +404,7 @@ fn notification_rules_recipients_channels_and_mutes_go_through_the_real_notifier
         "{out}"
     );
 
-    let listing = fleet.json(&["notify", "ls"]);
+    let listing = fleet.ctl_json(&["notify", "ls"]);
     assert_eq!(listing["rules"]["page-ops"]["cooldown_s"], 300, "{listing}");
     assert_eq!(listing["rules"]["page-ops"]["recipients"][0], "alice");
     assert!(listing["rules"].get("page-bob").is_none(), "{listing}");
@@ -448,9 +414,9 @@ fn notification_rules_recipients_channels_and_mutes_go_through_the_real_notifier
     assert_eq!(listing["mutes"]["db-work"]["window"]["kind"], "ad_hoc");
 
     // Deleting a rule removes it from the listing; the human listing names what is left.
-    fleet.ok(&["notify", "rule", "rm", "page-ops"]);
-    fleet.ok(&["notify", "mute", "rm", "db-work"]);
-    let text = fleet.ok(&["notify", "ls"]);
+    fleet.ctl_ok(&["notify", "rule", "rm", "page-ops"]);
+    fleet.ctl_ok(&["notify", "mute", "rm", "db-work"]);
+    let text = fleet.ctl_ok(&["notify", "ls"]);
     assert!(
         !text.contains("page-ops") && !text.contains("db-work"),
         "{text}"
