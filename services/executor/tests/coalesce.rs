@@ -606,24 +606,24 @@ async fn a_hung_part_neither_wedges_later_batches_nor_survives_its_timeout() -> 
     let warm = shared(&pool, &[(&t, "echo $$"), (&t, "true")]).await?;
     let pid = shell_pid(&warm[0])?;
 
-    // A batch that hangs with no deadline: the batch after it does not wait for it.
+    // A batch that hangs with no deadline: the batch after it does not wait for it. Both parts
+    // hang (the tasks may join the batch in either order); the second waits behind the first,
+    // and both leave with the same cancel.
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let hung = {
-        let (pool, t, cancel, line) = (
+    let line = format!("echo up; sleep 88{tag}");
+    let spawn_hung = || {
+        let (pool, t, cancel, line, tx) = (
             pool.clone(),
             t.clone(),
             cancel.clone(),
-            format!("echo up; sleep 88{tag}"),
+            line.clone(),
+            tx.clone(),
         );
         tokio::spawn(async move { pool.exec_shared(&t, &line, None, &cancel, &tx).await })
     };
-    // The batch's other part waits behind the hung one; it leaves with the same cancel.
-    let (tx2, _rx2) = mpsc::unbounded_channel();
-    let partner = {
-        let (pool, t, cancel) = (pool.clone(), t.clone(), cancel.clone());
-        tokio::spawn(async move { pool.exec_shared(&t, "true", None, &cancel, &tx2).await })
-    };
+    let (hung, partner) = (spawn_hung(), spawn_hung());
+    drop(tx);
     while !matches!(
         tokio::time::timeout(Duration::from_secs(20), rx.recv()).await?,
         Some(ExecEvent::Output { .. })
