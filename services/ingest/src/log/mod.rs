@@ -204,21 +204,26 @@ fn split_entry(seq: u64, value: &[u8]) -> Result<(&str, &[u8]), LogError> {
 /// Sequences per chunk handed from a rebuild's decoder threads to its fold.
 const REBUILD_CHUNK: u64 = 1024;
 
-/// One chunk of a rebuild: the decoded entries of a range of sequences and the decoded
-/// snapshots stored at sequences in that range.
-struct Chunk<S> {
+/// One chunk of a rebuild: the decoded entries of a range of sequences and the stored bytes of
+/// the snapshots taken at sequences in that range.
+struct Chunk {
     entries: Vec<(u64, Envelope)>,
-    snapshots: Vec<(u64, S)>,
+    snapshots: Vec<(u64, Vec<u8>)>,
 }
 
 /// Reads and decodes the entries `start..end` (which must all exist: sequences have no gaps)
-/// and the snapshots taken in that range.
-fn decode_chunk<S: Fold>(
+/// and the snapshots taken in that range (`snapshot_seqs`: every snapshot's sequence, sorted).
+///
+/// Snapshots are fetched by key, never through a range over their table: a snapshot is one
+/// large leaf page, and a range reads the leaf pages at both of its ends even when nothing
+/// falls in between, which made every chunk copy two snapshots' pages.
+fn decode_chunk(
     entries: &redb::ReadOnlyTable<u64, &[u8]>,
     snapshots: &redb::ReadOnlyTable<u64, &[u8]>,
+    snapshot_seqs: &[u64],
     start: u64,
     end: u64,
-) -> Result<Chunk<S>, LogError> {
+) -> Result<Chunk, LogError> {
     let mut chunk = Chunk {
         entries: Vec::with_capacity((end - start) as usize),
         snapshots: Vec::new(),
@@ -234,11 +239,12 @@ fn decode_chunk<S: Fold>(
             reason: "entry missing: sequences must have no gaps".into(),
         });
     }
-    for item in snapshots.range(start..end)? {
-        let (k, v) = item?;
-        chunk
-            .snapshots
-            .push((k.value(), decode_snapshot(k.value(), v.value())?));
+    let from = snapshot_seqs.partition_point(|&s| s < start);
+    let to = snapshot_seqs.partition_point(|&s| s < end);
+    for &seq in &snapshot_seqs[from..to] {
+        if let Some(v) = snapshots.get(seq)? {
+            chunk.snapshots.push((seq, v.value().to_vec()));
+        }
     }
     Ok(chunk)
 }
@@ -672,19 +678,25 @@ impl LogStore {
         // every n-th chunk of sequences (entries and the snapshots stored among them), this
         // thread folds the chunks back in log order and compares.
         let last = entries.last()?.map_or(0, |(k, _)| k.value());
+        // One pass over the snapshot keys (each snapshot's page is read once here, once when
+        // its chunk decodes it).
+        let snapshot_seqs = snapshots
+            .iter()?
+            .map(|item| item.map(|(k, _)| k.value()))
+            .collect::<Result<Vec<u64>, _>>()?;
         let decoders =
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)) as u64;
         std::thread::scope(|scope| -> Result<(), LogError> {
             let mut receivers = Vec::new();
             for d in 0..decoders {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk<S>, LogError>>(4);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, LogError>>(4);
                 receivers.push(rx);
-                let (entries, snapshots) = (&entries, &snapshots);
+                let (entries, snapshots, snapshot_seqs) = (&entries, &snapshots, &snapshot_seqs);
                 scope.spawn(move || {
                     let mut start = 1 + d * REBUILD_CHUNK;
                     while start <= last {
                         let end = (start + REBUILD_CHUNK).min(last + 1);
-                        let chunk = decode_chunk(entries, snapshots, start, end);
+                        let chunk = decode_chunk(entries, snapshots, snapshot_seqs, start, end);
                         let failed = chunk.is_err();
                         if tx.send(chunk).is_err() || failed {
                             return;
@@ -703,7 +715,7 @@ impl LogStore {
                     while let Some((sseq, stored)) = snaps.next_if(|(sseq, _)| *sseq <= seq) {
                         latest_snapshot = Some(sseq);
                         compared += 1;
-                        if stored != state && first_difference.is_none() {
+                        if first_difference.is_none() && !snapshot_matches(sseq, &stored, &state) {
                             first_difference = Some(sseq);
                         }
                     }
@@ -712,8 +724,7 @@ impl LogStore {
             Ok(())
         })?;
         // A snapshot for a sequence that has no entry cannot be checked.
-        if let Some(item) = snapshots.range(last + 1..)?.next() {
-            let sseq = item?.0.value();
+        if let Some(&sseq) = snapshot_seqs.iter().find(|&&s| s > last) {
             latest_snapshot = Some(sseq);
             first_difference = first_difference.or(Some(sseq));
         }
@@ -838,6 +849,16 @@ fn encode_snapshot<S: Fold>(seq: u64, state: &S) -> Result<Vec<u8>, LogError> {
         seq,
         reason: e.to_string(),
     })
+}
+
+/// True when a stored snapshot equals `state`. Encoding is deterministic (ordered maps only),
+/// so equal bytes settle it at a fraction of a decode's cost; different bytes (a snapshot
+/// written by an older version, say) are decoded and compared field by field.
+fn snapshot_matches<S: Fold>(seq: u64, stored: &[u8], state: &S) -> bool {
+    if encode_snapshot(seq, state).is_ok_and(|now| now == stored) {
+        return true;
+    }
+    decode_snapshot::<S>(seq, stored).is_ok_and(|old| old == *state)
 }
 
 fn decode_snapshot<S: Fold>(seq: u64, bytes: &[u8]) -> Result<S, LogError> {

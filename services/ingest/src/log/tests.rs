@@ -221,3 +221,47 @@ fn rebuild_folds_many_chunks_in_order_and_stops_at_a_corrupt_entry() {
         other => panic!("expected entry 3500 to be corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn rebuild_accepts_an_equal_snapshot_in_another_encoding_and_names_a_different_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.redb");
+    let store = LogStore::open(&path).expect("open");
+    let mut state = Seen::default();
+    let batch: Vec<NewEntry> = (0..3000).map(|_| new_entry(EventId::new())).collect();
+    store
+        .append_batch(&batch, &mut state, 1000)
+        .expect("append");
+    drop(store);
+    let rewrite = |seq: u64, bytes: Vec<u8>| {
+        let db = redb::Database::open(&path).expect("redb open");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut t = txn.open_table(tables::SNAPSHOTS).expect("table");
+            t.insert(seq, bytes.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    };
+    let at = |n: usize| Seen {
+        ids: state.ids[..n].to_vec(),
+    };
+
+    // The state at 1000 as a msgpack array (as an older writer might have stored it): other
+    // bytes, same state.
+    rewrite(1000, rmp_serde::to_vec(&at(1000)).expect("encode"));
+    let (rebuild, _) = LogStore::open(&path)
+        .expect("reopen")
+        .rebuild_as::<Seen>()
+        .expect("rebuild");
+    assert!(rebuild.equal(), "{rebuild:?}");
+    assert_eq!(rebuild.snapshots_compared, 3);
+
+    // The state at 2000 stored under 2000 but missing its last event: named.
+    rewrite(2000, rmp_serde::to_vec_named(&at(1999)).expect("encode"));
+    let (rebuild, _) = LogStore::open(&path)
+        .expect("reopen")
+        .rebuild_as::<Seen>()
+        .expect("rebuild");
+    assert_eq!(rebuild.first_difference, Some(2000), "{rebuild:?}");
+    assert_eq!(rebuild.latest_snapshot, Some(3000));
+}
