@@ -81,6 +81,7 @@ pub struct Envelope {
     /// Unique, sortable id; also the JetStream `Nats-Msg-Id` and the log's dedup key.
     pub id: EventId,
     /// When the fact happened, as told by its source.
+    #[serde(deserialize_with = "crate::time::deserialize_utc")]
     pub time: DateTime<Utc>,
     /// The fleetbus component that published it (`ingest`, `executor`, `agent`, …).
     pub source: String,

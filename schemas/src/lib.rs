@@ -16,6 +16,7 @@ pub mod events;
 pub mod ids;
 pub mod queries;
 pub mod subjects;
+pub mod time;
 
 pub use codec::{decode, encode, CodecError, MAX_MESSAGE_BYTES};
 pub use commands::{Command, CommandEnvelope};
