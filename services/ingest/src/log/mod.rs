@@ -223,11 +223,10 @@ fn decode_chunk(
     snapshot_seqs: &[u64],
     start: u64,
     end: u64,
+    mut chunk: Chunk,
 ) -> Result<Chunk, LogError> {
-    let mut chunk = Chunk {
-        entries: Vec::with_capacity((end - start) as usize),
-        snapshots: Vec::new(),
-    };
+    chunk.entries.clear();
+    chunk.snapshots.clear();
     for item in entries.range(start..end)? {
         let (k, v) = item?;
         let seq = k.value();
@@ -686,17 +685,25 @@ impl LogStore {
             .collect::<Result<Vec<u64>, _>>()?;
         let decoders =
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)) as u64;
+        // Folded chunks go back to their decoder, which drops the envelopes where they were
+        // allocated (cheaper than freeing across threads) and reuses the vectors.
         std::thread::scope(|scope| -> Result<(), LogError> {
-            let mut receivers = Vec::new();
+            let mut lanes = Vec::new();
             for d in 0..decoders {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, LogError>>(4);
-                receivers.push(rx);
+                let (back_tx, back_rx) = std::sync::mpsc::channel::<Chunk>();
+                lanes.push((rx, back_tx));
                 let (entries, snapshots, snapshot_seqs) = (&entries, &snapshots, &snapshot_seqs);
                 scope.spawn(move || {
                     let mut start = 1 + d * REBUILD_CHUNK;
                     while start <= last {
                         let end = (start + REBUILD_CHUNK).min(last + 1);
-                        let chunk = decode_chunk(entries, snapshots, snapshot_seqs, start, end);
+                        let spare = back_rx.try_iter().last().unwrap_or_else(|| Chunk {
+                            entries: Vec::with_capacity(REBUILD_CHUNK as usize),
+                            snapshots: Vec::new(),
+                        });
+                        let chunk =
+                            decode_chunk(entries, snapshots, snapshot_seqs, start, end, spare);
                         let failed = chunk.is_err();
                         if tx.send(chunk).is_err() || failed {
                             return;
@@ -705,21 +712,24 @@ impl LogStore {
                     }
                 });
             }
-            let in_order = (0..).map_while(|i: usize| receivers[i % receivers.len()].recv().ok());
-            for chunk in in_order {
+            for i in 0.. {
+                let (rx, back_tx) = &lanes[i % lanes.len()];
+                let Ok(chunk) = rx.recv() else { break };
                 let chunk = chunk?;
-                let mut snaps = chunk.snapshots.into_iter().peekable();
-                for (seq, envelope) in chunk.entries {
-                    state.apply(seq, &envelope);
+                let mut snaps = chunk.snapshots.iter().peekable();
+                for (seq, envelope) in &chunk.entries {
+                    state.apply(*seq, envelope);
                     events += 1;
-                    while let Some((sseq, stored)) = snaps.next_if(|(sseq, _)| *sseq <= seq) {
-                        latest_snapshot = Some(sseq);
+                    while let Some((sseq, stored)) = snaps.next_if(|(sseq, _)| sseq <= seq) {
+                        latest_snapshot = Some(*sseq);
                         compared += 1;
-                        if first_difference.is_none() && !snapshot_matches(sseq, &stored, &state) {
-                            first_difference = Some(sseq);
+                        if first_difference.is_none() && !snapshot_matches(*sseq, stored, &state) {
+                            first_difference = Some(*sseq);
                         }
                     }
                 }
+                // A decoder that has finished no longer listens; the chunk is dropped here.
+                let _ = back_tx.send(chunk);
             }
             Ok(())
         })?;
