@@ -65,6 +65,20 @@ async fn ten_thousand_reports_with_resends_are_logged_once_and_rebuild_equals_li
         agents.push(add_agent(&admin_client, &format!("web-{i}")).await);
     }
     let registry_seq = (AGENTS * 2) as u64;
+    // Queries read the folded state, which takes a group before its fsync; `log_head` is the
+    // committed head, so it may trail the registry by one group commit.
+    let committed = fleetbus_testkit::wait_for(
+        || {
+            let client = admin_client.clone();
+            async move {
+                let head: LogHead = query(&client, "log_head", &LogHeadQuery {}).await;
+                head.seq >= registry_seq
+            }
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(committed, "the registry's events were never committed");
     let head: LogHead = query(&admin_client, "log_head", &LogHeadQuery {}).await;
     assert_eq!(head.seq, registry_seq, "host + key events");
 

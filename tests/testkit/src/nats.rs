@@ -394,25 +394,39 @@ impl NatsCluster {
         connect(&self.nats_config(role)).await
     }
 
-    /// Wait (max 30 s) until JetStream answers account info without an error, i.e. a meta
-    /// leader was elected. (A raw request: async-nats 0.42 cannot parse a clustered 2.9
-    /// server's account info.)
+    /// Wait (max 30 s) until JetStream can place a stream on every node: account info answers
+    /// without an error (a meta leader was elected), then a probe stream with one replica per
+    /// node is created and deleted (the leader knows all its peers as current; before that,
+    /// creating one fails with "no suitable peers for placement"). Raw requests: async-nats
+    /// 0.42 cannot parse a clustered 2.9 server's account info.
     pub async fn wait_jetstream(&self) -> bool {
         let client = self.client(Role::Admin).await;
+        let probe = format!(
+            r#"{{"name":"FLEETBUS_PROBE","subjects":["fleetbus.probe"],"storage":"memory","num_replicas":{}}}"#,
+            self.nodes.len()
+        );
         crate::wait_for(
             || {
-                let client = client.clone();
+                let (client, probe) = (client.clone(), probe.clone());
                 async move {
-                    // Before the meta leader exists the request may go unanswered: ask again
+                    // Before the meta leader exists a request may go unanswered: ask again
                     // soon instead of waiting out the client's 10 s request timeout.
-                    let info = client.request("$JS.API.INFO", "".into());
-                    match tokio::time::timeout(Duration::from_millis(500), info).await {
-                        Ok(Ok(reply)) => {
-                            let text = String::from_utf8_lossy(&reply.payload);
-                            text.contains("\"memory\"") && !text.contains("\"error\"")
+                    let ask = |subject: &'static str, body: String| {
+                        let client = client.clone();
+                        async move {
+                            let reply = client.request(subject, body.into());
+                            match tokio::time::timeout(Duration::from_secs(2), reply).await {
+                                Ok(Ok(r)) => Some(String::from_utf8_lossy(&r.payload).into_owned()),
+                                _ => None,
+                            }
                         }
-                        _ => false,
-                    }
+                    };
+                    let ok = |text: &Option<String>| {
+                        text.as_ref().is_some_and(|t| !t.contains("\"error\""))
+                    };
+                    ok(&ask("$JS.API.INFO", String::new()).await)
+                        && ok(&ask("$JS.API.STREAM.CREATE.FLEETBUS_PROBE", probe).await)
+                        && ok(&ask("$JS.API.STREAM.DELETE.FLEETBUS_PROBE", String::new()).await)
                 }
             },
             Duration::from_secs(30),
