@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::events::Severity;
-use crate::ids::{HostId, ServiceName, UserName};
+use crate::ids::{EventId, HostId, ServiceName, UserName};
 
 /// A query reply: the answer or a typed error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -72,6 +72,9 @@ pub mod model {
     pub const USERS: &str = "users";
     /// [`super::UserCredentialQuery`] → one user's password hash (web and admin only).
     pub const USER_CREDENTIAL: &str = "user_credential";
+    /// [`super::CommittedQuery`] → [`super::Committed`]: where an event is in the log, once it
+    /// is there (read-your-writes after a command).
+    pub const COMMITTED: &str = "committed";
 }
 
 /// The fleet overview, now or as of a point in history.
@@ -169,6 +172,29 @@ pub struct UsersQuery {}
 pub struct UserCredentialQuery {
     /// The user.
     pub user: UserName,
+}
+
+/// Is this event in the log? Answered with [`Committed`] as soon as it is committed, waiting up
+/// to `wait_ms` (at most [`COMMITTED_WAIT_MAX_MS`]); `NotFound` if it is not there by then. Once
+/// answered, every other query reflects the event: the projections fold an entry no later than
+/// its commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommittedQuery {
+    /// The event (for a command: the event that named it as its cause).
+    pub id: EventId,
+    /// How long to wait for it, in milliseconds (0: answer at once).
+    #[serde(default)]
+    pub wait_ms: u32,
+}
+
+/// The longest a [`CommittedQuery`] waits.
+pub const COMMITTED_WAIT_MAX_MS: u32 = 10_000;
+
+/// Where a committed event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Committed {
+    /// Its log sequence.
+    pub seq: u64,
 }
 
 /// Clamps a requested page size: 0 means the default of 100, at most 1,000.

@@ -216,6 +216,7 @@ fn json_schemas_are_up_to_date() {
         ("query-history", schema_text::<HistoryQuery>()),
         ("query-alerts", schema_text::<AlertsQuery>()),
         ("query-events", schema_text::<EventsQuery>()),
+        ("query-committed", schema_text::<CommittedQuery>()),
         (
             "query-user-credential",
             schema_text::<UserCredentialQuery>(),

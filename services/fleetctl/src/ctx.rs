@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use fleetbus_schemas::events::system::SystemEvent;
-use fleetbus_schemas::{Actor, Command, CommandEnvelope, Envelope, Event, UserRole};
+use fleetbus_schemas::queries::{model, CommittedQuery, COMMITTED_WAIT_MAX_MS};
+use fleetbus_schemas::{Actor, Command, CommandEnvelope, Envelope, Event, EventId, UserRole};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -215,11 +216,27 @@ impl Ctx {
                 message: message.clone(),
             });
         }
+        self.wait_committed(event.id).await;
         Ok(Outcome {
             command: envelope,
             event,
             subject,
         })
+    }
+
+    /// Waits until event `id` is in the log, so the next query shows it (read-your-writes:
+    /// `host add` then `host ls` lists the host). The command took effect when its event was
+    /// published; if the log does not have it within the timeout (ingest down or behind), say
+    /// so and go on.
+    async fn wait_committed(&self, id: EventId) {
+        let wait_ms = u32::try_from(self.timeout().as_millis())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(500)
+            .min(COMMITTED_WAIT_MAX_MS);
+        let query = CommittedQuery { id, wait_ms };
+        if let Err(e) = self.query(model::COMMITTED, &query).await {
+            eprintln!("fleetctl: warning: event {id} was published but is not in the log yet: {e}");
+        }
     }
 
     /// Asks `fleet.q.<model>` with a MessagePack request and returns the `ok` answer as JSON.

@@ -12,6 +12,11 @@
 //! | `registry` | `RegistryQuery` | `Registry` with key hashes redacted, no password hashes |
 //! | `users` | `UsersQuery` | `BTreeMap<UserName, UserRecord>` without password hashes |
 //! | `user_credential` | `UserCredentialQuery` | `UserRecord` with the password hash |
+//! | `committed` | `CommittedQuery` (waits up to `wait_ms`) | `Committed` (`NotFound` if not by then) |
+//!
+//! The projections take a group commit's entries just before its fsync, so a query may show an
+//! event a few milliseconds before `log_head` counts it. `committed` answers only once the event
+//! is durable; after it, every query shows it (read-your-writes after a command).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,8 +26,9 @@ use chrono::{DateTime, Utc};
 use fleetbus_projections::{Alert, FleetStatus, HistoryEntry, HostStatus, Registry, UserRecord};
 use fleetbus_schemas::events::{AgentEvent, AlertEvent, Event, UserEvent};
 use fleetbus_schemas::queries::{
-    model, page_size, AlertsQuery, AsOf, EventsQuery, HistoryQuery, HostQuery, OverviewQuery,
-    QueryError, QueryErrorKind, Reply, UserCredentialQuery,
+    model, page_size, AlertsQuery, AsOf, Committed, CommittedQuery, EventsQuery, HistoryQuery,
+    HostQuery, OverviewQuery, QueryError, QueryErrorKind, Reply, UserCredentialQuery,
+    COMMITTED_WAIT_MAX_MS,
 };
 use fleetbus_schemas::{Envelope, HostId, ServiceName, Severity, UserName};
 use futures::StreamExt;
@@ -119,9 +125,18 @@ pub fn answer_query(shared: &Shared, model_name: &str, payload: &[u8]) -> Vec<u8
         model::USER_CREDENTIAL => {
             answer(decode::<UserCredentialQuery>(payload).and_then(|q| user_credential(shared, &q.user)))
         }
+        // Without the wait `serve` gives it: is the event committed right now?
+        model::COMMITTED => answer(decode::<CommittedQuery>(payload).and_then(|q| {
+            shared
+                .store
+                .lookup(q.id)
+                .map_err(unavailable)?
+                .map(|seq| Committed { seq })
+                .ok_or_else(|| error(QueryErrorKind::NotFound, format!("event {} is not in the log", q.id)))
+        })),
         crate::fleet::queries::MODEL => crate::fleet::queries::answer(&shared.read_state(), payload),
         other => answer::<()>(Err(bad_request(format!(
-            "unknown model '{}'; expected one of overview, host, history, alerts, events, log_head, registry, users, user_credential",
+            "unknown model '{}'; expected one of overview, host, history, alerts, events, log_head, registry, users, user_credential, committed",
             other.chars().take(64).collect::<String>()
         )))),
     }
@@ -337,7 +352,52 @@ fn events(shared: &Shared, q: &EventsQuery) -> Result<Vec<LogRecord>, QueryError
     Ok(out)
 }
 
+/// `committed` queries waiting at once; more are answered `Unavailable`.
+const COMMITTED_WAITERS: usize = 1024;
+
+/// Answers a [`CommittedQuery`]: looks the id up in the log's dedup index (a read transaction
+/// sees only committed entries) and again after every commit, until it is there or the wait is
+/// over.
+async fn committed(shared: &Shared, payload: &[u8]) -> Vec<u8> {
+    let q: CommittedQuery = match decode(payload) {
+        Ok(q) => q,
+        Err(e) => return answer::<()>(Err(e)),
+    };
+    let wait = std::time::Duration::from_millis(q.wait_ms.min(COMMITTED_WAIT_MAX_MS).into());
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut head = shared.head.clone();
+    loop {
+        // Marked seen before the lookup: a commit after it wakes the wait below.
+        head.borrow_and_update();
+        let store = shared.store.clone();
+        match tokio::task::spawn_blocking(move || store.lookup(q.id)).await {
+            Ok(Ok(Some(seq))) => return answer(Ok::<_, QueryError>(Committed { seq })),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return answer::<()>(Err(unavailable(e))),
+            Err(e) => {
+                return answer::<()>(Err(error(
+                    QueryErrorKind::Unavailable,
+                    format!("lookup failed: {e}"),
+                )))
+            }
+        }
+        let changed = tokio::time::timeout_at(deadline, head.changed()).await;
+        if !matches!(changed, Ok(Ok(()))) {
+            return answer::<()>(Err(error(
+                QueryErrorKind::NotFound,
+                format!(
+                    "event {} is not in the log (waited {} ms)",
+                    q.id,
+                    wait.as_millis()
+                ),
+            )));
+        }
+    }
+}
+
 /// Answers `fleet.q.>` until shutdown; at most 4 queries run at once (they are blocking work).
+/// `committed` queries only wait for commits and run beside them (at most
+/// [`COMMITTED_WAITERS`]).
 pub async fn serve(
     client: async_nats::Client,
     shared: Shared,
@@ -351,6 +411,7 @@ pub async fn serve(
         .await
         .map_err(|e| IngestError::Bus(format!("subscribe to queries: {e}")))?;
     let permits = Arc::new(Semaphore::new(4));
+    let waiters = Arc::new(Semaphore::new(COMMITTED_WAITERS));
     loop {
         let msg = tokio::select! {
             m = sub.next() => m,
@@ -361,6 +422,24 @@ pub async fn serve(
             tracing::debug!(subject = %msg.subject, "query without reply subject ignored");
             continue;
         };
+        if msg.subject.as_str() == fleetbus_schemas::subjects::query(model::COMMITTED) {
+            let (shared, client) = (shared.clone(), client.clone());
+            let waiter = waiters.clone().try_acquire_owned();
+            tokio::spawn(async move {
+                let bytes = match waiter {
+                    Ok(_waiter) => committed(&shared, &msg.payload).await,
+                    Err(_) => answer::<()>(Err(error(
+                        QueryErrorKind::Unavailable,
+                        format!("more than {COMMITTED_WAITERS} committed queries are waiting"),
+                    ))),
+                };
+                Metrics::inc(&shared.metrics.queries);
+                if let Err(e) = client.publish(reply_to, bytes.into()).await {
+                    tracing::warn!(model = model::COMMITTED, error = %e, "cannot send query reply");
+                }
+            });
+            continue;
+        }
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };

@@ -290,3 +290,98 @@ async fn ten_thousand_reports_with_resends_are_logged_once_and_rebuild_equals_li
     let bad = report.first_bad.expect("tampering detected");
     assert_eq!(bad.seq, 5000, "{bad:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_answers_once_the_event_is_durable_and_names_what_is_missing() {
+    use fleetbus_schemas::queries::{model, Committed, CommittedQuery, QueryErrorKind, Reply};
+    use fleetbus_schemas::EventId;
+
+    let server = NatsServer::start();
+    ensure_test_streams(&server).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ingest = InProcess::start(test_config(&server, dir.path())).await;
+    let admin_client = server.client(Role::Admin).await;
+    let agent = add_agent(&admin_client, "web-c").await;
+    let http = reqwest::Client::new();
+
+    // Asked before the event exists, the query waits and answers once it is committed.
+    let early = report(&agent, 1);
+    let asked = {
+        let (client, id) = (admin_client.clone(), early.id);
+        tokio::spawn(async move {
+            let q = CommittedQuery { id, wait_ms: 8000 };
+            query_reply::<_, Committed>(&client, model::COMMITTED, &q).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!asked.is_finished(), "answered before the event existed");
+    let batch = ReportsBody {
+        reports: vec![early.clone()],
+    };
+    let sent = post_batch(&http, &ingest.base(), &agent, &batch).await;
+    assert_eq!(sent.accepted, 1);
+    let Reply::Ok(Committed { seq }) = asked.await.expect("task") else {
+        panic!("the committed event was not found");
+    };
+    let head: LogHead = query(&admin_client, "log_head", &LogHeadQuery {}).await;
+    assert!(seq >= 1 && seq <= head.seq, "seq {seq}, head {}", head.seq);
+    let at: Vec<LogRecord> = query(
+        &admin_client,
+        "events",
+        &EventsQuery {
+            after_seq: Some(seq - 1),
+            limit: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(at[0].envelope.id, early.id, "seq names the event");
+
+    // Already committed: answered at once, also without a wait.
+    let q = CommittedQuery {
+        id: early.id,
+        wait_ms: 0,
+    };
+    let again: Committed = query(&admin_client, model::COMMITTED, &q).await;
+    assert_eq!(again.seq, seq);
+
+    // Never published: NotFound after the wait, naming the event.
+    let missing = EventId::new();
+    let q = CommittedQuery {
+        id: missing,
+        wait_ms: 200,
+    };
+    match query_reply::<_, Committed>(&admin_client, model::COMMITTED, &q).await {
+        Reply::Error(e) => {
+            assert_eq!(e.kind, QueryErrorKind::NotFound);
+            assert!(e.message.contains(&missing.to_string()), "{}", e.message);
+        }
+        Reply::Ok(c) => panic!("an unknown event was found at {}", c.seq),
+    }
+    // Garbage is a bad request, and the service goes on.
+    for payload in [
+        b"\xc1".to_vec(),
+        b"\x81\xa2id\xa3bad".to_vec(),
+        vec![0x92; 100_000],
+    ] {
+        let msg = admin_client
+            .request(
+                fleetbus_schemas::subjects::query(model::COMMITTED),
+                payload.into(),
+            )
+            .await
+            .expect("request");
+        let reply: Reply<Committed> = fleetbus_schemas::decode(&msg.payload).expect("reply");
+        assert!(
+            matches!(&reply, Reply::Error(e) if e.kind == QueryErrorKind::BadRequest),
+            "{reply:?}"
+        );
+    }
+    let q = CommittedQuery {
+        id: early.id,
+        wait_ms: 0,
+    };
+    let again: Committed = query(&admin_client, model::COMMITTED, &q).await;
+    assert_eq!(again.seq, seq, "still answering after garbage");
+    ingest.stop().await;
+}

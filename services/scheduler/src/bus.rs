@@ -153,7 +153,12 @@ impl Scheduler {
                 () = shutdown.cancelled() => break,
                 () = clock.sleep_until(wake) => {}
                 msg = events.next() => match msg {
-                    Some(Ok(msg)) => self.fold(&msg.payload),
+                    // A ping or a stale agent's report is judged at once, not at the next sweep.
+                    Some(Ok(msg)) => {
+                        if self.fold(&msg.payload) {
+                            next_sweep = self.clock.now();
+                        }
+                    }
                     Some(Err(e)) => tracing::warn!(error = %e, "event stream hiccup"),
                     None => return Err(SchedulerError::js("read EVENTS", "stream ended")),
                 },
@@ -168,11 +173,15 @@ impl Scheduler {
         Ok(())
     }
 
-    fn fold(&mut self, payload: &[u8]) {
+    /// Folds one event from the log; true when it should be judged at once.
+    fn fold(&mut self, payload: &[u8]) -> bool {
         match decode::<Envelope>(payload) {
             Ok(env) => self.core.apply_from_log(&env),
             // Not ours to reject: ingest answers for the log. Skip what we cannot read.
-            Err(e) => tracing::warn!(error = %e, "undecodable event skipped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable event skipped");
+                false
+            }
         }
     }
 

@@ -240,11 +240,23 @@ impl Core {
 
     // ---------------------------------------------------------------- fold
 
-    /// Folds one event read from the log, unless this core decided it and folded it already.
-    pub fn apply_from_log(&mut self, env: &Envelope) {
+    /// Folds one event from the log (skipping what [`Core::apply`] already took when it was
+    /// published); true when a sweep should judge it at once rather than at the next sweep: a
+    /// check event, an agent's notice (a heartbeat, a deadline's event), a report from an agent
+    /// that is stale or down.
+    pub fn apply_from_log(&mut self, env: &Envelope) -> bool {
+        let urgent = match &env.event {
+            Event::Check(_) | Event::Agent(AgentEvent::Raised(_)) => true,
+            Event::Agent(AgentEvent::Reported(r)) => self
+                .agents
+                .get(&r.agent)
+                .is_some_and(|a| a.liveness != Liveness::Live),
+            _ => false,
+        };
         if !self.folded_early.remove(&env.id) {
             self.apply(env);
         }
+        urgent
     }
 
     /// Folds one event. Idempotent: applying an event twice changes nothing more.
