@@ -662,7 +662,7 @@ async fn read_snapshot_file(file: &Path) -> Result<Vec<u8>, AgentError> {
         let mut buf = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut buf)
             .await
-            .map_err(|e| io_err(&file, e))?;
+            .map_err(|e| io_err(file, e))?;
         buf
     } else {
         tokio::fs::read(file).await.map_err(|e| io_err(file, e))?

@@ -85,9 +85,11 @@ async fn main() {
     nats.ensure_streams().await;
     let shutdown = CancellationToken::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = fleetbus_web::WebConfig::default();
-    config.nats = nats.nats_config(Role::Web);
-    config.tokens_file = Some(dir.path().join("tokens.json"));
+    let config = fleetbus_web::WebConfig {
+        nats: nats.nats_config(Role::Web),
+        tokens_file: Some(dir.path().join("tokens.json")),
+        ..Default::default()
+    };
     let state = fleetbus_web::AppState::new(config, nats.client(Role::Web).await, shutdown.clone())
         .expect("state");
     state.start_background(&shutdown);

@@ -81,12 +81,14 @@ impl Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let shutdown = CancellationToken::new();
 
-        let mut ingest = fleetbus_ingest::Config::default();
-        ingest.state_dir = dir.path().join("state");
-        ingest.http_addr = format!("127.0.0.1:{}", fleetbus_testkit::free_port())
-            .parse()
-            .expect("addr");
-        ingest.nats = nats.nats_config(Role::Ingest);
+        let ingest = fleetbus_ingest::Config {
+            state_dir: dir.path().join("state"),
+            http_addr: format!("127.0.0.1:{}", fleetbus_testkit::free_port())
+                .parse()
+                .expect("addr"),
+            nats: nats.nats_config(Role::Ingest),
+            ..Default::default()
+        };
         let ingest_stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = fleetbus_ingest::run(ingest, ingest_stop).await {
@@ -94,10 +96,12 @@ impl Stack {
             }
         });
 
-        let mut config = WebConfig::default();
-        config.nats = nats.nats_config(Role::Web);
-        config.tokens_file = Some(dir.path().join("web/tokens.json"));
-        config.command_timeout_ms = 5_000;
+        let mut config = WebConfig {
+            nats: nats.nats_config(Role::Web),
+            tokens_file: Some(dir.path().join("web/tokens.json")),
+            command_timeout_ms: 5_000,
+            ..Default::default()
+        };
         tweak(&mut config);
         let client = nats.client(Role::Web).await;
         let state = AppState::new(config, client, shutdown.clone()).expect("state");
