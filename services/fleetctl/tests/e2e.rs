@@ -270,7 +270,11 @@ fn registry_agent_send_query_tail_verbs_against_real_ingest() {
         .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0);
     assert_eq!(mode, 0o600);
-    let shown = fleet.ctl_json(&["agent", "add", "web-2", "--host", "web-1"]);
+    // Its key event travels on fleet.sec.…; fleetctl still finds it committed before it returns.
+    let o = fleet.ctl(&["--json", "agent", "add", "web-2", "--host", "web-1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("not in the log"), "{}", stderr(&o));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("agent add JSON");
     let key2 = shown["key"].as_str().unwrap_or_default().to_owned();
     assert_eq!(key2.len(), 43);
     let agents = fleet.ctl_json(&["agent", "ls"]);
