@@ -125,15 +125,6 @@ pub fn answer_query(shared: &Shared, model_name: &str, payload: &[u8]) -> Vec<u8
         model::USER_CREDENTIAL => {
             answer(decode::<UserCredentialQuery>(payload).and_then(|q| user_credential(shared, &q.user)))
         }
-        // Without the wait `serve` gives it: is the event committed right now?
-        model::COMMITTED => answer(decode::<CommittedQuery>(payload).and_then(|q| {
-            shared
-                .store
-                .lookup(q.id)
-                .map_err(unavailable)?
-                .map(|seq| Committed { seq })
-                .ok_or_else(|| error(QueryErrorKind::NotFound, format!("event {} is not in the log", q.id)))
-        })),
         crate::fleet::queries::MODEL => crate::fleet::queries::answer(&shared.read_state(), payload),
         other => answer::<()>(Err(bad_request(format!(
             "unknown model '{}'; expected one of overview, host, history, alerts, events, log_head, registry, users, user_credential, committed",
@@ -395,6 +386,20 @@ async fn committed(shared: &Shared, payload: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Sends a query's answer and counts it.
+async fn reply(
+    client: &async_nats::Client,
+    shared: &Shared,
+    reply_to: async_nats::Subject,
+    model: &str,
+    bytes: Vec<u8>,
+) {
+    Metrics::inc(&shared.metrics.queries);
+    if let Err(e) = client.publish(reply_to, bytes.into()).await {
+        tracing::warn!(model, error = %e, "cannot send query reply");
+    }
+}
+
 /// Answers `fleet.q.>` until shutdown; at most 4 queries run at once (they are blocking work).
 /// `committed` queries only wait for commits and run beside them (at most
 /// [`COMMITTED_WAITERS`]).
@@ -433,10 +438,7 @@ pub async fn serve(
                         format!("more than {COMMITTED_WAITERS} committed queries are waiting"),
                     ))),
                 };
-                Metrics::inc(&shared.metrics.queries);
-                if let Err(e) = client.publish(reply_to, bytes.into()).await {
-                    tracing::warn!(model = model::COMMITTED, error = %e, "cannot send query reply");
-                }
+                reply(&client, &shared, reply_to, model::COMMITTED, bytes).await;
             });
             continue;
         }
@@ -463,10 +465,7 @@ pub async fn serve(
                         format!("query failed: {e}"),
                     )))
                 });
-            Metrics::inc(&shared.metrics.queries);
-            if let Err(e) = client.publish(reply_to, bytes.into()).await {
-                tracing::warn!(model = %model_name, error = %e, "cannot send query reply");
-            }
+            reply(&client, &shared, reply_to, &model_name, bytes).await;
             drop(permit);
         });
     }

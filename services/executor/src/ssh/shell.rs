@@ -194,6 +194,15 @@ impl SshPool {
         })
     }
 
+    /// Every caller left (`Cancelled`) or the deadline passed (`TimedOut`): kills the shell's
+    /// running process group.
+    async fn abandon(&self, shell: &Shell, target: &Target, end: End) -> Outcome {
+        let killed = self.kill_group(&shell.conn, target, shell.pg).await;
+        Outcome::Ended {
+            ran: Ok(stopped(end, killed)),
+        }
+    }
+
     async fn run_in_shell(
         &self,
         shell: &mut Shell,
@@ -236,14 +245,8 @@ impl SshPool {
                     return Outcome::NotRun;
                 }
             }
-            _ = all_left.cancelled() => {
-                let killed = self.kill_group(&shell.conn, target, shell.pg).await;
-                return Outcome::Ended { ran: Ok(stopped(End::Cancelled, killed)) };
-            }
-            _ = &mut sleep => {
-                let killed = self.kill_group(&shell.conn, target, shell.pg).await;
-                return Outcome::Ended { ran: Ok(stopped(End::TimedOut, killed)) };
-            }
+            _ = all_left.cancelled() => return self.abandon(shell, target, End::Cancelled).await,
+            _ = &mut sleep => return self.abandon(shell, target, End::TimedOut).await,
         }
         let mut seen = false;
         let mut exit_code = None;
@@ -274,14 +277,8 @@ impl SshPool {
                         return Outcome::Complete;
                     }
                 }
-                _ = all_left.cancelled() => {
-                    let killed = self.kill_group(&shell.conn, target, shell.pg).await;
-                    return Outcome::Ended { ran: Ok(stopped(End::Cancelled, killed)) };
-                }
-                _ = &mut sleep => {
-                    let killed = self.kill_group(&shell.conn, target, shell.pg).await;
-                    return Outcome::Ended { ran: Ok(stopped(End::TimedOut, killed)) };
-                }
+                _ = all_left.cancelled() => return self.abandon(shell, target, End::Cancelled).await,
+                _ = &mut sleep => return self.abandon(shell, target, End::TimedOut).await,
             }
         }
         // The channel closed: the shell ended (a part killed it, or it was killed) or the
