@@ -331,14 +331,16 @@ async fn heartbeat_and_deadline_checks_flip_once_each_over_the_bus() {
 
     // Two days later (05:00 Helsinki = 02:00Z): the 3rd's deadline is the first full window.
     clock.set(t("2026-06-03T02:00:05Z"));
+    // The miss and its alert are published one after the other: wait for both.
+    let alert_raised =
+        |e: &Envelope| e.event.type_name() == "raised" && e.event.domain() == "alert";
     let events = bus
-        .wait_events(10, |e| count_type(e, "deadline_missed") >= 1)
+        .wait_events(10, |e| {
+            count_type(e, "deadline_missed") >= 1 && e.iter().any(alert_raised)
+        })
         .await;
     assert_eq!(count_type(&events, "deadline_missed"), 1);
-    let raised: Vec<_> = events
-        .iter()
-        .filter(|e| e.event.type_name() == "raised" && e.event.domain() == "alert")
-        .collect();
+    let raised: Vec<_> = events.iter().filter(|e| alert_raised(e)).collect();
     assert_eq!(raised.len(), 1);
     assert_eq!(
         raised[0].subject(),
