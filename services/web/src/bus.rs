@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::SystemEvent;
-use fleetbus_schemas::queries::{QueryError, QueryErrorKind, Reply};
+use fleetbus_schemas::queries::{
+    model, Committed, CommittedQuery, QueryError, QueryErrorKind, Reply, COMMITTED_WAIT_MAX_MS,
+};
 use fleetbus_schemas::{Actor, Command, CommandEnvelope, CommandId, Event};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -156,6 +158,7 @@ impl Bus {
         let mut events = vec![first];
         if !fans_out(&envelope.command) {
             hub.forget(id);
+            self.wait_committed(&events).await;
             return Ok(Outcome::Done(events));
         }
         let settle = tokio::time::sleep(Duration::from_millis(150));
@@ -170,7 +173,26 @@ impl Bus {
             }
         }
         hub.forget(id);
+        self.wait_committed(&events).await;
         Ok(Outcome::Done(events))
+    }
+
+    /// Waits until the last of a command's events is in the log, so the page that follows (and
+    /// the next command, decided against ingest's state) sees them: read-your-writes. The
+    /// command took effect when its events were published; a log that is behind only delays.
+    async fn wait_committed(&self, events: &[Arc<LiveEvent>]) {
+        let Some(last) = events.last() else { return };
+        let wait_ms = u32::try_from(self.query_timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(500)
+            .min(COMMITTED_WAIT_MAX_MS);
+        let query = CommittedQuery {
+            id: last.env.id,
+            wait_ms,
+        };
+        if let Err(e) = self.query::<_, Committed>(model::COMMITTED, &query).await {
+            tracing::warn!(event = %last.env.id, error = %e, "event published but not in the log yet");
+        }
     }
 
     /// Publishes a command without waiting for its outcome; returns once JetStream stored it.
