@@ -24,21 +24,29 @@ pub const SECRETS_STREAM: &str = "SECRETS";
 pub const COMMANDS_STREAM: &str = "COMMANDS";
 /// Live job output (`fleet.out.>`), bounded by age and size.
 pub const OUTPUT_STREAM: &str = "OUTPUT";
-/// Durable pull consumer of `EVENTS` used by ingest.
+/// Ingest's reader of `EVENTS`: an ephemeral, ack-less consumer ingest creates at each start
+/// from the position its log recorded (not part of [`definitions`]).
 pub const INGEST_EVENTS: &str = "ingest-events";
-/// Durable pull consumer of `SECRETS` used by ingest.
+/// Ingest's reader of `SECRETS` (as [`INGEST_EVENTS`]).
 pub const INGEST_SECRETS: &str = "ingest-secrets";
 /// Object store buckets ingest may create and use (stream `OBJ_<bucket>`).
 pub const OBJECT_BUCKETS: [&str; 2] = ["snapshots", "assets"];
 
-/// Names of the durable consumers [`definitions`] puts on `stream` (owned by one service each).
-pub fn durable_names(stream: &str) -> Vec<String> {
-    definitions(&Retention::default(), 1)
+/// Names of the consumers on `stream` that belong to one service each: the durables
+/// [`definitions`] puts there and ingest's readers.
+pub fn owned_consumer_names(stream: &str) -> Vec<String> {
+    let mut names: Vec<String> = definitions(&Retention::default(), 1)
         .consumers
         .into_iter()
         .filter(|c| c.stream == stream)
         .map(|c| c.name().to_owned())
-        .collect()
+        .collect();
+    match stream {
+        EVENTS_STREAM => names.push(INGEST_EVENTS.into()),
+        SECRETS_STREAM => names.push(INGEST_SECRETS.into()),
+        _ => {}
+    }
+    names
 }
 
 /// Subject prefix of the bridge between the `FLEET` and `TAP` accounts: the imported
@@ -250,43 +258,9 @@ pub fn definitions(retention: &Retention, replicas: usize) -> Definitions {
         ..Default::default()
     };
 
-    let mut consumers = vec![
-        ConsumerDef {
-            stream: EVENTS_STREAM.into(),
-            config: consumer::pull::Config {
-                durable_name: Some(INGEST_EVENTS.into()),
-                description: Some("ingest appends every event to the log".into()),
-                deliver_policy: DeliverPolicy::All,
-                // Ingest commits in delivery order and acks once per group commit: acking the
-                // newest message of a commit acks every earlier one (a thousand acks fewer for
-                // nats-server to process per thousand events).
-                ack_policy: AckPolicy::All,
-                // Short enough that events in flight when ingest crashed come back quickly
-                // (agents see 503 until then), long enough for a full group commit under load.
-                ack_wait: Duration::from_secs(10),
-                // Events must never be dropped: redeliver until ingest has committed them.
-                max_deliver: -1,
-                // Ingest group-commits about a thousand events at a time; keep acks in flight.
-                max_ack_pending: 20_000,
-                replay_policy: ReplayPolicy::Instant,
-                ..Default::default()
-            },
-        },
-        ConsumerDef {
-            stream: SECRETS_STREAM.into(),
-            config: consumer::pull::Config {
-                durable_name: Some(INGEST_SECRETS.into()),
-                description: Some("ingest appends credential-bearing events to the log".into()),
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::All,
-                ack_wait: Duration::from_secs(10),
-                max_deliver: -1,
-                max_ack_pending: 1_000,
-                replay_policy: ReplayPolicy::Instant,
-                ..Default::default()
-            },
-        },
-    ];
+    // Ingest reads EVENTS and SECRETS through its own ephemeral readers (see
+    // [`INGEST_EVENTS`]): only the command work queues have durable consumers.
+    let mut consumers = Vec::new();
     for area in CommandArea::ALL {
         consumers.push(ConsumerDef {
             stream: COMMANDS_STREAM.into(),
@@ -894,7 +868,11 @@ mod tests {
         dedup.dedup();
         assert_eq!(dedup.len(), filters.len());
         assert!(defs.consumer("cmd-host").is_some());
-        assert!(defs.consumer(INGEST_EVENTS).is_some());
+        // Ingest's readers are its own (created from the log's positions), not definitions;
+        // they are still protected from other readers.
+        assert!(defs.consumer(INGEST_EVENTS).is_none());
+        assert!(owned_consumer_names(EVENTS_STREAM).contains(&INGEST_EVENTS.to_owned()));
+        assert!(owned_consumer_names(SECRETS_STREAM).contains(&INGEST_SECRETS.to_owned()));
     }
 
     #[test]

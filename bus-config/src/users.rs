@@ -198,11 +198,11 @@ fn js_read_stream(stream: &str) -> Vec<String> {
     ]
 }
 
-/// Denials that keep a reader of `stream` away from the durable consumers other services own:
-/// with the generic create/next/ack rules above, a reader could otherwise pull or ack
-/// ingest's `ingest-events` messages (so ingest would never see them) or redefine the consumer.
+/// Denials that keep a reader of `stream` away from the consumers other services own: with the
+/// generic create/next/ack/delete rules above, a reader could otherwise pull a service's
+/// messages, redefine its consumer or delete ingest's `ingest-events` reader under it.
 fn js_protect_durables(stream: &str) -> Vec<String> {
-    crate::streams::durable_names(stream)
+    crate::streams::owned_consumer_names(stream)
         .into_iter()
         .flat_map(|d| {
             [
@@ -228,6 +228,19 @@ fn js_consume_durable(stream: &str, consumer: &str) -> Vec<String> {
         format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}"),
         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
         format!("$JS.ACK.{stream}.{consumer}.>"),
+    ]
+}
+
+/// Publish subjects needed to read a stream through one named, ack-less consumer the role
+/// deletes and recreates itself (ingest's readers: see `fleetbus_runtime::reader`).
+fn js_own_reader(stream: &str, consumer: &str) -> Vec<String> {
+    vec![
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.{consumer}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.{consumer}.>"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.{consumer}"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
     ]
 }
 
@@ -280,11 +293,8 @@ fn permissions(role: Role) -> Permissions {
                 // Replies to read-model queries go to the requester's inbox.
                 .add("_INBOX.>");
             subscribe.add("fleet.q.>");
-            publish.extend(js_consume_durable(
-                EVENTS_STREAM,
-                crate::streams::INGEST_EVENTS,
-            ));
-            publish.extend(js_consume_durable(
+            publish.extend(js_own_reader(EVENTS_STREAM, crate::streams::INGEST_EVENTS));
+            publish.extend(js_own_reader(
                 SECRETS_STREAM,
                 crate::streams::INGEST_SECRETS,
             ));

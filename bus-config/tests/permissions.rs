@@ -464,16 +464,12 @@ async fn tap_is_denied_everything_else() -> anyhow::Result<()> {
         matches!(&r, Ok(v) if v.get("error").is_some()),
         "unnamed create with a durable name must be refused by the server: {r:?}"
     );
+    // The tap lives in its own account: FLEET's EVENTS got no consumer from it.
     let admin_js = jetstream::new(server.client(Role::Admin).await);
-    let ingest = admin_js
-        .get_stream("EVENTS")
-        .await?
-        .consumer_info("ingest-events")
-        .await?;
-    assert_eq!(ingest.config.ack_policy, consumer::AckPolicy::All);
-    assert_eq!(
-        ingest.num_pending, 2,
-        "tap must not have consumed ingest's events"
+    let fleet_events = admin_js.get_stream("EVENTS").await?;
+    assert!(
+        fleet_events.consumer_info("ingest-events").await.is_err(),
+        "a consumer named ingest-events appeared on FLEET's EVENTS"
     );
 
     // Nothing the tap tried ended up in a stream.
@@ -493,6 +489,57 @@ async fn tap_is_denied_everything_else() -> anyhow::Result<()> {
         .state
         .messages;
     assert_eq!(commands, 0);
+    Ok(())
+}
+
+/// Ingest reads EVENTS through its own named, ack-less reader; the other services that read
+/// EVENTS (executor, scheduler, notifier, web) can neither pull from it, redefine it nor delete
+/// it under ingest.
+#[tokio::test]
+async fn other_readers_cannot_touch_ingests_reader() -> anyhow::Result<()> {
+    let server = NatsServer::start();
+    server.ensure_streams().await;
+    publish_events(&server, 2).await?;
+    let ingest = jetstream::new(server.client(Role::Ingest).await);
+    ingest
+        .get_stream("EVENTS")
+        .await?
+        .create_consumer(consumer::pull::Config {
+            name: Some("ingest-events".into()),
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await?;
+    for role in [Role::Executor, Role::Scheduler, Role::Notifier, Role::Web] {
+        let probe = Probe::new(&server, role).await;
+        for subject in [
+            "$JS.API.CONSUMER.MSG.NEXT.EVENTS.ingest-events",
+            "$JS.API.CONSUMER.DELETE.EVENTS.ingest-events",
+            "$JS.API.CONSUMER.CREATE.EVENTS.ingest-events",
+            "$JS.API.CONSUMER.CREATE.EVENTS.ingest-events.fleet.evt.>",
+            "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.ingest-events",
+        ] {
+            let r = probe
+                .js_api(
+                    subject,
+                    serde_json::json!({"stream_name": "EVENTS", "batch": 1, "no_wait": true,
+                        "config": {"name": "ingest-events", "ack_policy": "none",
+                            "deliver_policy": "new"}}),
+                )
+                .await?;
+            assert_eq!(r, Err(Denied), "{role} used {subject}");
+        }
+    }
+    let admin_js = jetstream::new(server.client(Role::Admin).await);
+    let info = admin_js
+        .get_stream("EVENTS")
+        .await?
+        .consumer_info("ingest-events")
+        .await?;
+    assert_eq!(info.config.ack_policy, consumer::AckPolicy::None);
+    assert_eq!(info.config.deliver_policy, consumer::DeliverPolicy::All);
+    assert_eq!(info.num_pending, 2, "someone consumed ingest's events");
     Ok(())
 }
 
@@ -587,7 +634,9 @@ async fn stream_roles_work_end_to_end() -> anyhow::Result<()> {
         .await?
         .await?;
 
-    for (stream, durable, subject) in [
+    // Ingest reads both streams through its own ack-less readers, deleted and recreated at
+    // each start.
+    for (stream, reader, subject) in [
         ("EVENTS", "ingest-events", "fleet.evt.job.j1.started"),
         (
             "SECRETS",
@@ -595,20 +644,31 @@ async fn stream_roles_work_end_to_end() -> anyhow::Result<()> {
             "fleet.sec.user.u1.password_changed",
         ),
     ] {
-        let c: consumer::PullConsumer = ingest
-            .get_stream(stream)
-            .await?
-            .get_consumer(durable)
+        let s = ingest.get_stream(stream).await?;
+        let _ = s.delete_consumer(reader).await;
+        let mut c: consumer::PullConsumer = s
+            .create_consumer(consumer::pull::Config {
+                name: Some(reader.into()),
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
             .await
-            .map_err(|e| anyhow::anyhow!("get {durable}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("create {reader}: {e}"))?;
+        let _ = c
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("info {reader}: {e}"))?;
         let mut batch = c.fetch().max_messages(10).expires(PROBE).messages().await?;
         let msg = batch
             .next()
             .await
-            .ok_or_else(|| anyhow::anyhow!("nothing on {durable}"))?
+            .ok_or_else(|| anyhow::anyhow!("nothing on {reader}"))?
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         assert_eq!(msg.subject.as_str(), subject);
-        msg.double_ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        s.delete_consumer(reader)
+            .await
+            .map_err(|e| anyhow::anyhow!("delete {reader}: {e}"))?;
     }
 
     // Read-model query: web asks, ingest answers.

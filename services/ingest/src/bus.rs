@@ -1,11 +1,12 @@
-//! Publishing events to JetStream (with `Nats-Msg-Id` = event id) and consuming the `EVENTS` and
-//! `SECRETS` streams into the writer.
+//! Publishing events to JetStream (with `Nats-Msg-Id` = event id), reading the `EVENTS` and
+//! `SECRETS` streams into the writer, and pulling durable command consumers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::Publish, AckKind};
+use async_nats::jetstream::{self, context::Publish};
 use bytes::Bytes;
+use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::Envelope;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -145,19 +146,21 @@ impl<'a> Pull<'a> {
     }
 }
 
-/// Consumes one durable pull consumer into the writer until shutdown. Malformed messages are
-/// terminated (never stored, never redelivered) and counted.
+/// Reads `stream` in order from `from_seq` into the writer until shutdown (see
+/// [`StreamReader`]: no acks; the writer records each message's stream sequence with its
+/// commit, and the next start resumes right after the last one recorded). Malformed messages
+/// are never stored, only counted; they are met again after a restart and skipped again.
 pub async fn consume_events(
-    js: jetstream::Context,
+    reader: StreamReader,
     stream: &'static str,
-    durable: &'static str,
     tx: mpsc::Sender<Pending>,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
-    let mut pull = Pull::new(&js, stream, durable, 1000, &shutdown);
-    while let Some(message) = pull.next().await {
+    let mut reader = reader;
+    while let Some(message) = reader.next().await {
         let subject = message.subject.to_string();
+        // `next` only returns messages whose metadata it has checked.
+        let seq = reader.next_seq() - 1;
         match decode_event(&subject, &message.payload) {
             Ok(envelope) => {
                 let pending = Pending {
@@ -166,19 +169,16 @@ pub async fn consume_events(
                         bytes: message.payload.clone(),
                         envelope,
                     },
-                    message: Some(message),
+                    position: Some((stream, seq)),
                 };
                 if tx.send(pending).await.is_err() {
-                    // The writer stopped; unacked messages will be redelivered.
+                    // The writer stopped; what it did not commit is read again next start.
                     break;
                 }
             }
             Err(reason) => {
                 Metrics::inc(&metrics.malformed_events);
-                tracing::warn!(stream, %subject, %reason, "malformed event terminated, not stored");
-                if let Err(e) = message.ack_with(AckKind::Term).await {
-                    tracing::warn!(%subject, error = %e, "cannot terminate malformed event");
-                }
+                tracing::warn!(stream, seq, %subject, %reason, "malformed event skipped, not stored");
             }
         }
     }
@@ -193,36 +193,4 @@ pub fn decode_event(subject: &str, payload: &[u8]) -> Result<Envelope, String> {
         return Err(format!("event {} belongs on {expected}", envelope.id));
     }
     Ok(envelope)
-}
-
-/// Acks committed messages, batch by batch, in commit order. The ingest consumers ack all
-/// (see `fleetbus_bus_config`): a batch holds its consumers' messages in delivery order, so
-/// acking the newest message of each consumer acks the whole batch.
-pub async fn acker(mut rx: mpsc::UnboundedReceiver<Vec<jetstream::Message>>) {
-    while let Some(batch) = rx.recv().await {
-        for m in newest_per_consumer(&batch) {
-            if let Err(e) = m.ack().await {
-                // Redelivery is harmless: the log deduplicates by event id.
-                tracing::debug!(error = %e, "ack failed; the messages will be redelivered");
-            }
-        }
-    }
-}
-
-/// The newest message of each consumer in `batch` (a message without JetStream metadata is
-/// acked on its own).
-fn newest_per_consumer(batch: &[jetstream::Message]) -> Vec<&jetstream::Message> {
-    let mut seen: Vec<(&str, &str)> = Vec::new();
-    let mut out = Vec::new();
-    for m in batch.iter().rev() {
-        match m.info() {
-            Ok(info) if seen.contains(&(info.stream, info.consumer)) => {}
-            Ok(info) => {
-                seen.push((info.stream, info.consumer));
-                out.push(m);
-            }
-            Err(_) => out.push(m),
-        }
-    }
-    out
 }

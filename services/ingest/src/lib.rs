@@ -1,9 +1,9 @@
 //! fleetbus ingest: the agent HTTP front door and the keeper of the event log.
 //!
 //! Ingest is the only writer of the hash-chained redb log ([`log`]) and of the projections
-//! folded from it ([`state`]). It consumes `EVENTS` and `SECRETS` with durable pull consumers,
-//! appends in group-committed durable transactions ([`writer`]) and acks each message only after
-//! its commit; answers agents over HTTP only after their events are committed ([`api`]); turns
+//! folded from it ([`state`]). It reads `EVENTS` and `SECRETS` in order from the positions the
+//! log records with every commit ([`bus::consume_events`]), appends in group-committed durable
+//! transactions ([`writer`]); answers agents over HTTP only after their events are committed ([`api`]); turns
 //! host/agent/user/alert/config commands into events ([`commands`]); and answers `fleet.q.*`
 //! read-model queries ([`queries`]).
 
@@ -21,6 +21,8 @@ pub mod writer;
 
 use std::sync::{Arc, RwLock};
 
+use fleetbus_bus_config::streams;
+use fleetbus_runtime::reader::StreamReader;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +89,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let metrics = Arc::new(metrics::Metrics::default());
     let (head_tx, head_rx) = watch::channel(head);
     let (tx, rx) = mpsc::channel(config.log.queue);
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let writer = writer::spawn(
         store.clone(),
         state.clone(),
@@ -95,7 +96,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         metrics.clone(),
         head_tx,
         rx,
-        ack_tx,
         writer::WriterConfig {
             max_batch: config.log.max_batch,
             snapshot_every: config.log.snapshot_every,
@@ -128,25 +128,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             r
         })
     };
-    let acker = tokio::spawn(bus::acker(ack_rx));
-
     let mut bus_tasks: JoinSet<Result<(), IngestError>> = JoinSet::new();
-    bus_tasks.spawn(bus::consume_events(
-        js.clone(),
-        fleetbus_bus_config::streams::EVENTS_STREAM,
-        fleetbus_bus_config::streams::INGEST_EVENTS,
-        tx.clone(),
-        metrics.clone(),
-        bus_stop.clone(),
-    ));
-    bus_tasks.spawn(bus::consume_events(
-        js.clone(),
-        fleetbus_bus_config::streams::SECRETS_STREAM,
-        fleetbus_bus_config::streams::INGEST_SECRETS,
-        tx.clone(),
-        metrics.clone(),
-        bus_stop.clone(),
-    ));
+    for (stream, consumer) in [
+        (streams::EVENTS_STREAM, streams::INGEST_EVENTS),
+        (streams::SECRETS_STREAM, streams::INGEST_SECRETS),
+    ] {
+        // Resume right after the last message the log took in, whatever happened to the
+        // process that read it before.
+        let position = store.position(stream)?;
+        tracing::info!(
+            stream,
+            position,
+            "resuming the stream after the log's position"
+        );
+        let reader =
+            StreamReader::new(js.clone(), stream, consumer, position + 1, bus_stop.clone());
+        bus_tasks.spawn(bus::consume_events(
+            reader,
+            stream,
+            tx.clone(),
+            metrics.clone(),
+        ));
+    }
     drop(tx);
     for area in commands::AREAS {
         bus_tasks.spawn(commands::consume_area(
@@ -216,7 +219,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let written = writer_join
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))?;
-    let _ = acker.await;
     written?;
     let snap = tokio::task::spawn_blocking(move || {
         let guard = state.read().unwrap_or_else(|p| p.into_inner());

@@ -2,14 +2,14 @@
 //! batch (group commit: whatever arrived while the previous fsync ran, up to `max_batch`; under
 //! sustained load it lingers a few milliseconds for the group to fill, since each durable
 //! commit has a fixed cost that small groups pay again and again),
-//! appends and folds the batch in one durable transaction, then wakes the commit hub and hands
-//! the JetStream messages to the acker — so a message is acked only after its commit.
+//! appends and folds the batch in one durable transaction — recording in it how far into each
+//! stream the batch reaches — then wakes the commit hub. Nothing is acknowledged to JetStream:
+//! the log's own stream positions are where ingest resumes after a restart.
 
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use tokio::sync::{mpsc, watch};
 
 use crate::hub::Hub;
@@ -22,8 +22,8 @@ use crate::state::State;
 pub struct Pending {
     /// The entry.
     pub entry: NewEntry,
-    /// The JetStream message to ack after the commit.
-    pub message: Option<jetstream::Message>,
+    /// Where it came from: `(stream, stream sequence)`, recorded with the commit.
+    pub position: Option<(&'static str, u64)>,
 }
 
 /// Writer settings.
@@ -77,7 +77,6 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     head_tx: watch::Sender<Head>,
     mut rx: mpsc::Receiver<Pending>,
-    acks: mpsc::UnboundedSender<Vec<jetstream::Message>>,
     config: WriterConfig,
 ) -> std::io::Result<JoinHandle<Result<(), LogError>>> {
     std::thread::Builder::new()
@@ -88,11 +87,16 @@ pub fn spawn(
             let mut sustained = false;
             while let Some(first) = rx.blocking_recv() {
                 entries.clear();
-                let mut batch_messages = Vec::with_capacity(max.min(64));
+                // The last position of each stream in the batch (messages of one stream arrive
+                // in stream order).
+                let mut positions: Vec<(&str, u64)> = Vec::with_capacity(2);
                 let mut push = |p: Pending, entries: &mut Vec<NewEntry>| {
                     entries.push(p.entry);
-                    if let Some(m) = p.message {
-                        batch_messages.push(m);
+                    if let Some((stream, seq)) = p.position {
+                        match positions.iter_mut().find(|(s, _)| *s == stream) {
+                            Some(at) => at.1 = seq,
+                            None => positions.push((stream, seq)),
+                        }
                     }
                 };
                 push(first, &mut entries);
@@ -118,7 +122,10 @@ pub fn spawn(
                     let mut guard = state.write().unwrap_or_else(|p| p.into_inner());
                     store.stage_batch(&entries, &mut *guard, config.snapshot_every)
                 }
-                .and_then(|staged| staged.commit());
+                .and_then(|mut staged| {
+                    staged.record_positions(&positions)?;
+                    staged.commit()
+                });
                 let (outcomes, head) = match result {
                     Ok(ok) => ok,
                     Err(e) => {
@@ -133,9 +140,6 @@ pub fn spawn(
                 // Head first: whoever is woken may ask for it.
                 head_tx.send_replace(head);
                 hub.notify(entries.iter().map(|e| e.envelope.id).zip(outcomes.iter().copied()));
-                if !batch_messages.is_empty() && acks.send(batch_messages).is_err() {
-                    tracing::warn!("acker is gone; committed messages will be redelivered and deduplicated");
-                }
             }
             Ok(())
         })

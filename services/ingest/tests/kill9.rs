@@ -1,29 +1,42 @@
-//! Crash safety with the real binary: agents push batches (resending each until it gets a 202)
-//! while `fleetbus-ingest` is killed with SIGKILL several times and restarted. Afterwards every
-//! acknowledged report is in the log exactly once, the chain verifies and rebuild equals the
-//! stored snapshots.
+//! Crash safety with the real binary, at the timing systemd's `RestartSec` gives production:
+//! agents push batches over HTTP (resending each until it gets a 202) while services publish
+//! events straight onto the bus, and `fleetbus-ingest` is killed with SIGKILL twenty times at
+//! random moments and restarted after a random 0.2–3 s. Afterwards every acknowledged event
+//! (an HTTP 202, a JetStream publish ack) is in the log exactly once, no agent's resend waited
+//! for JetStream's duplicate window to pass, the chain verifies and rebuild equals the stored
+//! snapshots.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::{self, context::Publish};
+use bytes::Bytes;
 use common::*;
+use fleetbus_bus_config::streams::DUPLICATE_WINDOW;
 use fleetbus_bus_config::Role;
 use fleetbus_ingest::api::ReportsBody;
 use fleetbus_ingest::log::LogStore;
 use fleetbus_ingest::State;
+use fleetbus_schemas::events::agent::AgentReport;
 use fleetbus_schemas::events::{AgentEvent, Event};
-use fleetbus_schemas::EventId;
+use fleetbus_schemas::queries::{model, Committed, CommittedQuery, Reply};
+use fleetbus_schemas::{Actor, Envelope, EventId};
 use fleetbus_testkit::NatsServer;
+use rand::{Rng, SeedableRng};
 
 const AGENTS: usize = 3;
-const BATCHES: usize = 40;
-const PER_BATCH: usize = 50;
-const KILLS: usize = 3;
+const BATCHES: usize = 60;
+const PER_BATCH: usize = 25;
+const KILLS: usize = 20;
+/// Services publishing on the bus while ingest dies, each this many events per 50 ms.
+const PUBLISHERS: usize = 2;
+const PER_TICK: usize = 10;
 
 fn spawn_ingest(config_path: &Path, log: &Path) -> Child {
     let out = std::fs::OpenOptions::new()
@@ -35,7 +48,7 @@ fn spawn_ingest(config_path: &Path, log: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_fleetbus-ingest"))
         .arg("--config")
         .arg(config_path)
-        .env("RUST_LOG", "fleetbus_ingest=info")
+        .env("RUST_LOG", "fleetbus_ingest=info,fleetbus_runtime=info")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -43,8 +56,127 @@ fn spawn_ingest(config_path: &Path, log: &Path) -> Child {
         .expect("spawn fleetbus-ingest")
 }
 
+/// A report as a service would publish it on the bus (not through the agent API).
+fn bus_report(agent: &TestAgent, n: u64) -> Envelope {
+    let r = report(agent, n);
+    Envelope::new(
+        "scheduler",
+        Actor::agent(r.agent.as_str()),
+        None,
+        Event::Agent(AgentEvent::Reported(AgentReport {
+            agent: r.agent,
+            host: r.host,
+            agent_version: r.agent_version,
+            resources: r.resources,
+            services: r.services,
+            config_version: r.config_version,
+            config_hash: r.config_hash,
+        })),
+    )
+}
+
+/// Publishes on the bus until `stop`, recording every id JetStream acknowledged.
+async fn publish_on_bus(
+    js: jetstream::Context,
+    agent: TestAgent,
+    acked: Arc<Mutex<Vec<EventId>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let mut acks = Vec::with_capacity(PER_TICK);
+        for _ in 0..PER_TICK {
+            n += 1;
+            let env = bus_report(&agent, n);
+            let bytes = fleetbus_schemas::encode(&env).expect("encode");
+            let publish = Publish::build()
+                .payload(Bytes::from(bytes))
+                .message_id(env.id.to_string());
+            let ack = js
+                .send_publish(env.subject(), publish)
+                .await
+                .expect("publish");
+            acks.push((env.id, ack));
+        }
+        for (id, ack) in acks {
+            ack.await.expect("JetStream acknowledges the event");
+            acked.lock().expect("lock").push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pushes `BATCHES` batches over HTTP, resending each until it gets a 202. Returns the number
+/// of resends and the longest time one batch took from its first send to its 202.
+async fn push_over_http(
+    http: reqwest::Client,
+    base: String,
+    agent: TestAgent,
+    i: usize,
+    acked: Arc<Mutex<HashSet<EventId>>>,
+) -> (u32, Duration) {
+    let mut retries = 0u32;
+    let mut longest = Duration::ZERO;
+    for b in 0..BATCHES {
+        let batch = ReportsBody {
+            reports: (0..PER_BATCH)
+                .map(|n| report(&agent, (i * 100_000 + b * PER_BATCH + n) as u64))
+                .collect(),
+        };
+        let first_sent = Instant::now();
+        loop {
+            // A resend must not wait for JetStream to forget the first copy (the bug this
+            // guards against: 503 until the duplicate window had passed).
+            assert!(
+                first_sent.elapsed() < DUPLICATE_WINDOW / 2,
+                "agent {i} could not deliver batch {b} within half the duplicate window"
+            );
+            let resp = http
+                .post(format!("{base}/v1/agents/{}/reports", agent.agent))
+                .bearer_auth(&agent.key)
+                .json(&batch)
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status() == 202 => {
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .extend(batch.reports.iter().map(|r| r.id));
+                    break;
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    assert!(
+                        status.is_server_error(),
+                        "unexpected {status}: {:?}",
+                        r.text().await
+                    );
+                }
+                Err(_) => {}
+            }
+            retries += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        longest = longest.max(first_sent.elapsed());
+    }
+    (retries, longest)
+}
+
+/// Waits (bounded) until `id` is committed: events are read in stream order, so the last one
+/// a publisher had acknowledged being there means all of its earlier ones are too.
+async fn wait_committed(client: &async_nats::Client, id: EventId) {
+    for _ in 0..30 {
+        let q = CommittedQuery { id, wait_ms: 5_000 };
+        if let Reply::Ok(Committed { .. }) = query_reply(client, model::COMMITTED, &q).await {
+            return;
+        }
+    }
+    panic!("event {id} never reached the log");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_during_load_loses_nothing_acknowledged_and_doubles_nothing() {
+async fn sigkill_at_restart_sec_timing_loses_nothing_acknowledged_and_doubles_nothing() {
     let server = NatsServer::start();
     ensure_test_streams(&server).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -57,91 +189,91 @@ async fn sigkill_during_load_loses_nothing_acknowledged_and_doubles_nothing() {
     let mut child = spawn_ingest(&config_path, &log_file);
     wait_healthy(config.http_addr).await;
 
+    let seed: u64 = rand::random();
+    println!("kill timing seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
     let admin_client = server.client(Role::Admin).await;
     let mut agents = Vec::new();
-    for i in 0..AGENTS {
+    for i in 0..AGENTS + PUBLISHERS {
         agents.push(add_agent(&admin_client, &format!("db-{i}")).await);
     }
+    let bus_agents = agents.split_off(AGENTS);
 
     let base = format!("http://{}", config.http_addr);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
-    let acked: Arc<std::sync::Mutex<HashSet<EventId>>> = Arc::default();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let http_acked: Arc<Mutex<HashSet<EventId>>> = Arc::default();
     let mut senders = tokio::task::JoinSet::new();
     for (i, agent) in agents.into_iter().enumerate() {
-        let (http, base, acked) = (http.clone(), base.clone(), acked.clone());
-        senders.spawn(async move {
-            let mut retries = 0u32;
-            for b in 0..BATCHES {
-                let batch = ReportsBody {
-                    reports: (0..PER_BATCH)
-                        .map(|n| report(&agent, (i * 100_000 + b * PER_BATCH + n) as u64))
-                        .collect(),
-                };
-                loop {
-                    assert!(
-                        Instant::now() < deadline,
-                        "agent {i} could not deliver batch {b} in time"
-                    );
-                    let resp = http
-                        .post(format!("{base}/v1/agents/{}/reports", agent.agent))
-                        .bearer_auth(&agent.key)
-                        .json(&batch)
-                        .send()
-                        .await;
-                    match resp {
-                        Ok(r) if r.status() == 202 => {
-                            let mut set = acked.lock().expect("lock");
-                            set.extend(batch.reports.iter().map(|r| r.id));
-                            break;
-                        }
-                        Ok(r) => {
-                            let status = r.status();
-                            assert!(
-                                status.is_server_error(),
-                                "unexpected {status}: {:?}",
-                                r.text().await
-                            );
-                        }
-                        Err(_) => {}
-                    }
-                    retries += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            retries
-        });
+        senders.spawn(push_over_http(
+            http.clone(),
+            base.clone(),
+            agent,
+            i,
+            http_acked.clone(),
+        ));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let bus_acked: Vec<Arc<Mutex<Vec<EventId>>>> =
+        (0..PUBLISHERS).map(|_| Arc::default()).collect();
+    let mut publishers = tokio::task::JoinSet::new();
+    for (agent, acked) in bus_agents.into_iter().zip(&bus_acked) {
+        let js = jetstream::new(server.client(Role::Scheduler).await);
+        publishers.spawn(publish_on_bus(js, agent, acked.clone(), stop.clone()));
     }
 
-    // Kill -9 and restart while the agents push.
-    for k in 0..KILLS {
-        let target = (k + 1) * AGENTS * BATCHES * PER_BATCH / (KILLS + 2);
-        while acked.lock().expect("lock").len() < target && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    // Kill -9 at a random moment of each run, restart after a random 0.2–3 s.
+    let mut downtimes = Vec::new();
+    for _ in 0..KILLS {
+        wait_healthy(config.http_addr).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..1500))).await;
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let down = Duration::from_millis(rng.gen_range(200..3000));
+        downtimes.push(down);
+        tokio::time::sleep(down).await;
         child = spawn_ingest(&config_path, &log_file);
     }
-    let mut retries = 0;
-    while let Some(r) = senders.join_next().await {
-        retries += r.expect("sender");
+    stop.store(true, Ordering::Relaxed);
+    while let Some(r) = publishers.join_next().await {
+        r.expect("publisher");
     }
+    let (mut retries, mut longest) = (0, Duration::ZERO);
+    while let Some(r) = senders.join_next().await {
+        let (n, l) = r.expect("sender");
+        retries += n;
+        longest = longest.max(l);
+    }
+    println!(
+        "{KILLS} kills, downtimes {:?}..{:?}; {retries} HTTP resends, longest batch {longest:?}",
+        downtimes.iter().min(),
+        downtimes.iter().max()
+    );
     assert!(
         retries > 0,
         "the kills interrupted nobody; the test proved nothing"
     );
-    // Let the restarted ingest drain, then stop it hard one last time.
+
+    // Let the restarted ingest take in everything the publishers had acknowledged, then stop
+    // it hard one last time.
     wait_healthy(config.http_addr).await;
+    let ingest_client = server.client(Role::Web).await;
+    for acked in &bus_acked {
+        let last = *acked.lock().expect("lock").last().expect("published");
+        wait_committed(&ingest_client, last).await;
+    }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 
-    let acked = acked.lock().expect("lock").clone();
-    assert_eq!(acked.len(), AGENTS * BATCHES * PER_BATCH);
+    let http_acked = http_acked.lock().expect("lock").clone();
+    assert_eq!(http_acked.len(), AGENTS * BATCHES * PER_BATCH);
+    let mut bus_ids = HashSet::new();
+    for acked in &bus_acked {
+        bus_ids.extend(acked.lock().expect("lock").iter().copied());
+    }
     let store = LogStore::open(log_path(dir.path())).expect("open log");
     let mut seen: HashMap<EventId, u32> = HashMap::new();
     for e in store.export(1).expect("export") {
@@ -150,9 +282,20 @@ async fn sigkill_during_load_loses_nothing_acknowledged_and_doubles_nothing() {
             *seen.entry(env.id).or_default() += 1;
         }
     }
-    let missing = acked.iter().filter(|id| !seen.contains_key(id)).count();
-    assert_eq!(missing, 0, "acknowledged reports lost");
-    assert!(seen.values().all(|n| *n == 1), "a report was stored twice");
+    let lost_http = http_acked
+        .iter()
+        .filter(|id| !seen.contains_key(id))
+        .count();
+    let lost_bus = bus_ids.iter().filter(|id| !seen.contains_key(id)).count();
+    println!(
+        "acknowledged: {} over HTTP, {} on the bus; lost {lost_http} + {lost_bus}",
+        http_acked.len(),
+        bus_ids.len()
+    );
+    assert_eq!(lost_http, 0, "reports acknowledged over HTTP were lost");
+    assert_eq!(lost_bus, 0, "events acknowledged by JetStream were lost");
+    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "stored twice: {doubled:?}");
     let report = store.verify().expect("verify");
     assert!(report.ok(), "{report:?}");
     let (rebuild, _) = store.rebuild_as::<State>().expect("rebuild");

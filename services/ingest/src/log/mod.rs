@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use tables::{DEDUP, ENTRIES, HEAD_KEY, META, SNAPSHOTS, TIME_INDEX};
+use tables::{DEDUP, ENTRIES, HEAD_KEY, META, POSITIONS, SNAPSHOTS, TIME_INDEX};
 
 /// SHA-256 digest length.
 pub const HASH_LEN: usize = 32;
@@ -452,6 +452,7 @@ impl LogStore {
             txn.open_table(DEDUP)?;
             txn.open_table(TIME_INDEX)?;
             txn.open_table(SNAPSHOTS)?;
+            txn.open_table(POSITIONS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get(HEAD_KEY)?.is_none() {
                 meta.insert(HEAD_KEY, Head::EMPTY.encode().as_slice())?;
@@ -462,6 +463,13 @@ impl LogStore {
             db: Arc::new(db),
             path,
         })
+    }
+
+    /// The stream sequence the log has taken in up to (0: nothing of that stream yet).
+    pub fn position(&self, stream: &str) -> Result<u64, LogError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(POSITIONS)?;
+        Ok(table.get(stream)?.map(|v| v.value()).unwrap_or(0))
     }
 
     /// The file path.
@@ -886,6 +894,22 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Records, in the same transaction, how far into each stream the batch reaches: `(stream,
+    /// sequence of its last message in the batch)`. A position never moves backwards.
+    pub fn record_positions(&mut self, positions: &[(&str, u64)]) -> Result<(), LogError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut table = self.txn.open_table(POSITIONS)?;
+        for (stream, seq) in positions {
+            let stored = table.get(*stream)?.map(|v| v.value()).unwrap_or(0);
+            if *seq > stored {
+                table.insert(*stream, *seq)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Commits durably; returns what became of each event and the new head.
     pub fn commit(self) -> Result<(Vec<Appended>, Head), LogError> {
         self.txn.commit()?;

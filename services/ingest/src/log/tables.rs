@@ -18,6 +18,11 @@ pub(crate) const TIME_INDEX: TableDefinition<u64, u64> = TableDefinition::new("t
 /// applied; written in the same transaction as that entry.
 pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 
+/// `stream name → sequence of the last message of that stream the log has taken in` (appended
+/// or found to be a duplicate), written in the same transaction as the entries. Ingest resumes
+/// each stream right after it, whatever any consumer's ack floor says.
+pub(crate) const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
+
 /// Small named values: `head` = `seq u64 BE | hash[32] | last commit ms u64 BE`.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
