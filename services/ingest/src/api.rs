@@ -6,7 +6,6 @@
 //! - `POST /v1/agents/{agent}/reports` — `{"reports": [ReportBody, …]}` (at most 500)
 //! - `POST /v1/agents/{agent}/events`  — `{"events": [NoticeBody, …]}` (at most 500)
 //! - `POST /v1/checks/{check}/ping`    — optional `{"id": ULID}`; any valid agent key
-//! - `GET  /healthz`
 //!
 //! Auth: `Authorization: Bearer <key>`; ingest knows only SHA-256 hashes of keys (from
 //! `KeyIssued` events) and compares them in constant time.
@@ -22,7 +21,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use fleetbus_schemas::events::agent::{
@@ -294,21 +293,7 @@ pub fn app(state: Arc<ApiState>) -> Router {
             "/v1/checks/{check}/ping",
             post(post_ping).layer(DefaultBodyLimit::max(single)),
         )
-        .route("/healthz", get(healthz))
         .with_state(state)
-}
-
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
-    head_seq: u64,
-}
-
-async fn healthz(AxState(state): AxState<Arc<ApiState>>) -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        head_seq: state.shared.head.borrow().seq,
-    })
 }
 
 fn sha256_hex(key: &str) -> String {

@@ -12,6 +12,7 @@ pub mod bus;
 pub mod commands;
 pub mod config;
 pub mod fleet;
+pub mod health;
 pub mod hub;
 pub mod log;
 pub mod metrics;
@@ -129,6 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         })
     };
     let mut bus_tasks: JoinSet<Result<(), IngestError>> = JoinSet::new();
+    let mut readers = Vec::new();
     for (stream, consumer) in [
         (streams::EVENTS_STREAM, streams::INGEST_EVENTS),
         (streams::SECRETS_STREAM, streams::INGEST_SECRETS),
@@ -143,6 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         );
         let reader =
             StreamReader::new(js.clone(), stream, consumer, position + 1, bus_stop.clone());
+        readers.push((stream, reader.status()));
         bus_tasks.spawn(bus::consume_events(
             reader,
             stream,
@@ -177,6 +180,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         js.clone(),
         config.limits.clone(),
     )));
+    let app = app.merge(health::router(Arc::new(health::Health {
+        client: client.clone(),
+        js: js.clone(),
+        store: store.clone(),
+        readers,
+        head: shared.head.clone(),
+        writer_failed: writer_failed.clone(),
+    })));
     let app = app.merge(
         fleet::router(
             shared.clone(),

@@ -12,9 +12,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, Context};
+use async_nats::jetstream::{self, Context};
 use chrono::{DateTime, Utc};
 use fleetbus_bus_config::{CommandArea, Retention};
+use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::commands::NotifyCommand;
 use fleetbus_schemas::events::notification::SuppressedBy;
 use fleetbus_schemas::events::system::RejectKind;
@@ -98,16 +99,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Noti
         .map_err(|e| nats_err("EVENTS info")(&e))?
         .state
         .last_sequence;
-    let mut events = events_stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats_err("create ordered consumer on EVENTS")(&e))?
-        .messages()
-        .await
-        .map_err(|e| nats_err("consume EVENTS")(&e))?;
+    // Recreates its consumer by itself (a gap, a missed 1 s heartbeat, a server restart), so
+    // decisions resume within seconds of the bus coming back. One name per process.
+    let mut events = StreamReader::new(
+        js.clone(),
+        EVENTS_STREAM,
+        format!("notifier-{}", ulid::Ulid::new()),
+        1,
+        shutdown.clone(),
+    );
 
     let area = CommandArea::Notify;
     let def = fleetbus_bus_config::definitions(&Retention::default(), 1)
@@ -165,16 +165,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Noti
         tokio::select! {
             () = shutdown.cancelled() => break,
             msg = events.next() => {
-                let Some(msg) = msg else {
-                    return Err(NotifierError::Nats("EVENTS consumer ended".into()));
-                };
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "EVENTS consumer error (ordered consumer recreates itself)");
-                        continue;
-                    }
-                };
+                // `None` only once shutdown is requested.
+                let Some(msg) = msg else { break };
                 let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
                 match fleetbus_schemas::decode::<Envelope>(&msg.payload) {
                     Ok(env) => d.on_event(&env),

@@ -97,8 +97,9 @@ impl StreamReader {
                 continue;
             };
             let next = tokio::select! {
-                n = messages.next() => n,
+                biased;
                 () = self.shutdown.cancelled() => return None,
+                n = messages.next() => n,
             };
             let problem = match next {
                 Some(Ok(message)) => match message.info() {

@@ -1,4 +1,4 @@
-//! The event hub: one ordered JetStream consumer over the EVENTS stream feeds
+//! The event hub: one in-order reader of the EVENTS stream ([`StreamReader`]) feeds
 //! - the live stream (SSE) with a ring buffer for `Last-Event-ID` resume,
 //! - waiters for the outcome of commands this service published (matched by causation id),
 //! - a private, rebuildable fold of what no query model answers (jobs, tasks, schedules,
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use fleetbus_runtime::reader::{ReaderStatus, StreamReader};
 use fleetbus_schemas::events::SystemEvent;
 use fleetbus_schemas::subjects::EVENTS_STREAM;
 use fleetbus_schemas::{CommandId, Envelope, Event};
@@ -241,66 +242,42 @@ impl Hub {
         let _ = self.tx.send(event);
     }
 
-    /// Consumes the EVENTS stream from the start until shutdown, re-attaching on errors.
+    /// Reads the EVENTS stream from the start until shutdown. The reader recreates its
+    /// consumer by itself (a gap, a missed 1 s heartbeat, a server restart) from the last event
+    /// pushed, so the live feed is back within seconds of the bus.
     pub async fn run(
         self: Arc<Self>,
         js: async_nats::jetstream::Context,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(200);
-        while !shutdown.is_cancelled() {
-            match self.consume_once(&js, &shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    self.consuming.store(false, Ordering::Release);
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event stream unavailable");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        // One name per process: replicas of web never delete each other's reader.
+        let name = format!("web-live-{}", ulid::Ulid::new());
+        let mut reader = StreamReader::new(
+            js.clone(),
+            EVENTS_STREAM,
+            name,
+            self.last_seq() + 1,
+            shutdown.clone(),
+        );
+        let mut status = reader.status();
+        let hub = self.clone();
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                let consuming = *status.borrow_and_update() == ReaderStatus::Consuming;
+                hub.consuming.store(consuming, Ordering::Release);
+            }
+        });
+        // An empty stream has nothing to catch up with.
+        if let Ok(mut stream) = js.get_stream(EVENTS_STREAM).await {
+            if stream
+                .info()
+                .await
+                .is_ok_and(|i| i.state.last_sequence < self.last_seq() + 1)
+            {
+                self.caught_up.store(true, Ordering::Release);
             }
         }
-    }
-
-    async fn consume_once(
-        &self,
-        js: &async_nats::jetstream::Context,
-        shutdown: &CancellationToken,
-    ) -> Result<(), String> {
-        let stream = js
-            .get_stream(EVENTS_STREAM)
-            .await
-            .map_err(|e| format!("get stream {EVENTS_STREAM}: {e}"))?;
-        let start = self.last_seq() + 1;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("create ordered consumer: {e}"))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| format!("consume: {e}"))?;
-        self.consuming.store(true, Ordering::Release);
-        // An empty stream has nothing to catch up with.
-        if stream.cached_info().state.last_sequence < start {
-            self.caught_up.store(true, Ordering::Release);
-        }
-        loop {
-            let next = tokio::select! {
-                next = messages.next() => next,
-                () = shutdown.cancelled() => return Ok(()),
-            };
-            let Some(message) = next else {
-                return Err("event stream ended".into());
-            };
-            let message = message.map_err(|e| format!("read event: {e}"))?;
+        while let Some(message) = reader.next().await {
             let Ok(info) = message.info() else {
                 continue;
             };
