@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, context::Publish};
+use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::events::system::RejectKind;
-use fleetbus_schemas::subjects::{COMMANDS_STREAM, EVENTS_ALL, EVENTS_STREAM, OUTPUT_STREAM};
+use fleetbus_schemas::subjects::{COMMANDS_STREAM, EVENTS_STREAM, OUTPUT_STREAM};
 use fleetbus_schemas::{decode, encode, Actor, CommandEnvelope, Envelope};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +24,6 @@ const PUBLISH_ATTEMPTS: u32 = 5;
 
 /// One scheduler process on the bus.
 pub struct Scheduler {
-    client: async_nats::Client,
     js: jetstream::Context,
     clock: Arc<dyn Clock>,
     core: Core,
@@ -51,7 +51,6 @@ impl Scheduler {
             .ok()
             .and_then(|v| v.parse().ok());
         Scheduler {
-            client,
             js,
             clock,
             core,
@@ -73,38 +72,28 @@ impl Scheduler {
             .map_err(|e| SchedulerError::js("stream EVENTS info", e))?
             .state
             .last_sequence;
-        let replay = events_stream
-            .create_consumer(consumer::push::OrderedConfig {
-                deliver_subject: self.client.new_inbox(),
-                filter_subject: EVENTS_ALL.to_owned(),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| SchedulerError::js("create ordered consumer on EVENTS", e))?;
-        let mut events = replay
-            .messages()
-            .await
-            .map_err(|e| SchedulerError::js("read EVENTS", e))?;
+        // Recreates its consumer by itself (a gap, a missed 1 s heartbeat, a server restart)
+        // from the last event it returned. One name per process.
+        let mut events = StreamReader::new(
+            self.js.clone(),
+            EVENTS_STREAM,
+            format!("scheduler-{}", ulid::Ulid::new()),
+            1,
+            shutdown.clone(),
+        );
 
         // Catch up with the log before deciding anything: the state is a fold of it.
         let started = std::time::Instant::now();
         let mut replayed: u64 = 0;
         let mut seq: u64 = 0;
         while seq < last_seq {
-            let msg = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                msg = events.next() => msg,
+            // `None` only once shutdown is requested.
+            let Some(msg) = events.next().await else {
+                return Ok(());
             };
-            match msg {
-                Some(Ok(msg)) => {
-                    seq = msg.info().map(|i| i.stream_sequence).unwrap_or(seq);
-                    self.fold(&msg.payload);
-                    replayed += 1;
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "event stream hiccup during replay"),
-                None => return Err(SchedulerError::js("read EVENTS", "stream ended")),
-            }
+            seq = events.next_seq() - 1;
+            self.fold(&msg.payload);
+            replayed += 1;
         }
         tracing::info!(
             events = replayed,
@@ -154,13 +143,12 @@ impl Scheduler {
                 () = clock.sleep_until(wake) => {}
                 msg = events.next() => match msg {
                     // A ping or a stale agent's report is judged at once, not at the next sweep.
-                    Some(Ok(msg)) => {
+                    Some(msg) => {
                         if self.fold(&msg.payload) {
                             next_sweep = self.clock.now();
                         }
                     }
-                    Some(Err(e)) => tracing::warn!(error = %e, "event stream hiccup"),
-                    None => return Err(SchedulerError::js("read EVENTS", "stream ended")),
+                    None => break,
                 },
                 msg = commands_in.next() => match msg {
                     Some(Ok(msg)) => self.command(msg, &shutdown).await,
