@@ -52,32 +52,83 @@ ensure_test_venv() {
     echo "$venv/bin/python"
 }
 
-# Starts a background process, recording its pid; logs go to $FB_STATE/logs/NAME.log.
+# The start time of a live process (clock ticks since boot, field 22 of /proc/PID/stat);
+# fails for a pid that does not exist or is a zombie.
+proc_start() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    # Fields after the command name, which may itself hold spaces: "STATE PPID ... STARTTIME ...".
+    # shellcheck disable=SC2086
+    set -- ${stat##*) }
+    [ "$1" != Z ] || return 1
+    echo "${20}"
+}
+
+# True when the pid file names a process that is running and is the one that was started: a
+# pid file holds "PID STARTTIME", so a dead pid, or one the kernel has since given to another
+# process, does not count.
+pidfile_alive() {
+    local pid start now
+    read -r pid start < "$1" 2>/dev/null || return 1
+    [ -n "$pid" ] && [ -n "${start:-}" ] || return 1
+    now="$(proc_start "$pid")" || return 1
+    [ "$now" = "$start" ]
+}
+
+# Starts a background process, recording its pid and start time; logs go to
+# $FB_STATE/logs/NAME.log. Safe to re-run at any moment: a running copy is left alone, a stale
+# pid file (the process died, or the pid now belongs to something else) is replaced.
 start_bg() {
     local name="$1"; shift
     mkdir -p "$FB_STATE/pids" "$FB_STATE/logs"
     local pidfile="$FB_STATE/pids/$name.pid"
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-        say "$name already running (pid $(cat "$pidfile"))"
-        return 0
+    if [ -f "$pidfile" ]; then
+        if pidfile_alive "$pidfile"; then
+            say "$name already running (pid $(cut -d' ' -f1 "$pidfile"))"
+            return 0
+        fi
+        rm -f "$pidfile"
     fi
     nohup "$@" >>"$FB_STATE/logs/$name.log" 2>&1 &
-    echo $! > "$pidfile"
-    say "started $name (pid $!)"
+    local pid=$!
+    echo "$pid $(proc_start "$pid" || echo gone)" > "$pidfile"
+    say "started $name (pid $pid)"
 }
 
-# Stops what start_bg started, by pid: TERM, then KILL after a grace period.
+# Stops what start_bg started, by pid: TERM, then KILL after a grace period. A pid that is no
+# longer the process start_bg started is never signalled.
 stop_bg() {
     local pidfile="$1" name pid
     name="$(basename "$pidfile" .pid)"
-    pid="$(cat "$pidfile" 2>/dev/null)" || return 0
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if pidfile_alive "$pidfile"; then
+        pid="$(cut -d' ' -f1 "$pidfile")"
         kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+        for _ in $(seq 1 50); do pidfile_alive "$pidfile" || break; sleep 0.1; done
+        pidfile_alive "$pidfile" && kill -KILL "$pid" 2>/dev/null
         say "stopped $name (pid $pid)"
     fi
     rm -f "$pidfile"
+}
+
+# Waits until NAME's /healthz at ADDR answers 200 (it reports its bus, readers and writer), or
+# fails at once if the process died, showing the end of its log.
+wait_healthy() {
+    local name="$1" addr="$2" pidfile="$FB_STATE/pids/$1.pid"
+    for _ in $(seq 1 300); do
+        if ! pidfile_alive "$pidfile"; then
+            tail -n 20 "$FB_STATE/logs/$name.log" >&2 || true
+            die "$name exited (log: $FB_STATE/logs/$name.log)"
+        fi
+        python3 - "http://$addr/healthz" <<'PY' && return 0
+import sys, urllib.request
+try:
+    sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=1).status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PY
+        sleep 0.2
+    done
+    die "$name did not become healthy on http://$addr/healthz (see $FB_STATE/logs/$name.log)"
 }
 
 # Waits until a TCP port accepts connections.
