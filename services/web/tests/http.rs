@@ -630,6 +630,35 @@ async fn healthz_reports_the_bus_and_query_path() {
     )
     .await;
     assert!(down, "healthz must answer 503 when the bus is down");
+
+    // Back by itself: the bus, the query path and the live feed (no restart of web).
+    stack.nats.restart();
+    let restarted = std::time::Instant::now();
+    let up = fleetbus_testkit::wait_for(
+        || async {
+            let r = stack
+                .send(Request::get("/healthz").body(Body::empty()).unwrap())
+                .await;
+            r.status == StatusCode::OK
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(up, "healthz did not return to 200 after the bus came back");
+    let seq = stack
+        .publish(
+            Actor::service("test"),
+            None,
+            Event::System(fleetbus_schemas::events::SystemEvent::ComponentStarted {
+                component: "test".into(),
+                version: "1".into(),
+            }),
+        )
+        .await;
+    println!(
+        "web healthy and its live feed at event {seq} {:?} after the bus restart",
+        restarted.elapsed()
+    );
 }
 
 #[tokio::test]
