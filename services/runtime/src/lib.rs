@@ -1,8 +1,10 @@
 //! The small runtime every fleetbus service shares: one shutdown path ([`shutdown`]), tracing
 //! setup ([`init_tracing`]), config loading with environment overrides ([`config::load`]), and
-//! NATS connections with NKey auth ([`nats::connect`]).
+//! NATS connections with NKey auth ([`nats::connect`]), and the HTTP server loop with timeouts and a
+//! connection limit ([`http::serve`]).
 
 pub mod config;
+pub mod http;
 pub mod nats;
 
 use std::path::PathBuf;
