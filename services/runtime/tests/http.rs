@@ -131,7 +131,10 @@ async fn the_connection_limit_holds_and_a_normal_client_is_served_when_a_slot_fr
         .expect("the normal client is served")
         .expect("task");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("127.0.0.1:"), "ConnectInfo reaches handlers: {answer}");
+    assert!(
+        answer.contains("127.0.0.1:"),
+        "ConnectInfo reaches handlers: {answer}"
+    );
     assert_eq!(closed, 2 * limit);
     assert!(
         server.stats.peak() <= limit,
@@ -157,12 +160,15 @@ async fn idle_keep_alive_connections_and_stalled_bodies_are_closed() {
         .write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\nhello")
         .await
         .expect("write");
-    let (idle_seen, stalled_seen) = tokio::time::timeout(
-        Duration::from_millis((HEADER_MS + BODY_MS) * 20),
-        async { (read_to_close(&mut idle).await, read_to_close(&mut stalled).await) },
-    )
-    .await
-    .expect("both connections are closed by the server");
+    let (idle_seen, stalled_seen) =
+        tokio::time::timeout(Duration::from_millis((HEADER_MS + BODY_MS) * 20), async {
+            (
+                read_to_close(&mut idle).await,
+                read_to_close(&mut stalled).await,
+            )
+        })
+        .await
+        .expect("both connections are closed by the server");
     assert!(idle_seen.starts_with("HTTP/1.1 200"), "{idle_seen}");
     assert_eq!(
         idle_seen.matches("HTTP/1.1").count(),
