@@ -160,11 +160,25 @@ mod tests {
                 "127.0.0.1:9191".to_owned(),
             ),
             ("FLEETBUS_WEB__SESSION_IDLE_S".to_owned(), "60".to_owned()),
+            (
+                "FLEETBUS_WEB__TRUSTED_PROXIES".to_owned(),
+                r#"["10.0.0.9", "::1"]"#.to_owned(),
+            ),
+            (
+                "FLEETBUS_WEB__HTTP__HEADER_READ_TIMEOUT_MS".to_owned(),
+                "2500".to_owned(),
+            ),
         ];
         let c: WebConfig =
             fleetbus_runtime::config::load_with_env(None, "web", &env).expect("load");
         assert_eq!(c.http_addr.port(), 9191);
         assert_eq!(c.session_idle_s, 60);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.http.header_read_timeout_ms, 2500);
+        assert_eq!(
+            c.http.max_connections,
+            HttpLimits::default().max_connections
+        );
         assert!(c.validate().is_ok());
         let bad = vec![("FLEETBUS_WEB__LISTEN".to_owned(), "x".to_owned())];
         let err = fleetbus_runtime::config::load_with_env::<WebConfig>(None, "web", &bad)

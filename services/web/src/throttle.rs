@@ -155,6 +155,25 @@ impl LoginThrottle {
         }
     }
 
+    /// The attempt could not be decided (the bus did not answer): it does not count.
+    pub async fn forgive(&self, account: &str, address: &str) {
+        let changed = {
+            let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (account.to_owned(), address.to_owned());
+            match map.get_mut(&key) {
+                Some(entry) if entry.failures > 1 => {
+                    entry.failures -= 1;
+                    true
+                }
+                Some(_) => map.remove(&key).is_some(),
+                None => false,
+            }
+        };
+        if changed {
+            self.save().await;
+        }
+    }
+
     /// Drops keys that block nobody now; if that is not enough, the oldest ones.
     fn shrink(&self, map: &mut HashMap<(String, String), Entry>, now_ms: i64) {
         let policy = self.policy;
@@ -321,6 +340,12 @@ mod tests {
             .attempt("ann", "10.0.0.1", at(7))
             .await
             .expect("waited");
+        // An attempt the bus could not decide is taken back: the wait is that of 5 failures.
+        reloaded.forgive("ann", "10.0.0.1").await;
+        assert_eq!(
+            reloaded.attempt("ann", "10.0.0.1", at(7)).await,
+            Err(Duration::from_secs(4))
+        );
         reloaded.succeeded("ann", "10.0.0.1").await;
         reloaded
             .attempt("ann", "10.0.0.1", at(7))

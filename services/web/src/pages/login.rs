@@ -132,7 +132,10 @@ async fn login(state: &Shared, addr: &str, form: &LoginForm) -> Result<String, W
         {
             Ok(r) => Some(r),
             Err(WebError::NotFound(_)) | Err(WebError::BadRequest(_)) => None,
-            Err(e) => return Err(e),
+            Err(e) => {
+                state.login_throttle.forgive(&account, addr).await;
+                return Err(e);
+            }
         },
         Err(_) => None,
     };
