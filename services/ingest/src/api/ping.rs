@@ -97,3 +97,60 @@ pub(super) async fn post_ping(
     let reply = state.submit(vec![envelope], blocked).await?;
     Ok((StatusCode::ACCEPTED, Json(reply)))
 }
+
+#[cfg(test)]
+mod tests {
+    use fleetbus_schemas::events::check::CheckKind;
+    use fleetbus_schemas::{Actor, HostId};
+
+    use super::*;
+
+    fn event(event: CheckEvent) -> Envelope {
+        Envelope::new(
+            "scheduler",
+            Actor::service("scheduler"),
+            None,
+            Event::Check(event),
+        )
+    }
+
+    #[test]
+    fn checks_fold_definitions_and_deletions_and_survive_a_snapshot() {
+        let web: HostId = "web-1".parse().expect("host");
+        let db: HostId = "db-1".parse().expect("host");
+        let mut checks = Checks::default();
+        checks.apply(&event(CheckEvent::Defined(CheckSpec {
+            check: "cron".parse().expect("check"),
+            kind: CheckKind::Heartbeat {
+                period_s: 60,
+                grace_s: 0,
+            },
+            ping_hosts: vec![web.clone()],
+        })));
+        checks.apply(&event(CheckEvent::Defined(CheckSpec {
+            check: "backup".parse().expect("check"),
+            kind: CheckKind::Deadline {
+                event_kind: "backup_succeeded".into(),
+                host: db.clone(),
+                by: "05:00".into(),
+                time_zone: "UTC".into(),
+            },
+            ping_hosts: vec![],
+        })));
+        let cron: CheckId = "cron".parse().expect("check");
+        let backup: CheckId = "backup".parse().expect("check");
+        let spec = checks.get(&cron).expect("cron");
+        assert!(spec.may_be_pinged_from(&web) && !spec.may_be_pinged_from(&db));
+        let spec = checks.get(&backup).expect("backup");
+        assert!(spec.may_be_pinged_from(&db) && !spec.may_be_pinged_from(&web));
+
+        let bytes = fleetbus_schemas::encode(&checks).expect("encode");
+        let back: Checks = fleetbus_schemas::decode(&bytes).expect("decode");
+        assert_eq!(back, checks);
+
+        checks.apply(&event(CheckEvent::Deleted {
+            check: cron.clone(),
+        }));
+        assert!(checks.get(&cron).is_none());
+    }
+}
