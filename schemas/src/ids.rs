@@ -154,12 +154,61 @@ fn monotonic_ulid() -> ulid::Ulid {
     generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
 }
 
+/// The Crockford base32 alphabet ULIDs are written in (no I, L, O, U).
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Parses the canonical text of a ULID: exactly 26 characters of uppercase Crockford base32,
+/// the first one `0`–`7`.
+///
+/// Stricter than `ulid::Ulid::from_string`, on purpose: that decoder silently drops the bits a
+/// first character above `7` would add beyond 128 (so `81M9…` decoded to the same id as
+/// `01M9…`), and accepts lowercase. Ids are compared as text at the edges (JetStream's
+/// `Nats-Msg-Id`, other languages' tools), so every id has exactly one spelling: the one
+/// `Display` prints.
+pub fn parse_ulid(what: &'static str, value: &str) -> Result<ulid::Ulid, IdError> {
+    let err = |reason| IdError {
+        what,
+        value: value.chars().take(80).collect(),
+        reason,
+    };
+    if value.len() != ulid::ULID_LEN {
+        return Err(err("expected a 26-character ULID"));
+    }
+    let mut n: u128 = 0;
+    for (i, b) in value.bytes().enumerate() {
+        let digit = match CROCKFORD.iter().position(|&c| c == b) {
+            Some(d) => d as u128,
+            None if b.is_ascii_lowercase() => {
+                return Err(err("ULIDs are written in uppercase (canonical form)"))
+            }
+            None => {
+                return Err(err(
+                    "a ULID uses only 0-9 and A-Z without I, L, O and U (Crockford base32)",
+                ))
+            }
+        };
+        if i == 0 && digit > 7 {
+            return Err(err(
+                "the first character of a ULID must be 0-7 (larger values overflow 128 bits)",
+            ));
+        }
+        n = (n << 5) | digit;
+    }
+    Ok(ulid::Ulid(n))
+}
+
 macro_rules! ulid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+        ///
+        /// Text form: a canonical ULID, 26 characters of uppercase Crockford base32 whose first
+        /// is 0-7; any other spelling is refused (JSON and MessagePack alike).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
         #[serde(transparent)]
-        pub struct $name(#[schemars(with = "String")] pub ulid::Ulid);
+        pub struct $name(
+            #[schemars(with = "String", regex(pattern = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"))]
+            pub ulid::Ulid,
+        );
 
         impl $name {
             /// A fresh id, sortable by time and strictly increasing within the process.
@@ -183,11 +232,13 @@ macro_rules! ulid_id {
         impl FromStr for $name {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, IdError> {
-                ulid::Ulid::from_string(s).map(Self).map_err(|_| IdError {
-                    what: stringify!($name),
-                    value: s.chars().take(80).collect(),
-                    reason: "expected a 26-character ULID",
-                })
+                parse_ulid(stringify!($name), s).map(Self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
             }
         }
         impl fmt::Display for $name {
@@ -307,5 +358,51 @@ mod tests {
         let id = EventId::new();
         assert_eq!(id.to_string().parse::<EventId>().unwrap(), id);
         assert!("not-a-ulid".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_of_a_ulid_is_accepted() {
+        let max = "7ZZZZZZZZZZZZZZZZZZZZZZZZZ";
+        assert_eq!(max.parse::<EventId>().unwrap().0, ulid::Ulid(u128::MAX));
+        let id: EventId = "01M9ZQXW8E6GQ8T3VJ4N5R2Y7K".parse().unwrap();
+        assert_eq!(id.to_string(), "01M9ZQXW8E6GQ8T3VJ4N5R2Y7K");
+        // Each of these is accepted by `ulid::Ulid::from_string`; the first decodes to `id`.
+        for (bad, reason) in [
+            ("81M9ZQXW8E6GQ8T3VJ4N5R2Y7K", "0-7"),
+            ("Z1M9ZQXW8E6GQ8T3VJ4N5R2Y7K", "0-7"),
+            ("01m9zqxw8e6gq8t3vj4n5r2y7k", "uppercase"),
+            ("01M9ZQXW8E6GQ8T3VJ4N5R2Y7k", "uppercase"),
+            ("01M9ZQXW8E6GQ8T3VJ4N5R2YIK", "Crockford"),
+            ("01M9ZQXW8E6GQ8T3VJ4N5R2YLK", "Crockford"),
+            ("01M9ZQXW8E6GQ8T3VJ4N5R2YOK", "Crockford"),
+            ("01M9ZQXW8E6GQ8T3VJ4N5R2YUK", "Crockford"),
+            ("01M9ZQXW8E6GQ8T3VJ4N5R2Y7KX", "26"),
+            ("01M9ZQXW8E6GQ8T3VJ4N5R2Y7", "26"),
+            ("", "26"),
+            ("01M9ZQXW8E6GQ8T3VJ4N5R2Y\u{e9}", "Crockford"),
+            ("01M9ZQXW8E6GQ8T3VJ4N5R2Y-K", "Crockford"),
+        ] {
+            let err = bad.parse::<EventId>().expect_err(bad);
+            assert!(err.reason.contains(reason), "{bad}: {err}");
+            assert_eq!(err.what, "EventId");
+        }
+    }
+
+    #[test]
+    fn deserializing_refuses_non_canonical_ulids_in_json_and_msgpack() {
+        let canonical = "01M9ZQXW8E6GQ8T3VJ4N5R2Y7K";
+        let overflowed = "81M9ZQXW8E6GQ8T3VJ4N5R2Y7K";
+        let id: EventId = serde_json::from_str(&format!("\"{canonical}\"")).unwrap();
+        assert_eq!(id.to_string(), canonical);
+        let err = serde_json::from_str::<EventId>(&format!("\"{overflowed}\"")).unwrap_err();
+        assert!(err.to_string().contains("0-7"), "{err}");
+
+        let packed = rmp_serde::to_vec(&id).unwrap();
+        assert_eq!(rmp_serde::from_slice::<EventId>(&packed).unwrap(), id);
+        let hostile = rmp_serde::to_vec(overflowed).unwrap();
+        let err = rmp_serde::from_slice::<EventId>(&hostile).unwrap_err();
+        assert!(err.to_string().contains("0-7"), "{err}");
+        let lower = rmp_serde::to_vec(&canonical.to_ascii_lowercase()).unwrap();
+        assert!(rmp_serde::from_slice::<CommandId>(&lower).is_err());
     }
 }

@@ -54,6 +54,19 @@ pub struct CheckSpec {
     pub check: CheckId,
     /// What it watches.
     pub kind: CheckKind,
+    /// Hosts whose agents may ping the check over HTTP (besides a deadline check's own host).
+    /// Empty: a heartbeat check cannot be pinged until hosts are listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ping_hosts: Vec<HostId>,
+}
+
+impl CheckSpec {
+    /// Whether an agent of `host` may ping this check: the host is listed in `ping_hosts`, or
+    /// it is the host of a deadline check. Ingest enforces it (403 otherwise).
+    pub fn may_be_pinged_from(&self, host: &HostId) -> bool {
+        self.ping_hosts.contains(host)
+            || matches!(&self.kind, CheckKind::Deadline { host: own, .. } if own == host)
+    }
 }
 
 /// Check facts.
@@ -119,6 +132,7 @@ impl DomainEvent for CheckEvent {
                     by: "05:00".into(),
                     time_zone: "Europe/Helsinki".into(),
                 },
+                ping_hosts: vec![],
             }),
             Self::Defined(CheckSpec {
                 check: id("cron-ping"),
@@ -126,6 +140,7 @@ impl DomainEvent for CheckEvent {
                     period_s: 300,
                     grace_s: 60,
                 },
+                ping_hosts: vec![],
             }),
             Self::Deleted {
                 check: id("cron-ping"),

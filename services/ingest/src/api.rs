@@ -5,32 +5,38 @@
 //! - `POST /v1/agents/{agent}/report`  — one [`ReportBody`]
 //! - `POST /v1/agents/{agent}/reports` — `{"reports": [ReportBody, …]}` (at most 500)
 //! - `POST /v1/agents/{agent}/events`  — `{"events": [NoticeBody, …]}` (at most 500)
-//! - `POST /v1/checks/{check}/ping`    — optional `{"id": ULID}`; any valid agent key
+//! - `POST /v1/checks/{check}/ping`    — optional `{"id": ULID}`; the key of an agent whose host
+//!   may ping the check ([`ping`]): 404 for an unknown check, 403 for another host's key
 //!
 //! Auth: `Authorization: Bearer <key>`; ingest knows only SHA-256 hashes of keys (from
 //! `KeyIssued` events) and compares them in constant time.
+//!
+//! Ids are ULIDs in their canonical text only (see `fleetbus_schemas::ids::parse_ulid`); an id
+//! used twice in one request is stored once and counted once as a duplicate; event times must
+//! lie within the configured skew of ingest's clock ([`validate::TimeWindow`]).
 
-use std::collections::BTreeMap;
-use std::collections::HashMap;
+mod agent;
+pub mod ping;
+pub mod validate;
+
+pub use ping::Checks;
+pub use validate::{validate_notice, validate_report, TimeWindow};
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State as AxState};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use fleetbus_schemas::events::agent::{
-    AgentEventKind, AgentNotice, AgentReport, Resources, ServiceObservation,
-};
-use fleetbus_schemas::events::{AgentEvent, CheckEvent, Event};
-use fleetbus_schemas::{
-    Actor, AgentId, CheckId, Envelope, EventId, HostId, ServiceName, Severity, SCHEMA_VERSION,
-};
+use fleetbus_schemas::events::agent::{AgentEventKind, Resources, ServiceObservation};
+use fleetbus_schemas::{AgentId, Envelope, EventId, HostId, ServiceName, Severity};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -153,9 +159,13 @@ pub enum AppError {
     /// No or unknown key (401).
     #[error("{0}")]
     Unauthorized(String),
-    /// The key does not belong to this agent, or it was revoked (403).
+    /// The key does not belong to this agent, or it was revoked, or it may not ping this
+    /// check (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The thing named in the path does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
     /// The body is larger than allowed (413).
     #[error("{0}")]
     TooLarge(String),
@@ -193,6 +203,7 @@ impl IntoResponse for AppError {
         let (status, kind, path) = match &self {
             AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
             AppError::Malformed { path, .. } => {
                 (StatusCode::BAD_REQUEST, "malformed", Some(path.clone()))
@@ -279,19 +290,19 @@ pub fn app(state: Arc<ApiState>) -> Router {
     Router::new()
         .route(
             "/v1/agents/{agent}/report",
-            post(post_report).layer(DefaultBodyLimit::max(single)),
+            post(agent::post_report).layer(DefaultBodyLimit::max(single)),
         )
         .route(
             "/v1/agents/{agent}/reports",
-            post(post_reports).layer(DefaultBodyLimit::max(batch)),
+            post(agent::post_reports).layer(DefaultBodyLimit::max(batch)),
         )
         .route(
             "/v1/agents/{agent}/events",
-            post(post_events).layer(DefaultBodyLimit::max(batch)),
+            post(agent::post_events).layer(DefaultBodyLimit::max(batch)),
         )
         .route(
             "/v1/checks/{check}/ping",
-            post(post_ping).layer(DefaultBodyLimit::max(single)),
+            post(ping::post_ping).layer(DefaultBodyLimit::max(single)),
         )
         .with_state(state)
 }
@@ -410,12 +421,17 @@ impl ApiState {
             .is_blocked(agent)
     }
 
-    /// Publishes the events and waits until each is committed to the log.
+    /// Publishes the events and waits until each is committed to the log. An id that occurs
+    /// again in `envelopes` is not sent twice: the later copy counts as a duplicate.
     async fn submit(
         &self,
-        envelopes: Vec<Envelope>,
+        mut envelopes: Vec<Envelope>,
         blocked: bool,
     ) -> Result<SubmitReply, AppError> {
+        let mut seen = HashSet::with_capacity(envelopes.len());
+        let before = envelopes.len();
+        envelopes.retain(|e| seen.insert(e.id));
+        let repeated = before - envelopes.len();
         let hub = &self.shared.hub;
         let waiters: Vec<_> = envelopes.iter().map(|e| (e.id, hub.wait(e.id))).collect();
         let published = match crate::bus::publish_all(&self.js, &envelopes).await {
@@ -455,7 +471,7 @@ impl ApiState {
             tokio::time::Instant::now() + Duration::from_millis(self.limits.commit_timeout_ms);
         let mut reply = SubmitReply {
             accepted: 0,
-            duplicates: 0,
+            duplicates: repeated,
             seq: 0,
             blocked,
         };
@@ -520,309 +536,4 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         message: e.to_string(),
     })?;
     Ok(value)
-}
-
-fn check_text(
-    path: &str,
-    value: &str,
-    max_chars: usize,
-    allow_newlines: bool,
-) -> Result<(), AppError> {
-    if value.chars().count() > max_chars {
-        return Err(invalid(path, format!("at most {max_chars} characters")));
-    }
-    if let Some(c) = value
-        .chars()
-        .find(|c| c.is_control() && !(allow_newlines && (*c == '\n' || *c == '\t')))
-    {
-        return Err(invalid(
-            path,
-            format!("control character U+{:04X} is not allowed", c as u32),
-        ));
-    }
-    Ok(())
-}
-
-fn check_time(path: &str, time: DateTime<Utc>) -> Result<(), AppError> {
-    if time > Utc::now() + chrono::Duration::minutes(10) {
-        return Err(invalid(
-            path,
-            "is more than 10 minutes in the future; check the host clock",
-        ));
-    }
-    Ok(())
-}
-
-fn check_finite(path: &str, v: f32, max: f32) -> Result<(), AppError> {
-    if !v.is_finite() || v < 0.0 || v > max {
-        return Err(invalid(path, format!("must be between 0 and {max}")));
-    }
-    Ok(())
-}
-
-/// Checks a report's values; `prefix` is its JSON path (`""` or `reports[3]`).
-pub fn validate_report(prefix: &str, r: &ReportBody) -> Result<(), AppError> {
-    let p = |field: &str| {
-        if prefix.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{prefix}.{field}")
-        }
-    };
-    check_time(&p("time"), r.time)?;
-    if r.agent_version.is_empty() {
-        return Err(invalid(p("agent_version"), "must not be empty"));
-    }
-    check_text(&p("agent_version"), &r.agent_version, 64, false)?;
-    let res = &r.resources;
-    check_finite(&p("resources.cpu_pct"), res.cpu_pct, 100.0)?;
-    check_finite(&p("resources.load1"), res.load1, 1e6)?;
-    check_finite(&p("resources.load5"), res.load5, 1e6)?;
-    check_finite(&p("resources.load15"), res.load15, 1e6)?;
-    if r.services.len() > 256 {
-        return Err(invalid(p("services"), "at most 256 services per report"));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, s) in r.services.iter().enumerate() {
-        if !seen.insert(&s.name) {
-            return Err(invalid(
-                p(&format!("services[{i}].name")),
-                format!("service '{}' is listed twice", s.name),
-            ));
-        }
-        if let Some(d) = &s.detail {
-            check_text(&p(&format!("services[{i}].detail")), d, 200, false)?;
-        }
-    }
-    if let Some(h) = &r.config_hash {
-        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid(
-                p("config_hash"),
-                "must be 64 hex characters (SHA-256)",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a notice's values.
-pub fn validate_notice(prefix: &str, n: &NoticeBody) -> Result<(), AppError> {
-    let p = |field: &str| format!("{prefix}.{field}");
-    check_time(&p("time"), n.time)?;
-    check_text(&p("message"), &n.message, 4096, true)?;
-    if n.fields.len() > 32 {
-        return Err(invalid(p("fields"), "at most 32 fields"));
-    }
-    for (k, v) in &n.fields {
-        if k.is_empty() {
-            return Err(invalid(p("fields"), "field names must not be empty"));
-        }
-        check_text(&p(&format!("fields.{k}")), k, 64, false)?;
-        check_text(&p(&format!("fields.{k}")), v, 1024, false)?;
-    }
-    Ok(())
-}
-
-fn same_agent(path: &AgentId, body: &AgentId, at: &str) -> Result<(), AppError> {
-    if path != body {
-        return Err(AppError::Forbidden(format!(
-            "{at}: agent '{body}' in the body does not match agent '{path}' in the path and key"
-        )));
-    }
-    Ok(())
-}
-
-fn same_host(expected: &Option<HostId>, body: &HostId, at: &str) -> Result<(), AppError> {
-    match expected {
-        Some(h) if h != body => Err(AppError::Forbidden(format!(
-            "{at}: this agent's key was issued for host '{h}', not '{body}'"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn report_envelope(r: ReportBody) -> Envelope {
-    Envelope {
-        id: r.id,
-        time: r.time,
-        source: AGENT_SOURCE.into(),
-        actor: Actor::agent(r.agent.as_str()),
-        causation: None,
-        schema: SCHEMA_VERSION,
-        event: Event::Agent(AgentEvent::Reported(AgentReport {
-            agent: r.agent,
-            host: r.host,
-            agent_version: r.agent_version,
-            resources: r.resources,
-            services: r.services,
-            config_version: r.config_version,
-            config_hash: r.config_hash,
-        })),
-    }
-}
-
-fn notice_envelope(n: NoticeBody) -> Envelope {
-    Envelope {
-        id: n.id,
-        time: n.time,
-        source: AGENT_SOURCE.into(),
-        actor: Actor::agent(n.agent.as_str()),
-        causation: None,
-        schema: SCHEMA_VERSION,
-        event: Event::Agent(AgentEvent::Raised(AgentNotice {
-            agent: n.agent,
-            host: n.host,
-            kind: n.kind,
-            severity: n.severity,
-            message: n.message,
-            service: n.service,
-            fields: n.fields,
-        })),
-    }
-}
-
-fn parse_agent(raw: &str) -> Result<AgentId, AppError> {
-    AgentId::new(raw).map_err(|e| invalid("path.agent", e.to_string()))
-}
-
-/// What agents post: reports and events. Each names the agent and host it claims to come from.
-trait AgentItem {
-    fn claims(&self) -> (&AgentId, &HostId);
-    fn check(&self, at: &str) -> Result<(), AppError>;
-    fn into_envelope(self) -> Envelope;
-}
-
-impl AgentItem for ReportBody {
-    fn claims(&self) -> (&AgentId, &HostId) {
-        (&self.agent, &self.host)
-    }
-    fn check(&self, at: &str) -> Result<(), AppError> {
-        validate_report(at, self)
-    }
-    fn into_envelope(self) -> Envelope {
-        report_envelope(self)
-    }
-}
-
-impl AgentItem for NoticeBody {
-    fn claims(&self) -> (&AgentId, &HostId) {
-        (&self.agent, &self.host)
-    }
-    fn check(&self, at: &str) -> Result<(), AppError> {
-        validate_notice(at, self)
-    }
-    fn into_envelope(self) -> Envelope {
-        notice_envelope(self)
-    }
-}
-
-/// Authenticates the agent of the path, applies its rate limit and parses the body.
-fn agent_request<B: serde::de::DeserializeOwned>(
-    state: &ApiState,
-    agent: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(AgentId, B), AppError> {
-    let agent = state.authenticate(headers, Some(&parse_agent(agent)?))?;
-    state.rate_limit(&agent)?;
-    Ok((agent, parse_json(&body_bytes(body)?)?))
-}
-
-/// Checks what `agent` posted and answers 202 once it is committed. `field` names the batch's
-/// list in error paths (`reports[3].host`); a single item is the body itself (`host`).
-async fn accept<T: AgentItem>(
-    state: &ApiState,
-    agent: &AgentId,
-    field: Option<&str>,
-    items: Vec<T>,
-) -> Result<(StatusCode, Json<SubmitReply>), AppError> {
-    if let Some(field) = field {
-        batch_len(field, items.len(), state.limits.batch_max_items)?;
-    }
-    let host = state.agent_host(agent);
-    for (i, item) in items.iter().enumerate() {
-        let at = field.map(|f| format!("{f}[{i}]"));
-        let key = |k: &str| {
-            at.as_ref()
-                .map_or_else(|| k.to_owned(), |a| format!("{a}.{k}"))
-        };
-        let (claimed_agent, claimed_host) = item.claims();
-        same_agent(agent, claimed_agent, &key("agent"))?;
-        same_host(&host, claimed_host, &key("host"))?;
-        item.check(at.as_deref().unwrap_or(""))?;
-    }
-    let blocked = state.is_blocked(agent);
-    let envelopes = items.into_iter().map(T::into_envelope).collect();
-    let reply = state.submit(envelopes, blocked).await?;
-    Ok((StatusCode::ACCEPTED, Json(reply)))
-}
-
-async fn post_report(
-    AxState(state): AxState<Arc<ApiState>>,
-    Path(agent): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<SubmitReply>), AppError> {
-    let (agent, report): (_, ReportBody) = agent_request(&state, &agent, &headers, body)?;
-    accept(&state, &agent, None, vec![report]).await
-}
-
-/// A batch must hold 1 to `max` items; the error names the batch field.
-fn batch_len(field: &str, len: usize, max: usize) -> Result<(), AppError> {
-    if len == 0 || len > max {
-        return Err(invalid(
-            field,
-            format!("must hold 1 to {max} {field}, got {len}"),
-        ));
-    }
-    Ok(())
-}
-
-async fn post_reports(
-    AxState(state): AxState<Arc<ApiState>>,
-    Path(agent): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<SubmitReply>), AppError> {
-    let (agent, batch): (_, ReportsBody) = agent_request(&state, &agent, &headers, body)?;
-    accept(&state, &agent, Some("reports"), batch.reports).await
-}
-
-async fn post_events(
-    AxState(state): AxState<Arc<ApiState>>,
-    Path(agent): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<SubmitReply>), AppError> {
-    let (agent, batch): (_, NoticesBody) = agent_request(&state, &agent, &headers, body)?;
-    accept(&state, &agent, Some("events"), batch.events).await
-}
-
-async fn post_ping(
-    AxState(state): AxState<Arc<ApiState>>,
-    Path(check): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<SubmitReply>), AppError> {
-    let agent = state.authenticate(&headers, None)?;
-    let check = CheckId::new(check).map_err(|e| invalid("path.check", e.to_string()))?;
-    state.rate_limit(&agent)?;
-    let bytes = body_bytes(body)?;
-    let ping: PingBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        PingBody::default()
-    } else {
-        parse_json(&bytes)?
-    };
-    let envelope = Envelope {
-        id: ping.id.unwrap_or_default(),
-        time: Utc::now(),
-        source: AGENT_SOURCE.into(),
-        actor: Actor::agent(agent.as_str()),
-        causation: None,
-        schema: SCHEMA_VERSION,
-        event: Event::Check(CheckEvent::Pinged { check }),
-    };
-    let blocked = state.is_blocked(&agent);
-    let reply = state.submit(vec![envelope], blocked).await?;
-    Ok((StatusCode::ACCEPTED, Json(reply)))
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use fleetbus_runtime::http::HttpLimits;
 use fleetbus_runtime::nats::NatsConfig;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,14 @@ pub struct Limits {
     pub agent_burst: u32,
     /// How long a request waits for its events to be committed before answering 503.
     pub commit_timeout_ms: u64,
+    /// Event times more than this far ahead of ingest's clock are refused (422 naming the
+    /// field): a host clock that is off, or a forged date.
+    pub max_future_skew_s: u64,
+    /// Event times more than this far behind ingest's clock are refused (422 naming the field).
+    /// Agents buffer while ingest is unreachable, so this is generous.
+    pub max_past_skew_s: u64,
+    /// The HTTP server: connection limit, header/body/request timeouts (`[limits.http]`).
+    pub http: HttpLimits,
 }
 
 /// Log tuning.
@@ -87,6 +96,9 @@ impl Default for Limits {
             agent_requests_per_s: 20,
             agent_burst: 100,
             commit_timeout_ms: 10_000,
+            max_future_skew_s: 24 * 3600,
+            max_past_skew_s: 365 * 24 * 3600,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -128,6 +140,22 @@ impl Config {
         {
             return Err("keys 'limits.batch_max_items', 'limits.agent_requests_per_s', 'limits.agent_burst' must be at least 1".into());
         }
+        self.limits.http.validate("limits.http")?;
+        if self.limits.http.request_timeout_ms <= self.limits.commit_timeout_ms {
+            return Err(format!(
+                "key 'limits.http.request_timeout_ms': {} must be longer than 'limits.commit_timeout_ms' ({}), or agents get 408 instead of 503 while a commit is slow",
+                self.limits.http.request_timeout_ms, self.limits.commit_timeout_ms
+            ));
+        }
+        // chrono durations hold ±2^63 ms; far beyond any sensible skew, but refuse absurd ones.
+        for (key, value) in [
+            ("limits.max_future_skew_s", self.limits.max_future_skew_s),
+            ("limits.max_past_skew_s", self.limits.max_past_skew_s),
+        ] {
+            if value > 100 * 365 * 24 * 3600 {
+                return Err(format!("key '{key}': {value} is more than 100 years"));
+            }
+        }
         if self.log.max_batch == 0 || self.log.queue == 0 {
             return Err("keys 'log.max_batch' and 'log.queue' must be at least 1".into());
         }
@@ -159,12 +187,21 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         type Edit = fn(&mut Config);
-        let cases: [(&str, Edit); 5] = [
+        let cases: [(&str, Edit); 8] = [
             ("version", |c| c.version = 2),
             ("nats.user", |c| c.nats.user = "admin".into()),
             ("log.max_batch", |c| c.log.max_batch = 0),
             ("log.linger_ms", |c| c.log.linger_ms = 60_000),
             ("limits.agent_burst", |c| c.limits.agent_burst = 0),
+            ("limits.http.max_connections", |c| {
+                c.limits.http.max_connections = 0
+            }),
+            ("limits.http.request_timeout_ms", |c| {
+                c.limits.http.request_timeout_ms = 5_000
+            }),
+            ("limits.max_past_skew_s", |c| {
+                c.limits.max_past_skew_s = u64::MAX
+            }),
         ];
         for (key, edit) in cases {
             let err = with(edit).expect_err(key);

@@ -198,14 +198,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     );
     let http = {
         let stop = http_stop.clone();
+        let limits = config.limits.http.clone();
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .map_err(|e| IngestError::Internal(format!("http server: {e}")))
+            fleetbus_runtime::http::serve(listener, app, limits, stop).await;
+            Ok::<(), IngestError>(())
         })
     };
 

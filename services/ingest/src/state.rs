@@ -29,12 +29,16 @@ pub struct State {
     /// Managed configs, snapshots and instructions (see [`crate::fleet`]).
     #[serde(default)]
     pub configs: crate::fleet::Configs,
+    /// Defined checks, to authorize pings (see [`crate::api::ping`]).
+    #[serde(default)]
+    pub checks: crate::api::Checks,
 }
 
 impl Fold for State {
     fn apply(&mut self, seq: u64, envelope: &Envelope) {
         self.projections.apply(seq, envelope);
         self.configs.apply(seq, envelope);
+        self.checks.apply(envelope);
         if let Event::Config(ConfigEvent::DesiredSet {
             agent,
             version,

@@ -1,9 +1,11 @@
 //! The small runtime every fleetbus service shares: one shutdown path ([`shutdown`]), tracing
 //! setup ([`init_tracing`]), config loading with environment overrides ([`config::load`]), and
-//! NATS connections with NKey auth ([`nats::connect`]), and in-order stream readers that resume
-//! from a caller-kept position ([`reader::StreamReader`]).
+//! NATS connections with NKey auth ([`nats::connect`]), in-order stream readers that resume from
+//! a caller-kept position ([`reader::StreamReader`]), and the HTTP server loop with timeouts and
+//! a connection limit ([`http::serve`]).
 
 pub mod config;
+pub mod http;
 pub mod nats;
 pub mod reader;
 

@@ -213,6 +213,7 @@ fn heartbeat(check: &str) -> Event {
             period_s: 60,
             grace_s: 30,
         },
+        ping_hosts: vec![],
     }))
 }
 
@@ -366,6 +367,7 @@ fn deadline_missed_raises_once_and_the_next_event_clears_it() {
                 by: "05:00".into(),
                 time_zone: "Europe/Helsinki".into(),
             },
+            ping_hosts: vec![],
         })),
     );
     // The first window (defined 15:00 local → next 05:00) is partial: not judged.

@@ -270,6 +270,7 @@ fn define_heartbeat() -> Command {
             period_s: 60,
             grace_s: 30,
         },
+        ping_hosts: vec![],
     }))
 }
 
@@ -306,6 +307,7 @@ async fn heartbeat_and_deadline_checks_flip_once_each_over_the_bus() {
                 by: "05:00".into(),
                 time_zone: "Europe/Helsinki".into(),
             },
+            ping_hosts: vec![],
         })),
     )
     .await;

@@ -1,7 +1,8 @@
 //! Who is asking: argon2id passwords, server-side sessions (random token, stored hashed),
-//! CSRF synchronizer tokens, login throttling, API bearer tokens, and the role checks.
+//! CSRF synchronizer tokens, API bearer tokens, and the role checks. Login throttling is in
+//! [`crate::throttle`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -241,64 +242,6 @@ impl Sessions {
     }
 }
 
-/// Counts failures per key in a sliding window.
-pub struct Throttle {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
-    window: Duration,
-    max: u32,
-}
-
-impl Throttle {
-    /// At most `max` failures per key within `window`.
-    pub fn new(max: u32, window: Duration) -> Throttle {
-        Throttle {
-            failures: Mutex::new(HashMap::new()),
-            window,
-            max,
-        }
-    }
-
-    /// `Err(retry_after)` when the key has used up its failures.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(q) = map.get_mut(key) else {
-            return Ok(());
-        };
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.window)
-        {
-            q.pop_front();
-        }
-        if q.len() as u32 >= self.max {
-            let oldest = q.front().copied().unwrap_or(now);
-            return Err(self.window.saturating_sub(now.duration_since(oldest)));
-        }
-        Ok(())
-    }
-
-    /// Records a failure.
-    pub fn fail(&self, key: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        // Bound memory under a spray of distinct keys.
-        if map.len() > 100_000 {
-            map.clear();
-        }
-        map.entry(key.to_owned())
-            .or_default()
-            .push_back(Instant::now());
-    }
-
-    /// Forgets a key's failures (after a successful login).
-    pub fn clear(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,22 +290,5 @@ mod tests {
         let t = s.create("bob", UserRole::Admin);
         s.remove(&t);
         assert!(s.lookup(&t).is_none(), "logout ends the session");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn throttle_counts_failures_in_a_window() {
-        let th = Throttle::new(3, Duration::from_secs(60));
-        for _ in 0..3 {
-            assert!(th.check("ann").is_ok());
-            th.fail("ann");
-        }
-        let wait = th.check("ann").expect_err("throttled");
-        assert!(wait <= Duration::from_secs(60));
-        assert!(th.check("bob").is_ok(), "other keys are unaffected");
-        tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(th.check("ann").is_ok(), "window slid past the failures");
-        th.fail("ann");
-        th.clear("ann");
-        assert!(th.check("ann").is_ok());
     }
 }

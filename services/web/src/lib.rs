@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod pages;
 pub mod security;
 pub mod sse;
+pub mod throttle;
 pub mod tokens;
 pub mod views;
 
@@ -29,9 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::WebConfig;
 
-use crate::auth::{Sessions, Throttle};
+use crate::auth::Sessions;
 use crate::bus::Bus;
 use crate::hub::Hub;
+use crate::throttle::LoginThrottle;
 use crate::tokens::Tokens;
 
 /// Everything that can go wrong in the web service; each kind maps to one HTTP status.
@@ -115,7 +117,7 @@ impl IntoResponse for WebError {
         }
         let mut response = (status, axum::Json(body)).into_response();
         if let Self::Throttled(wait) = &self {
-            if let Ok(v) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            if let Ok(v) = header::HeaderValue::from_str(&retry_after_secs(*wait).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
@@ -133,10 +135,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Browser sessions.
     pub sessions: Sessions,
-    /// Failed logins per account.
-    pub account_throttle: Throttle,
-    /// Failed logins per client address.
-    pub address_throttle: Throttle,
+    /// Failed logins per (account, client address), kept across restarts.
+    pub login_throttle: LoginThrottle,
     /// API tokens.
     pub tokens: Tokens,
     /// Ends long-lived responses (SSE) on shutdown.
@@ -154,15 +154,16 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Result<Shared, WebError> {
         let bus = Bus::new(client, config.query_timeout(), config.command_timeout());
-        let window = Duration::from_secs(config.login_window_s);
         Ok(Arc::new(AppState {
             hub: Hub::new(config.live_buffer),
             sessions: Sessions::new(
                 Duration::from_secs(config.session_idle_s),
                 Duration::from_secs(config.session_absolute_s),
             ),
-            account_throttle: Throttle::new(config.login_max_failures_per_account, window),
-            address_throttle: Throttle::new(config.login_max_failures_per_address, window),
+            login_throttle: LoginThrottle::load(
+                &config.login_throttle_path(),
+                config.login_backoff(),
+            )?,
             tokens: Tokens::load(&config.tokens_path())?,
             shutdown,
             bus,
@@ -212,15 +213,20 @@ pub async fn run(config: WebConfig, shutdown: CancellationToken) -> Result<(), W
     serve(listener, state, shutdown).await
 }
 
-/// Serves `app(state)` on a bound listener until `shutdown` (tests and benches use this).
+/// Serves `app(state)` on a bound listener until `shutdown` (tests and benches use this), with
+/// the connection limit and timeouts of `config.http` (see `fleetbus_runtime::http`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Shared,
     shutdown: CancellationToken,
 ) -> Result<(), WebError> {
-    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|e| WebError::Internal(format!("http server: {e}")))
+    let limits = state.config.http.clone();
+    fleetbus_runtime::http::serve(listener, app(state), limits, shutdown).await;
+    Ok(())
+}
+
+/// A wait as whole seconds for `Retry-After`, rounded up (a client that waits that long is not
+/// refused again) and at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_millis().div_ceil(1000).max(1) as u64
 }

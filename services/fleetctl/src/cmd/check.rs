@@ -33,6 +33,10 @@ enum Verb {
         /// Seconds of slack after the period before the check is down.
         #[arg(long, default_value_t = 0)]
         grace: u64,
+        /// A host whose agent may ping the check (repeat for several). Without one, no agent
+        /// may ping it.
+        #[arg(long = "ping-host")]
+        ping_hosts: Vec<HostId>,
     },
     /// Define (or change) a deadline check: an agent event of `--kind` from `--host` by a local
     /// time every day (admin).
@@ -51,6 +55,9 @@ enum Verb {
         /// IANA time zone of `--by`.
         #[arg(long = "tz", default_value = "UTC")]
         time_zone: String,
+        /// Another host whose agent may ping the check (the `--host` agent always may).
+        #[arg(long = "ping-host")]
+        ping_hosts: Vec<HostId>,
     },
     /// Pause a check: it raises nothing (operator).
     Pause {
@@ -144,6 +151,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
             check,
             period,
             grace,
+            ping_hosts,
         } => {
             send(CheckCommand::Define(CheckSpec {
                 check,
@@ -151,6 +159,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
                     period_s: period,
                     grace_s: grace,
                 },
+                ping_hosts,
             }))
             .await
         }
@@ -160,6 +169,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
             host,
             by,
             time_zone,
+            ping_hosts,
         } => {
             send(CheckCommand::Define(CheckSpec {
                 check,
@@ -169,6 +179,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
                     by,
                     time_zone,
                 },
+                ping_hosts,
             }))
             .await
         }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::render;
 use crate::auth::{random_token, verify_password, Principal, SESSION_COOKIE};
 use crate::security::{clear_session_cookie, cookie, login_cookie, session_cookie};
+use crate::throttle::client_ip;
 use crate::{Shared, WebError};
 
 /// A hash nobody's password matches, verified for unknown users so that timing does not tell
@@ -45,23 +46,31 @@ pub struct LoginForm {
     password: String,
 }
 
-/// The client's address from the connection (never from headers a client could forge).
+/// The client's address: the connection's peer, or behind a configured trusted proxy the
+/// address it forwarded (see [`crate::throttle::client_ip`]); `unknown` without a peer.
 #[derive(Debug, Clone)]
 pub struct ClientAddr(pub String);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+impl axum::extract::FromRequestParts<Shared> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        _state: &S,
+        state: &Shared,
     ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let ip = client_ip(peer, &forwarded, &state.config.trusted_proxies);
         Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
-                .unwrap_or_else(|| "unknown".into()),
+            ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
         ))
     }
 }
@@ -96,7 +105,9 @@ pub async fn submit(
                 res.headers_mut().insert(header::SET_COOKIE, v);
             }
             if let WebError::Throttled(wait) = e {
-                if let Ok(v) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                if let Ok(v) =
+                    header::HeaderValue::from_str(&crate::retry_after_secs(wait).to_string())
+                {
                     res.headers_mut().insert(header::RETRY_AFTER, v);
                 }
             }
@@ -106,15 +117,11 @@ pub async fn submit(
 }
 
 async fn login(state: &Shared, addr: &str, form: &LoginForm) -> Result<String, WebError> {
-    let address = format!("addr:{addr}");
-    let account = format!("user:{}", form.user.to_ascii_lowercase());
+    let account = form.user.to_ascii_lowercase();
     state
-        .address_throttle
-        .check(&address)
-        .map_err(WebError::Throttled)?;
-    state
-        .account_throttle
-        .check(&account)
+        .login_throttle
+        .attempt(&account, addr, chrono::Utc::now())
+        .await
         .map_err(WebError::Throttled)?;
     let wrong = || WebError::Unauthorized;
     let record: Option<UserRecord> = match UserName::new(form.user.clone()) {
@@ -125,7 +132,10 @@ async fn login(state: &Shared, addr: &str, form: &LoginForm) -> Result<String, W
         {
             Ok(r) => Some(r),
             Err(WebError::NotFound(_)) | Err(WebError::BadRequest(_)) => None,
-            Err(e) => return Err(e),
+            Err(e) => {
+                state.login_throttle.forgive(&account, addr).await;
+                return Err(e);
+            }
         },
         Err(_) => None,
     };
@@ -139,13 +149,12 @@ async fn login(state: &Shared, addr: &str, form: &LoginForm) -> Result<String, W
         .map_err(|e| WebError::Internal(format!("password check: {e}")))?;
     match record {
         Some(r) if ok => {
-            state.account_throttle.clear(&account);
+            state.login_throttle.succeeded(&account, addr).await;
             Ok(state.sessions.create(&form.user, r.role))
         }
         _ => {
-            state.address_throttle.fail(&address);
-            state.account_throttle.fail(&account);
-            tracing::warn!(user = %form.user.chars().take(64).collect::<String>(), "login failed");
+            // The attempt already counted as a failure.
+            tracing::warn!(user = %form.user.chars().take(64).collect::<String>(), client = %addr, "login failed");
             Err(wrong())
         }
     }
