@@ -26,7 +26,16 @@
 //! While ingest runs, the same entries are readable over the bus through the `events` query
 //! (`after_seq` paging) and the head through the `log_head` query.
 
+pub mod checkpoint;
+mod open;
+mod repair;
 mod tables;
+mod verify;
+
+pub use checkpoint::Checkpoint;
+pub use open::{open_verified, Opened};
+pub use repair::RepairReport;
+pub use verify::{BadEntry, Part, VerifyReport};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,7 +47,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use tables::{DEDUP, ENTRIES, HEAD_KEY, META, POSITIONS, SNAPSHOTS, TIME_INDEX};
+use tables::{
+    CHECKPOINTS, DEDUP, ENTRIES, HEAD_KEY, LOG_ID_KEY, META, POSITIONS, SNAPSHOTS, TIME_INDEX,
+};
 
 /// SHA-256 digest length.
 pub const HASH_LEN: usize = 32;
@@ -82,6 +93,17 @@ pub enum LogError {
         seq: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// The log does not verify: ingest refuses to serve it (`fleetbus-ingest --repair` is the
+    /// explicit way out).
+    #[error("event log does not verify: {part} {seq}: {problem}")]
+    Unverified {
+        /// What is bad: `entry`, `snapshot`, `dedup index`, `time index`, `head` or `anchor`.
+        part: &'static str,
+        /// The entry or snapshot sequence (for an index row: the entry it points at).
+        seq: u64,
+        /// What mismatched.
+        problem: String,
     },
     /// An entry cannot be stored (e.g. a subject longer than 65,535 bytes).
     #[error("cannot append event {id}: {reason}")]
@@ -347,35 +369,6 @@ impl Appended {
     }
 }
 
-/// The result of [`LogStore::verify`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VerifyReport {
-    /// Entries checked.
-    pub entries: u64,
-    /// The head sequence as recorded.
-    pub head_seq: u64,
-    /// The head hash as recorded (hex).
-    pub head_hash: String,
-    /// The first entry that does not verify, if any.
-    pub first_bad: Option<BadEntry>,
-}
-
-impl VerifyReport {
-    /// `true` when every entry verified.
-    pub fn ok(&self) -> bool {
-        self.first_bad.is_none()
-    }
-}
-
-/// An entry that failed verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BadEntry {
-    /// Its sequence.
-    pub seq: u64,
-    /// What mismatched.
-    pub problem: String,
-}
-
 /// The result of [`LogStore::rebuild`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RebuildReport {
@@ -453,9 +446,13 @@ impl LogStore {
             txn.open_table(TIME_INDEX)?;
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(POSITIONS)?;
+            txn.open_table(CHECKPOINTS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get(HEAD_KEY)?.is_none() {
                 meta.insert(HEAD_KEY, Head::EMPTY.encode().as_slice())?;
+            }
+            if meta.get(LOG_ID_KEY)?.is_none() {
+                meta.insert(LOG_ID_KEY, ulid::Ulid::new().to_string().as_bytes())?;
             }
         }
         txn.commit()?;
@@ -475,6 +472,14 @@ impl LogStore {
     /// The file path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// This file's identity (made when it was created; head anchors name it).
+    pub fn log_id(&self) -> Result<String, LogError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let id = meta.get(LOG_ID_KEY)?.map(|v| v.value().to_vec());
+        Ok(String::from_utf8_lossy(&id.unwrap_or_default()).into_owned())
     }
 
     /// The head as recorded.
@@ -541,98 +546,6 @@ impl LogStore {
         let index = txn.open_table(TIME_INDEX)?;
         let last = index.range(..=ms)?.next_back().transpose()?;
         Ok(last.map(|(_, seq)| seq.value()).unwrap_or(0))
-    }
-
-    /// Walks the whole chain: gapless sequences from 1, each `prev_hash` equal to the previous
-    /// entry's hash, each hash recomputed, the head record equal to the last entry, and every
-    /// entry's event id in the dedup index. Stops at the first bad entry and names it.
-    pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        let head = self.head()?;
-        let txn = self.db.begin_read()?;
-        let entries = txn.open_table(ENTRIES)?;
-        let dedup = txn.open_table(DEDUP)?;
-        let mut expected_seq = 1u64;
-        let mut prev = GENESIS_HASH;
-        let mut checked = 0u64;
-        let report = |first_bad: Option<BadEntry>, checked| VerifyReport {
-            entries: checked,
-            head_seq: head.seq,
-            head_hash: hex::encode(head.hash),
-            first_bad,
-        };
-        for item in entries.range(1u64..)? {
-            let (k, v) = item?;
-            let seq = k.value();
-            let bad = |problem: String| Some(BadEntry { seq, problem });
-            if seq != expected_seq {
-                let missing = BadEntry {
-                    seq: expected_seq,
-                    problem: format!("entry missing: the next stored entry is {seq}"),
-                };
-                return Ok(report(Some(missing), checked));
-            }
-            let entry = match Entry::decode(seq, v.value()) {
-                Ok(e) => e,
-                Err(e) => return Ok(report(bad(e.to_string()), checked)),
-            };
-            if entry.prev_hash != prev {
-                return Ok(report(
-                    bad(format!(
-                        "prev_hash {} does not match entry {}'s hash {}",
-                        hex::encode(entry.prev_hash),
-                        seq - 1,
-                        hex::encode(prev)
-                    )),
-                    checked,
-                ));
-            }
-            let computed = entry.computed_hash();
-            if computed != entry.hash {
-                return Ok(report(
-                    bad(format!(
-                        "stored hash {} does not match the recomputed hash {} (subject or envelope bytes changed)",
-                        hex::encode(entry.hash),
-                        hex::encode(computed)
-                    )),
-                    checked,
-                ));
-            }
-            match entry.envelope() {
-                Ok(env) => {
-                    let indexed = dedup.get(u128::from(env.id.0))?.map(|g| g.value());
-                    if indexed != Some(seq) {
-                        return Ok(report(
-                            bad(format!(
-                                "event id {} is indexed under {indexed:?}, expected this entry",
-                                env.id
-                            )),
-                            checked,
-                        ));
-                    }
-                }
-                Err(e) => return Ok(report(bad(e.to_string()), checked)),
-            }
-            prev = entry.hash;
-            expected_seq += 1;
-            checked += 1;
-        }
-        let last = expected_seq - 1;
-        if head.seq != last || head.hash != prev {
-            let problem = format!(
-                "head record says seq {} hash {}, the chain ends at seq {last} hash {}",
-                head.seq,
-                hex::encode(head.hash),
-                hex::encode(prev)
-            );
-            return Ok(report(
-                Some(BadEntry {
-                    seq: head.seq.max(last),
-                    problem,
-                }),
-                checked,
-            ));
-        }
-        Ok(report(None, checked))
     }
 
     /// The state as of `seq` (clamped to the head): the nearest snapshot at or below it plus a
@@ -776,7 +689,13 @@ impl LogStore {
             };
             seq = head.seq;
             let bytes = encode_snapshot(seq, state)?;
-            txn.open_table(SNAPSHOTS)?.insert(seq, bytes.as_slice())?;
+            checkpoint::put_snapshot(
+                &mut txn.open_table(SNAPSHOTS)?,
+                &mut txn.open_table(CHECKPOINTS)?,
+                seq,
+                head.hash,
+                &bytes,
+            )?;
         }
         txn.commit()?;
         Ok(seq)
@@ -817,6 +736,7 @@ impl LogStore {
             let mut entries = txn.open_table(ENTRIES)?;
             let mut dedup = txn.open_table(DEDUP)?;
             let mut snapshots = txn.open_table(SNAPSHOTS)?;
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
             let before = h.seq;
             for item in batch {
                 let id = u128::from(item.envelope.id.0);
@@ -841,7 +761,7 @@ impl LogStore {
                 state.apply(seq, &item.envelope);
                 if snapshot_every > 0 && seq % snapshot_every == 0 {
                     let bytes = encode_snapshot(seq, state)?;
-                    snapshots.insert(seq, bytes.as_slice())?;
+                    checkpoint::put_snapshot(&mut snapshots, &mut checkpoints, seq, hash, &bytes)?;
                 }
                 h.seq = seq;
                 h.hash = hash;
