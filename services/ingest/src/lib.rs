@@ -90,7 +90,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     tracing::info!(path = %store.path().display(), head = head.seq, snapshot = at.snapshot_seq,
         refolded = at.refolded, verified_entries = opened.verified.entries,
         verified_snapshots = opened.verified.snapshots, anchors = opened.verified.anchors,
-        bound_legacy_snapshots = opened.bound, verify_s = opened.verify_seconds, "log opened and verified");
+        bound_legacy_snapshots = opened.bound, proved_snapshots = opened.proved,
+        proof_refolded = opened.proof_refolded, verify_s = opened.verify_seconds, "log opened and verified");
 
     let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown).await?;
     let js = async_nats::jetstream::new(client.clone());

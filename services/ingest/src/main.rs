@@ -51,6 +51,16 @@ async fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "ingest failed");
             eprintln!("fleetbus-ingest: {e}");
+            if matches!(
+                e,
+                fleetbus_ingest::IngestError::Log(
+                    fleetbus_ingest::log::LogError::Unverified { .. }
+                )
+            ) {
+                eprintln!(
+                    "fleetbus-ingest: refusing to serve this log. `fleetctl log verify` shows the report;                      `fleetbus-ingest --repair` keeps a copy of the file, then cuts the log before a bad                      entry, drops bad snapshots and rebuilds bad indexes (see the README)"
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -44,7 +44,8 @@ impl Checkpoint {
         }
     }
 
-    pub(crate) fn encode(&self) -> [u8; ROW_LEN] {
+    /// The stored row: `entry_hash | state_sha256 | digest`.
+    pub fn encode(&self) -> [u8; ROW_LEN] {
         let mut v = [0; ROW_LEN];
         v[..HASH_LEN].copy_from_slice(&self.entry_hash);
         v[HASH_LEN..HASH_LEN * 2].copy_from_slice(&self.state_sha256);
@@ -52,7 +53,8 @@ impl Checkpoint {
         v
     }
 
-    pub(crate) fn decode(seq: u64, v: &[u8]) -> Result<Checkpoint, LogError> {
+    /// Parses the stored row of the snapshot at `seq`.
+    pub fn decode(seq: u64, v: &[u8]) -> Result<Checkpoint, LogError> {
         if v.len() != ROW_LEN {
             return Err(LogError::Snapshot {
                 seq,

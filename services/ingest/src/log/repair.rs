@@ -4,8 +4,9 @@
 //! - a copy of the file is kept first (`log.redb.before-repair-<unix ms>`), so nothing is lost
 //!   to the repair itself;
 //! - a bad entry: the log is cut right before it (entries, their index rows and snapshots from
-//!   it on are removed, the head moves back). Events after the cut are taken in again from the
-//!   stream if it still holds them (the dedup index keeps that exactly-once);
+//!   it on are removed, the head moves back) and the stream positions are cleared, so ingest
+//!   reads its streams again from their start and takes in what the streams still hold (the
+//!   dedup index drops the events the log already has);
 //! - a bad snapshot (changed bytes, broken checkpoint, or different from the refold): it and
 //!   every later snapshot are dropped; the state is refolded from the last good one;
 //! - bad dedup index rows: the index is rebuilt from the entries; a wrong head record is set to
@@ -18,7 +19,9 @@ use std::path::PathBuf;
 use redb::{Durability, ReadableTable};
 use serde::Serialize;
 
-use super::tables::{CHECKPOINTS, DEDUP, ENTRIES, HEAD_KEY, META, SNAPSHOTS, TIME_INDEX};
+use super::tables::{
+    CHECKPOINTS, DEDUP, ENTRIES, HEAD_KEY, META, POSITIONS, SNAPSHOTS, TIME_INDEX,
+};
 use super::verify::Part;
 use super::{now_ms, Entry, Fold, Head, LogError, LogStore, GENESIS_HASH};
 
@@ -156,6 +159,9 @@ impl LogStore {
             };
             txn.open_table(META)?
                 .insert(HEAD_KEY, head.encode().as_slice())?;
+            // Which stream messages the removed entries came from is not known: read the
+            // streams again from their start; the dedup index drops what the log still holds.
+            txn.open_table(POSITIONS)?.retain(|_, _| false)?;
             tracing::warn!(
                 last_good = keep,
                 removed,

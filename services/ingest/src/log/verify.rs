@@ -70,6 +70,9 @@ pub struct VerifyReport {
     pub unbound_snapshots: u64,
     /// Head anchors found in the log and checked against the chain.
     pub anchors: u64,
+    /// The newest checkpoint pinned by a head anchor of this file found in the log: it and
+    /// every snapshot before it cannot change without contradicting an entry of the chain.
+    pub anchored_checkpoint: Option<u64>,
     /// The newest checkpoint's sequence and digest (hex), if any.
     pub checkpoint: Option<(u64, String)>,
     /// The first thing that does not verify, if any.
@@ -198,6 +201,7 @@ impl LogStore {
             snapshots_refolded: 0,
             unbound_snapshots: 0,
             anchors: 0,
+            anchored_checkpoint: None,
             checkpoint: None,
             first_bad: None,
         };
@@ -339,44 +343,46 @@ impl LogStore {
             }
         }
 
-        // 6. Head anchors: each claims an earlier head; it must be this chain's.
+        // 6. Head anchors: each claims an earlier head; it must be this chain's. An anchor of
+        // this file also pins its checkpoint digest, and with it every snapshot up to there.
         for anchor in anchors {
-            let problem = if anchor.seq > last {
-                Some(format!(
+            if anchor.seq > last {
+                let problem = format!(
                     "anchors head seq {}, past this log's last entry {last} (entries were removed)",
                     anchor.seq
-                ))
-            } else if anchor.hash != hex::encode(hash_at(anchor.seq)?) {
-                Some(format!(
-                    "anchors entry {} with hash {}, the chain has {} (history before it was rewritten)",
-                    anchor.seq,
-                    anchor.hash,
-                    hex::encode(hash_at(anchor.seq)?)
-                ))
-            } else if anchor.log == log_id && !anchor.checkpoint.is_empty() {
-                match checkpoints.get(anchor.checkpoint_seq)? {
-                    Some(v) => {
-                        let cp = Checkpoint::decode(anchor.checkpoint_seq, v.value())?;
-                        (hex::encode(cp.digest) != anchor.checkpoint).then(|| {
-                            format!(
-                                "anchors checkpoint {} at seq {}, this log has {} (snapshots were rewritten)",
-                                anchor.checkpoint,
-                                anchor.checkpoint_seq,
-                                hex::encode(cp.digest)
-                            )
-                        })
-                    }
-                    // Dropped by a repair: nothing left to compare.
-                    None => None,
-                }
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
+                );
+                fail(&mut report, Part::Anchor, anchor.at, problem);
+                return Ok(report);
+            }
+            let actual = hex::encode(hash_at(anchor.seq)?);
+            if anchor.hash != actual {
+                let problem = format!(
+                    "anchors entry {} with hash {}, the chain has {actual} (history before it was rewritten)",
+                    anchor.seq, anchor.hash
+                );
                 fail(&mut report, Part::Anchor, anchor.at, problem);
                 return Ok(report);
             }
             report.anchors += 1;
+            if anchor.log != log_id || anchor.checkpoint.is_empty() {
+                continue;
+            }
+            // A row dropped by a repair leaves nothing to compare.
+            let Some(v) = checkpoints.get(anchor.checkpoint_seq)? else {
+                continue;
+            };
+            let cp = Checkpoint::decode(anchor.checkpoint_seq, v.value())?;
+            if hex::encode(cp.digest) != anchor.checkpoint {
+                let problem = format!(
+                    "checkpoint digest {} differs from {} anchored at entry {} (this snapshot or an earlier one was rewritten with its checkpoints)",
+                    hex::encode(cp.digest),
+                    anchor.checkpoint,
+                    anchor.at
+                );
+                fail(&mut report, Part::Snapshot, anchor.checkpoint_seq, problem);
+                return Ok(report);
+            }
+            report.anchored_checkpoint = report.anchored_checkpoint.max(Some(cp.seq));
         }
         Ok(report)
     }
