@@ -60,8 +60,15 @@ pub async fn publish_anchors(
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))??
     };
-    // The head claimed by the last anchor and when it was sent (none yet: the first tick sends).
-    let mut last: Option<(u64, Instant)> = None;
+    // The head claimed by the last anchor and when it was sent; counting starts at the head
+    // ingest opened with, so a start alone publishes nothing.
+    let start = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.head())
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))??
+    };
+    let mut last = (start.seq, Instant::now());
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
@@ -72,14 +79,9 @@ pub async fn publish_anchors(
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))??;
         // The anchor itself is the one entry after the head it claims: not a reason for another.
-        let due = match last {
-            None => true,
-            Some((seq, at)) => {
-                let moved = head.seq.saturating_sub(seq);
-                (moved > 1 && !settings.every.is_zero() && at.elapsed() >= settings.every)
-                    || (settings.every_entries > 0 && moved >= settings.every_entries)
-            }
-        };
+        let moved = head.seq.saturating_sub(last.0);
+        let due = (moved > 1 && !settings.every.is_zero() && last.1.elapsed() >= settings.every)
+            || (settings.every_entries > 0 && moved >= settings.every_entries);
         if !due {
             continue;
         }
@@ -87,7 +89,7 @@ pub async fn publish_anchors(
         match crate::bus::publish_all(&js, std::slice::from_ref(&env)).await {
             Ok(_) => {
                 tracing::debug!(seq = head.seq, event = %env.id, "head anchored");
-                last = Some((head.seq, Instant::now()));
+                last = (head.seq, Instant::now());
             }
             Err(e) => tracing::warn!(error = %e, seq = head.seq, "head anchor not published"),
         }

@@ -86,7 +86,17 @@ impl LogStore {
                 continue;
             }
             // The chain and indexes verify: compare every snapshot with the refold.
-            let (rebuild, _) = self.rebuild_as::<S>()?;
+            // An entry whose hash holds but whose envelope does not decode is cut like any bad
+            // entry.
+            let rebuild = match self.rebuild_as::<S>() {
+                Ok((rebuild, _)) => rebuild,
+                Err(LogError::Corrupt { seq, .. }) => {
+                    self.backup_once(&mut out)?;
+                    self.truncate_from(seq, &mut out)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match rebuild.first_difference {
                 Some(seq) => {
                     self.backup_once(&mut out)?;
