@@ -409,3 +409,50 @@ fn anchors_are_checked_against_the_chain_and_pin_checkpoints() {
     assert_eq!(opened.state, state);
     assert!(opened.store.verify_full::<Seen>().expect("verify").ok());
 }
+
+#[test]
+fn verify_walks_the_chain_in_lanes_and_names_breaks_at_their_edges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.redb");
+    let store = LogStore::open(&path).expect("open");
+    let mut state = Seen::default();
+    for _ in 0..5 {
+        append(&store, 5000, &mut state, 0);
+    }
+    let report = store.verify().expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.entries, report.dedup_rows), (25_000, 25_000));
+    drop(store);
+    let edit = |f: &dyn Fn(&mut redb::Table<u64, &[u8]>)| {
+        let db = redb::Database::open(&path).expect("redb open");
+        let txn = db.begin_write().expect("write");
+        f(&mut txn.open_table(tables::ENTRIES).expect("table"));
+        txn.commit().expect("commit");
+    };
+    // With two to four lanes, 12,501 starts one and 12,500 ends one; with one, nothing changes.
+    edit(&|t| {
+        let mut v = t.get(12_501).expect("get").expect("entry").value().to_vec();
+        v[0] ^= 1;
+        t.insert(12_501, v.as_slice()).expect("insert");
+    });
+    let bad = LogStore::open(&path)
+        .expect("open")
+        .verify()
+        .expect("verify")
+        .first_bad
+        .expect("bad");
+    assert_eq!((bad.part, bad.seq), (Part::Entry, 12_501), "{bad:?}");
+    assert!(bad.problem.starts_with("prev_hash"), "{bad:?}");
+    edit(&|t| {
+        t.remove(12_500).expect("remove");
+        t.remove(20_000).expect("remove");
+    });
+    let bad = LogStore::open(&path)
+        .expect("open")
+        .verify()
+        .expect("verify")
+        .first_bad
+        .expect("bad");
+    assert_eq!((bad.part, bad.seq), (Part::Entry, 12_500), "{bad:?}");
+    assert!(bad.problem.contains("missing"), "{bad:?}");
+}

@@ -209,28 +209,53 @@ impl LogStore {
             report.first_bad = Some(BadEntry { part, seq, problem });
         };
 
-        // 1. The entry chain; collect (id, seq) for the dedup check and the anchors.
-        let mut ids: Vec<(u128, u64)> = Vec::with_capacity(entries.len()? as usize);
+        // 1. The entry chain; collect (id, seq) for the dedup check and the anchors. Every
+        // check is local to an entry and its predecessor's stored hash, so contiguous ranges
+        // are walked on their own threads.
+        let last = entries.last()?.map_or(0, |(k, _)| k.value());
+        let lanes = match last {
+            0..=20_000 => 1,
+            _ => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)) as u64,
+        };
+        let per_lane = last.div_ceil(lanes).max(1);
+        let walked: Vec<Result<Walked, LogError>> = std::thread::scope(|scope| {
+            let entries = &entries;
+            let handles: Vec<_> = (0..lanes)
+                .map(|i| {
+                    let start = 1 + i * per_lane;
+                    let end = (start + per_lane).min(last + 1);
+                    scope.spawn(move || walk(entries, start, end))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(LogError::Storage("a verify thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut ids: Vec<(u128, u64)> = Vec::with_capacity(last as usize);
         let mut anchors = Vec::new();
-        let mut prev = GENESIS_HASH;
-        let mut expected = 1u64;
-        for item in entries.range(1u64..)? {
-            let (k, v) = item?;
-            let (seq, value) = (k.value(), v.value());
-            if seq != expected {
-                let problem = format!("entry missing: the next stored entry is {seq}");
-                fail(&mut report, Part::Entry, expected, problem);
-                return Ok(report);
+        for lane in walked {
+            match lane? {
+                Walked::Good(lane) => {
+                    report.entries += lane.ids.len() as u64;
+                    ids.extend(lane.ids);
+                    anchors.extend(lane.anchors);
+                }
+                Walked::Bad(seq, problem) => {
+                    report.entries = seq - 1;
+                    fail(&mut report, Part::Entry, seq, problem);
+                    return Ok(report);
+                }
             }
-            if let Err(problem) = check_entry(seq, value, &prev, &mut ids, &mut anchors) {
-                fail(&mut report, Part::Entry, seq, problem);
-                return Ok(report);
-            }
-            prev.copy_from_slice(&value[HASH_LEN..HASH_LEN * 2]);
-            expected += 1;
-            report.entries += 1;
         }
-        let last = expected - 1;
+        let mut prev = GENESIS_HASH;
+        if let Some(v) = entries.get(last)? {
+            prev.copy_from_slice(&v.value()[HASH_LEN..HASH_LEN * 2]);
+        }
 
         // 2. The head record.
         if head.seq != last || head.hash != prev {
@@ -386,6 +411,61 @@ impl LogStore {
         }
         Ok(report)
     }
+}
+
+/// The walk of one range of the chain.
+enum Walked {
+    /// Every entry verified: their `(id, seq)` and the anchors among them.
+    Good(Lane),
+    /// The first bad entry of the range and what is wrong.
+    Bad(u64, String),
+}
+
+struct Lane {
+    ids: Vec<(u128, u64)>,
+    anchors: Vec<Anchor>,
+}
+
+/// Walks entries `start..end`, linking the first to the stored hash of `start - 1`.
+fn walk(
+    entries: &redb::ReadOnlyTable<u64, &[u8]>,
+    start: u64,
+    end: u64,
+) -> Result<Walked, LogError> {
+    let mut prev = GENESIS_HASH;
+    if start > 1 {
+        // Missing or too short: the lane before names that entry, and a lower seq wins.
+        if let Some(v) = entries.get(start - 1)? {
+            if let Some(h) = v.value().get(HASH_LEN..HASH_LEN * 2) {
+                prev.copy_from_slice(h);
+            }
+        }
+    }
+    let mut lane = Lane {
+        ids: Vec::with_capacity(end.saturating_sub(start) as usize),
+        anchors: Vec::new(),
+    };
+    let mut expected = start;
+    for item in entries.range(start..end)? {
+        let (k, v) = item?;
+        let (seq, value) = (k.value(), v.value());
+        if seq != expected {
+            let problem = format!("entry missing: the next stored entry is {seq}");
+            return Ok(Walked::Bad(expected, problem));
+        }
+        if let Err(problem) = check_entry(seq, value, &prev, &mut lane.ids, &mut lane.anchors) {
+            return Ok(Walked::Bad(seq, problem));
+        }
+        prev.copy_from_slice(&value[HASH_LEN..HASH_LEN * 2]);
+        expected += 1;
+    }
+    if expected < end {
+        let next = entries.range(expected..)?.next().transpose()?;
+        let next = next.map_or_else(|| "none".to_owned(), |(k, _)| k.value().to_string());
+        let problem = format!("entry missing: the next stored entry is {next}");
+        return Ok(Walked::Bad(expected, problem));
+    }
+    Ok(Walked::Good(lane))
 }
 
 /// Checks one stored entry against the previous hash; records its id and, for an anchor, its
