@@ -58,7 +58,9 @@ async fn main() -> ExitCode {
                 )
             ) {
                 eprintln!(
-                    "fleetbus-ingest: refusing to serve this log. `fleetctl log verify` shows the report;                      `fleetbus-ingest --repair` keeps a copy of the file, then cuts the log before a bad                      entry, drops bad snapshots and rebuilds bad indexes (see the README)"
+                    "fleetbus-ingest: refusing to serve this log. `fleetctl log verify` shows the \
+                     report; `fleetbus-ingest --repair` keeps a copy of the file, then cuts the log \
+                     before a bad entry, drops bad snapshots and rebuilds bad indexes (see the README)"
                 );
             }
             ExitCode::FAILURE
