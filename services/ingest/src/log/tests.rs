@@ -423,7 +423,8 @@ fn verify_walks_the_chain_in_lanes_and_names_breaks_at_their_edges() {
     assert!(report.ok(), "{report:?}");
     assert_eq!((report.entries, report.dedup_rows), (25_000, 25_000));
     drop(store);
-    let edit = |f: &dyn Fn(&mut redb::Table<u64, &[u8]>)| {
+    type Entries<'t> = redb::Table<'t, u64, &'static [u8]>;
+    let edit = |f: &dyn Fn(&mut Entries)| {
         let db = redb::Database::open(&path).expect("redb open");
         let txn = db.begin_write().expect("write");
         f(&mut txn.open_table(tables::ENTRIES).expect("table"));
