@@ -21,7 +21,7 @@ pub struct Opened<S> {
     pub state: S,
     /// How the state was computed.
     pub at: StateAt,
-    /// What [`LogStore::verify_at_open`] checked.
+    /// What [`LogStore::verify`] checked.
     pub verified: VerifyReport,
     /// Wall time of the verification in seconds.
     pub verify_seconds: f64,
@@ -37,7 +37,7 @@ pub struct Opened<S> {
 
 /// Opens the log at `path` for serving: with `repair`, first repairs it ([`LogStore::repair`]);
 /// then verifies the whole entry chain, the head, the dedup and time indexes, every checkpoint
-/// and the bytes of the newest snapshot ([`LogStore::verify_at_open`]), binds snapshots written
+/// and every snapshot's bytes ([`LogStore::verify`]), binds snapshots written
 /// before checkpoints existed (after a refold proves them), and loads the state. A log that
 /// does not verify is an [`LogError::Unverified`] naming the entry, snapshot or row.
 pub fn open_verified<S: Fold>(path: &Path, repair: bool) -> Result<Opened<S>, LogError> {
@@ -48,7 +48,7 @@ pub fn open_verified<S: Fold>(path: &Path, repair: bool) -> Result<Opened<S>, Lo
         None
     };
     let started = Instant::now();
-    let verified = store.verify_at_open()?.into_result()?;
+    let verified = store.verify()?.into_result()?;
     let verify_seconds = started.elapsed().as_secs_f64();
     let bound = store.bind_legacy_snapshots::<S>()?;
     let (proved, proof_refolded) = store.prove_unanchored::<S>(verified.anchored_checkpoint)?;

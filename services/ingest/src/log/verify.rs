@@ -2,8 +2,8 @@
 //! indexes, the snapshots (checkpoint chain, entry link, content hash and, in
 //! [`LogStore::verify_full`], equality with the refold) and the head anchors found in the log.
 //!
-//! Ingest runs [`LogStore::verify_at_open`] before it serves (everything but the snapshot
-//! refold, and the content hash of the newest snapshot only: the one it loads); `fleetctl log
+//! Ingest runs [`LogStore::verify`] before it serves (everything but the full refold; it
+//! refolds only the snapshots no anchor pins, see [`LogStore::prove_unanchored`]); `fleetctl log
 //! verify` runs [`LogStore::verify_full`].
 
 use fleetbus_schemas::events::system::SystemEvent;
@@ -109,15 +109,6 @@ pub struct BadEntry {
     pub problem: String,
 }
 
-/// How many snapshots get their bytes hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Contents {
-    /// Only the newest (the one ingest loads at open).
-    Newest,
-    /// All of them.
-    All,
-}
-
 /// Only the id of an envelope: the rest is skipped without being built.
 #[derive(Deserialize)]
 struct IdOnly {
@@ -143,15 +134,11 @@ impl LogStore {
     /// hash, each hash recomputed), the head record, the dedup index (every entry's id → its
     /// seq, no other rows), the time index (seqs never go backwards, none past the head), every
     /// snapshot's checkpoint row and bytes, and every head anchor in the log.
+    ///
+    /// Ingest runs this before it serves (see [`super::open_verified`]); hashing every snapshot's
+    /// bytes costs little next to the chain (the README has the numbers).
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        self.verify_with(Contents::All)
-    }
-
-    /// What ingest checks before it serves: as [`LogStore::verify`], but only the newest
-    /// snapshot's bytes are hashed (older ones are only read when time travel needs them, and
-    /// their checkpoint rows are still chained and linked).
-    pub fn verify_at_open(&self) -> Result<VerifyReport, LogError> {
-        self.verify_with(Contents::Newest)
+        self.verify_with()
     }
 
     /// [`LogStore::verify`], then a refold of the whole log compared with every stored snapshot
@@ -186,7 +173,7 @@ impl LogStore {
         Ok(report)
     }
 
-    fn verify_with(&self, contents: Contents) -> Result<VerifyReport, LogError> {
+    fn verify_with(&self) -> Result<VerifyReport, LogError> {
         let head = self.head()?;
         let log_id = self.log_id()?;
         let txn = self.db.begin_read()?;
@@ -308,7 +295,6 @@ impl LogStore {
         if checkpoints.is_empty()? {
             report.unbound_snapshots = snapshots.len()?;
         } else {
-            let newest = snapshots.last()?.map(|(k, _)| k.value());
             let mut digest = GENESIS_HASH;
             let mut rows = checkpoints.iter()?;
             for item in snapshots.iter()? {
@@ -329,7 +315,6 @@ impl LogStore {
                         return Ok(report);
                     }
                 };
-                let check_bytes = contents == Contents::All || Some(seq) == newest;
                 let problem = if seq > last {
                     Some(format!("snapshot of seq {seq}, past the last entry {last}"))
                 } else if cp.entry_hash != hash_at(seq)? {
@@ -341,9 +326,7 @@ impl LogStore {
                 } else if cp.digest != chain_digest(&digest, seq, &cp.entry_hash, &cp.state_sha256)
                 {
                     Some("checkpoint digest does not follow from the previous checkpoint (a checkpoint row was changed, inserted or removed)".to_owned())
-                } else if check_bytes
-                    && <[u8; 32]>::from(Sha256::digest(v.value())) != cp.state_sha256
-                {
+                } else if <[u8; 32]>::from(Sha256::digest(v.value())) != cp.state_sha256 {
                     Some(format!(
                         "snapshot bytes hash to {}, its checkpoint recorded {} (the snapshot was changed)",
                         hex::encode(Sha256::digest(v.value())),
@@ -358,7 +341,7 @@ impl LogStore {
                 }
                 digest = cp.digest;
                 report.snapshots += 1;
-                report.snapshot_contents += u64::from(check_bytes);
+                report.snapshot_contents += 1;
                 report.checkpoint = Some((seq, hex::encode(digest)));
             }
             if let Some((ck, _)) = rows.next().transpose()? {
