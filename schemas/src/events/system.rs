@@ -54,20 +54,38 @@ pub enum SystemEvent {
         /// Its version.
         version: String,
     },
+    /// Ingest's committed log head, published periodically so that a copy of the log can be
+    /// checked against anchors held elsewhere (the stream, other replicas, the log itself:
+    /// `fleetctl log verify` checks every anchor it finds against the chain).
+    HeadAnchored {
+        /// The component that publishes (`ingest`).
+        component: String,
+        /// The identity of the log file whose head this is (checkpoint digests are per file).
+        log: String,
+        /// The committed head sequence.
+        seq: u64,
+        /// Entry `seq`'s hash (hex; 64 zeros for an empty log).
+        hash: String,
+        /// The sequence of the newest projection snapshot (0 when there is none).
+        checkpoint_seq: u64,
+        /// That snapshot's checkpoint digest (hex; empty when there is no snapshot).
+        checkpoint: String,
+    },
 }
 
 impl DomainEvent for SystemEvent {
     fn entity(&self) -> String {
         match self {
-            Self::CommandRejected { component, .. } | Self::ComponentStarted { component, .. } => {
-                component.clone()
-            }
+            Self::CommandRejected { component, .. }
+            | Self::ComponentStarted { component, .. }
+            | Self::HeadAnchored { component, .. } => component.clone(),
         }
     }
     fn type_name(&self) -> &'static str {
         match self {
             Self::CommandRejected { .. } => "command_rejected",
             Self::ComponentStarted { .. } => "component_started",
+            Self::HeadAnchored { .. } => "head_anchored",
         }
     }
     fn samples() -> Vec<Self> {
@@ -91,6 +109,14 @@ impl DomainEvent for SystemEvent {
             Self::ComponentStarted {
                 component: "ingest".into(),
                 version: "0.1.0".into(),
+            },
+            Self::HeadAnchored {
+                component: "ingest".into(),
+                log: "01KBQ4Z3V1D6W8Y0A2C4E6G8J0".into(),
+                seq: 120_000,
+                hash: "5f".repeat(32),
+                checkpoint_seq: 120_000,
+                checkpoint: "a7".repeat(32),
             },
         ]
     }

@@ -84,12 +84,12 @@ pub enum CtlError {
     /// The event log could not be used.
     #[error(transparent)]
     Log(#[from] fleetbus_ingest::log::LogError),
-    /// `log verify` found a bad entry (the report has been printed).
-    #[error("log verification failed at entry {seq}: {problem}")]
+    /// `log verify` found a bad entry, snapshot or index row (the report has been printed).
+    #[error("log verification failed: {problem}")]
     LogBroken {
-        /// The first bad entry.
+        /// The first bad entry or snapshot (for an index row: the entry it is about).
         seq: u64,
-        /// What mismatched.
+        /// What is bad and what mismatched (`<part> <seq>: …`).
         problem: String,
     },
     /// `log rebuild` found a snapshot that differs from the refold.

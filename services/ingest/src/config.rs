@@ -70,6 +70,16 @@ pub struct LogTuning {
     /// events) the writer waits up to this long for a group to fill before committing it:
     /// fewer, larger commits. A trickle is committed at once. 0 turns it off.
     pub linger_ms: u64,
+    /// Publish a head anchor (`system.head_anchored`: committed seq, hash and checkpoint digest)
+    /// at least this often while the head moves (seconds; 0: not by time).
+    pub anchor_every_s: u64,
+    /// Also publish one whenever the head has moved this many entries past the last anchor
+    /// (0: not by count).
+    pub anchor_every_entries: u64,
+    /// Repair a log that does not verify before serving it (`fleetbus-ingest --repair`; never
+    /// read from a file or the environment).
+    #[serde(skip)]
+    pub repair: bool,
 }
 
 impl Default for Config {
@@ -110,6 +120,9 @@ impl Default for LogTuning {
             snapshot_every: 10_000,
             queue: 20_000,
             linger_ms: 5,
+            anchor_every_s: 60,
+            anchor_every_entries: 100_000,
+            repair: false,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! host/agent/user/alert/config commands into events ([`commands`]); and answers `fleet.q.*`
 //! read-model queries ([`queries`]).
 
+pub mod anchor;
 pub mod api;
 pub mod bus;
 pub mod commands;
@@ -71,16 +72,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             IngestError::Config(format!("state_dir: cannot create {}: {e}", dir.display()))
         })?;
     }
-    let (store, state, at) = tokio::task::spawn_blocking(move || {
-        let store = log::LogStore::open(&path)?;
-        let (state, at) = store.load_latest::<State>()?;
-        Ok::<_, log::LogError>((store, state, at))
-    })
-    .await
-    .map_err(|e| IngestError::Internal(e.to_string()))??;
+    // Verify what the service relies on before serving; a log that does not verify is refused
+    // (naming the entry or snapshot) unless `--repair` was asked for.
+    let repair = config.log.repair;
+    let opened = tokio::task::spawn_blocking(move || log::open_verified::<State>(&path, repair))
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))??;
+    if let Some(r) = &opened.repaired {
+        tracing::warn!(nothing_done = r.nothing_done(), backup = ?r.backup, truncated_after = ?r.truncated_after,
+            entries_removed = r.entries_removed, snapshots_dropped = r.snapshots_dropped,
+            dedup_rebuilt = r.dedup_rebuilt, "log repaired");
+    }
+    let log::Opened {
+        store, state, at, ..
+    } = opened;
     let head = store.head()?;
     tracing::info!(path = %store.path().display(), head = head.seq, snapshot = at.snapshot_seq,
-        refolded = at.refolded, "log opened");
+        refolded = at.refolded, verified_entries = opened.verified.entries,
+        verified_snapshots = opened.verified.snapshots, anchors = opened.verified.anchors,
+        bound_legacy_snapshots = opened.bound, proved_snapshots = opened.proved,
+        proof_refolded = opened.proof_refolded, verify_s = opened.verify_seconds, "log opened and verified");
 
     let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown).await?;
     let js = async_nats::jetstream::new(client.clone());
@@ -162,6 +173,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             bus_stop.clone(),
         ));
     }
+    bus_tasks.spawn(anchor::publish_anchors(
+        js.clone(),
+        store.clone(),
+        anchor::AnchorSettings {
+            every: std::time::Duration::from_secs(config.log.anchor_every_s),
+            every_entries: config.log.anchor_every_entries,
+        },
+        bus_stop.clone(),
+    ));
     bus_tasks.spawn(queries::serve(
         client.clone(),
         shared.clone(),

@@ -17,6 +17,12 @@ struct Args {
     /// Config file (TOML). Every key can be overridden with FLEETBUS_INGEST__<KEY>[__<SUB>].
     #[arg(long, short, env = "FLEETBUS_INGEST_CONFIG")]
     config: Option<PathBuf>,
+    /// Repair a log that does not verify, then serve it: keeps a copy of the file
+    /// (`log.redb.before-repair-<ms>`), cuts the log before a bad entry, drops bad snapshots
+    /// (the state is refolded), rebuilds a bad dedup index. Without it ingest refuses to start
+    /// on such a log.
+    #[arg(long)]
+    repair: bool,
 }
 
 #[tokio::main]
@@ -26,7 +32,7 @@ async fn main() -> ExitCode {
         eprintln!("fleetbus-ingest: {e}");
         return ExitCode::from(2);
     }
-    let config: fleetbus_ingest::Config =
+    let mut config: fleetbus_ingest::Config =
         match fleetbus_runtime::config::load(args.config.as_deref(), "ingest") {
             Ok(c) => c,
             Err(e) => {
@@ -34,6 +40,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    config.log.repair = args.repair;
     if let Err(e) = config.validate() {
         eprintln!("fleetbus-ingest: bad config: {e}");
         return ExitCode::from(2);
@@ -44,6 +51,18 @@ async fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "ingest failed");
             eprintln!("fleetbus-ingest: {e}");
+            if matches!(
+                e,
+                fleetbus_ingest::IngestError::Log(
+                    fleetbus_ingest::log::LogError::Unverified { .. }
+                )
+            ) {
+                eprintln!(
+                    "fleetbus-ingest: refusing to serve this log. `fleetctl log verify` shows the \
+                     report; `fleetbus-ingest --repair` keeps a copy of the file, then cuts the log \
+                     before a bad entry, drops bad snapshots and rebuilds bad indexes (see the README)"
+                );
+            }
             ExitCode::FAILURE
         }
     }

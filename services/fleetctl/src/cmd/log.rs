@@ -22,7 +22,9 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Verb {
-    /// Walk the hash chain; exit 1 naming the first bad entry.
+    /// Walk the hash chain, the head, the dedup and time indexes, every snapshot (checkpoint
+    /// chain, entry link, content hash, equality with the refold) and every head anchor; exit 1
+    /// naming the first bad entry, snapshot or index row.
     Verify,
     /// Refold the projections from the log and compare with the stored snapshots.
     Rebuild,
@@ -55,19 +57,29 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
         let store = LogStore::open(&path)?;
         match verb {
             Verb::Verify => {
-                let report = store.verify()?;
+                let report = store.verify_full::<fleetbus_ingest::State>()?;
                 let human = match &report.first_bad {
                     None => format!(
-                        "ok: {} entries, head {} {}",
-                        report.entries, report.head_seq, report.head_hash
+                        "ok: {} entries, head {} {}; {} dedup rows; {} snapshots (checkpoints and contents checked, {} compared with the refold{}); {} anchors",
+                        report.entries,
+                        report.head_seq,
+                        report.head_hash,
+                        report.dedup_rows,
+                        report.snapshots + report.unbound_snapshots,
+                        report.snapshots_refolded,
+                        match report.unbound_snapshots {
+                            0 => String::new(),
+                            n => format!(", {n} not yet bound to the chain"),
+                        },
+                        report.anchors,
                     ),
-                    Some(bad) => format!("BAD entry {}: {}", bad.seq, bad.problem),
+                    Some(bad) => format!("BAD {} {}: {}", bad.part.name(), bad.seq, bad.problem),
                 };
                 print_either(json, human, &report);
                 match report.first_bad {
                     Some(bad) => Err(CtlError::LogBroken {
                         seq: bad.seq,
-                        problem: bad.problem,
+                        problem: format!("{} {}: {}", bad.part.name(), bad.seq, bad.problem),
                     }),
                     None => Ok(()),
                 }

@@ -26,11 +26,22 @@
 //! While ingest runs, the same entries are readable over the bus through the `events` query
 //! (`after_seq` paging) and the head through the `log_head` query.
 
+pub mod checkpoint;
+mod open;
+mod rebuild;
+mod repair;
 mod tables;
+mod verify;
+
+pub use checkpoint::Checkpoint;
+pub use open::{open_verified, Opened};
+pub use rebuild::RebuildReport;
+pub use repair::RepairReport;
+pub use verify::{BadEntry, Part, VerifyReport};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleetbus_schemas::{Envelope, EventId};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
@@ -38,7 +49,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use tables::{DEDUP, ENTRIES, HEAD_KEY, META, POSITIONS, SNAPSHOTS, TIME_INDEX};
+use tables::{
+    CHECKPOINTS, DEDUP, ENTRIES, HEAD_KEY, LOG_ID_KEY, META, POSITIONS, SNAPSHOTS, TIME_INDEX,
+};
 
 /// SHA-256 digest length.
 pub const HASH_LEN: usize = 32;
@@ -82,6 +95,17 @@ pub enum LogError {
         seq: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// The log does not verify: ingest refuses to serve it (`fleetbus-ingest --repair` is the
+    /// explicit way out).
+    #[error("event log does not verify: {part} {seq}: {problem}")]
+    Unverified {
+        /// What is bad: `entry`, `snapshot`, `dedup index`, `time index`, `head` or `anchor`.
+        part: &'static str,
+        /// The entry or snapshot sequence (for an index row: the entry it points at).
+        seq: u64,
+        /// What mismatched.
+        problem: String,
     },
     /// An entry cannot be stored (e.g. a subject longer than 65,535 bytes).
     #[error("cannot append event {id}: {reason}")]
@@ -201,53 +225,6 @@ fn split_entry(seq: u64, value: &[u8]) -> Result<(&str, &[u8]), LogError> {
     Ok((subject, &rest[subject_len..]))
 }
 
-/// Sequences per chunk handed from a rebuild's decoder threads to its fold.
-const REBUILD_CHUNK: u64 = 1024;
-
-/// One chunk of a rebuild: the decoded entries of a range of sequences and the stored bytes of
-/// the snapshots taken at sequences in that range.
-struct Chunk {
-    entries: Vec<(u64, Envelope)>,
-    snapshots: Vec<(u64, Vec<u8>)>,
-}
-
-/// Reads and decodes the entries `start..end` (which must all exist: sequences have no gaps)
-/// and the snapshots taken in that range (`snapshot_seqs`: every snapshot's sequence, sorted).
-///
-/// Snapshots are fetched by key, never through a range over their table: a snapshot is one
-/// large leaf page, and a range reads the leaf pages at both of its ends even when nothing
-/// falls in between, which made every chunk copy two snapshots' pages.
-fn decode_chunk(
-    entries: &redb::ReadOnlyTable<u64, &[u8]>,
-    snapshots: &redb::ReadOnlyTable<u64, &[u8]>,
-    snapshot_seqs: &[u64],
-    start: u64,
-    end: u64,
-    mut chunk: Chunk,
-) -> Result<Chunk, LogError> {
-    chunk.entries.clear();
-    chunk.snapshots.clear();
-    for item in entries.range(start..end)? {
-        let (k, v) = item?;
-        let seq = k.value();
-        chunk.entries.push((seq, stored_envelope(seq, v.value())?));
-    }
-    if chunk.entries.len() as u64 != end - start {
-        return Err(LogError::Corrupt {
-            seq: start + chunk.entries.len() as u64,
-            reason: "entry missing: sequences must have no gaps".into(),
-        });
-    }
-    let from = snapshot_seqs.partition_point(|&s| s < start);
-    let to = snapshot_seqs.partition_point(|&s| s < end);
-    for &seq in &snapshot_seqs[from..to] {
-        if let Some(v) = snapshots.get(seq)? {
-            chunk.snapshots.push((seq, v.value().to_vec()));
-        }
-    }
-    Ok(chunk)
-}
-
 /// Decodes the envelope of a stored value in place (the refold path: no copy of the entry).
 fn stored_envelope(seq: u64, value: &[u8]) -> Result<Envelope, LogError> {
     let (_, envelope) = split_entry(seq, value)?;
@@ -347,58 +324,6 @@ impl Appended {
     }
 }
 
-/// The result of [`LogStore::verify`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VerifyReport {
-    /// Entries checked.
-    pub entries: u64,
-    /// The head sequence as recorded.
-    pub head_seq: u64,
-    /// The head hash as recorded (hex).
-    pub head_hash: String,
-    /// The first entry that does not verify, if any.
-    pub first_bad: Option<BadEntry>,
-}
-
-impl VerifyReport {
-    /// `true` when every entry verified.
-    pub fn ok(&self) -> bool {
-        self.first_bad.is_none()
-    }
-}
-
-/// An entry that failed verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BadEntry {
-    /// Its sequence.
-    pub seq: u64,
-    /// What mismatched.
-    pub problem: String,
-}
-
-/// The result of [`LogStore::rebuild`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RebuildReport {
-    /// Entries folded.
-    pub events: u64,
-    /// Wall time of the refold in seconds.
-    pub seconds: f64,
-    /// Stored snapshots compared with the refold at their sequence.
-    pub snapshots_compared: u64,
-    /// The sequence of the first stored snapshot that differs from the refold, if any.
-    pub first_difference: Option<u64>,
-    /// The sequence of the newest stored snapshot (the live state at the last clean shutdown
-    /// or periodic snapshot).
-    pub latest_snapshot: Option<u64>,
-}
-
-impl RebuildReport {
-    /// `true` when every stored snapshot equals the refold.
-    pub fn equal(&self) -> bool {
-        self.first_difference.is_none()
-    }
-}
-
 /// How a past state was computed (for measuring time travel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StateAt {
@@ -453,9 +378,13 @@ impl LogStore {
             txn.open_table(TIME_INDEX)?;
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(POSITIONS)?;
+            txn.open_table(CHECKPOINTS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get(HEAD_KEY)?.is_none() {
                 meta.insert(HEAD_KEY, Head::EMPTY.encode().as_slice())?;
+            }
+            if meta.get(LOG_ID_KEY)?.is_none() {
+                meta.insert(LOG_ID_KEY, ulid::Ulid::new().to_string().as_bytes())?;
             }
         }
         txn.commit()?;
@@ -475,6 +404,14 @@ impl LogStore {
     /// The file path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// This file's identity (made when it was created; head anchors name it).
+    pub fn log_id(&self) -> Result<String, LogError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let id = meta.get(LOG_ID_KEY)?.map(|v| v.value().to_vec());
+        Ok(String::from_utf8_lossy(&id.unwrap_or_default()).into_owned())
     }
 
     /// The head as recorded.
@@ -543,98 +480,6 @@ impl LogStore {
         Ok(last.map(|(_, seq)| seq.value()).unwrap_or(0))
     }
 
-    /// Walks the whole chain: gapless sequences from 1, each `prev_hash` equal to the previous
-    /// entry's hash, each hash recomputed, the head record equal to the last entry, and every
-    /// entry's event id in the dedup index. Stops at the first bad entry and names it.
-    pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        let head = self.head()?;
-        let txn = self.db.begin_read()?;
-        let entries = txn.open_table(ENTRIES)?;
-        let dedup = txn.open_table(DEDUP)?;
-        let mut expected_seq = 1u64;
-        let mut prev = GENESIS_HASH;
-        let mut checked = 0u64;
-        let report = |first_bad: Option<BadEntry>, checked| VerifyReport {
-            entries: checked,
-            head_seq: head.seq,
-            head_hash: hex::encode(head.hash),
-            first_bad,
-        };
-        for item in entries.range(1u64..)? {
-            let (k, v) = item?;
-            let seq = k.value();
-            let bad = |problem: String| Some(BadEntry { seq, problem });
-            if seq != expected_seq {
-                let missing = BadEntry {
-                    seq: expected_seq,
-                    problem: format!("entry missing: the next stored entry is {seq}"),
-                };
-                return Ok(report(Some(missing), checked));
-            }
-            let entry = match Entry::decode(seq, v.value()) {
-                Ok(e) => e,
-                Err(e) => return Ok(report(bad(e.to_string()), checked)),
-            };
-            if entry.prev_hash != prev {
-                return Ok(report(
-                    bad(format!(
-                        "prev_hash {} does not match entry {}'s hash {}",
-                        hex::encode(entry.prev_hash),
-                        seq - 1,
-                        hex::encode(prev)
-                    )),
-                    checked,
-                ));
-            }
-            let computed = entry.computed_hash();
-            if computed != entry.hash {
-                return Ok(report(
-                    bad(format!(
-                        "stored hash {} does not match the recomputed hash {} (subject or envelope bytes changed)",
-                        hex::encode(entry.hash),
-                        hex::encode(computed)
-                    )),
-                    checked,
-                ));
-            }
-            match entry.envelope() {
-                Ok(env) => {
-                    let indexed = dedup.get(u128::from(env.id.0))?.map(|g| g.value());
-                    if indexed != Some(seq) {
-                        return Ok(report(
-                            bad(format!(
-                                "event id {} is indexed under {indexed:?}, expected this entry",
-                                env.id
-                            )),
-                            checked,
-                        ));
-                    }
-                }
-                Err(e) => return Ok(report(bad(e.to_string()), checked)),
-            }
-            prev = entry.hash;
-            expected_seq += 1;
-            checked += 1;
-        }
-        let last = expected_seq - 1;
-        if head.seq != last || head.hash != prev {
-            let problem = format!(
-                "head record says seq {} hash {}, the chain ends at seq {last} hash {}",
-                head.seq,
-                hex::encode(head.hash),
-                hex::encode(prev)
-            );
-            return Ok(report(
-                Some(BadEntry {
-                    seq: head.seq.max(last),
-                    problem,
-                }),
-                checked,
-            ));
-        }
-        Ok(report(None, checked))
-    }
-
     /// The state as of `seq` (clamped to the head): the nearest snapshot at or below it plus a
     /// refold of the entries in between.
     pub fn state_at<S: Fold>(&self, seq: u64) -> Result<(S, StateAt), LogError> {
@@ -668,96 +513,6 @@ impl LogStore {
         ))
     }
 
-    /// Refolds the whole log from the empty state and compares the refold with every stored
-    /// snapshot at its sequence (the newest one is the live state saved at the last clean
-    /// shutdown). Returns the report and the refolded state.
-    pub fn rebuild_as<S: Fold>(&self) -> Result<(RebuildReport, S), LogError> {
-        let started = Instant::now();
-        let txn = self.db.begin_read()?;
-        let entries = txn.open_table(ENTRIES)?;
-        let snapshots = txn.open_table(SNAPSHOTS)?;
-        let mut state = S::default();
-        let mut events = 0u64;
-        let mut compared = 0u64;
-        let mut first_difference = None;
-        let mut latest_snapshot = None;
-        // Reading and decoding cost several times the fold: decoder threads each read and decode
-        // every n-th chunk of sequences (entries and the snapshots stored among them), this
-        // thread folds the chunks back in log order and compares.
-        let last = entries.last()?.map_or(0, |(k, _)| k.value());
-        // One pass over the snapshot keys (each snapshot's page is read once here, once when
-        // its chunk decodes it).
-        let snapshot_seqs = snapshots
-            .iter()?
-            .map(|item| item.map(|(k, _)| k.value()))
-            .collect::<Result<Vec<u64>, _>>()?;
-        let decoders =
-            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)) as u64;
-        // Folded chunks go back to their decoder, which drops the envelopes where they were
-        // allocated (cheaper than freeing across threads) and reuses the vectors.
-        std::thread::scope(|scope| -> Result<(), LogError> {
-            let mut lanes = Vec::new();
-            for d in 0..decoders {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, LogError>>(4);
-                let (back_tx, back_rx) = std::sync::mpsc::channel::<Chunk>();
-                lanes.push((rx, back_tx));
-                let (entries, snapshots, snapshot_seqs) = (&entries, &snapshots, &snapshot_seqs);
-                scope.spawn(move || {
-                    let mut start = 1 + d * REBUILD_CHUNK;
-                    while start <= last {
-                        let end = (start + REBUILD_CHUNK).min(last + 1);
-                        let spare = back_rx.try_iter().last().unwrap_or_else(|| Chunk {
-                            entries: Vec::with_capacity(REBUILD_CHUNK as usize),
-                            snapshots: Vec::new(),
-                        });
-                        let chunk =
-                            decode_chunk(entries, snapshots, snapshot_seqs, start, end, spare);
-                        let failed = chunk.is_err();
-                        if tx.send(chunk).is_err() || failed {
-                            return;
-                        }
-                        start += decoders * REBUILD_CHUNK;
-                    }
-                });
-            }
-            for i in 0.. {
-                let (rx, back_tx) = &lanes[i % lanes.len()];
-                let Ok(chunk) = rx.recv() else { break };
-                let chunk = chunk?;
-                let mut snaps = chunk.snapshots.iter().peekable();
-                for (seq, envelope) in &chunk.entries {
-                    state.apply(*seq, envelope);
-                    events += 1;
-                    while let Some((sseq, stored)) = snaps.next_if(|(sseq, _)| sseq <= seq) {
-                        latest_snapshot = Some(*sseq);
-                        compared += 1;
-                        if first_difference.is_none() && !snapshot_matches(*sseq, stored, &state) {
-                            first_difference = Some(*sseq);
-                        }
-                    }
-                }
-                // A decoder that has finished no longer listens; the chunk is dropped here.
-                let _ = back_tx.send(chunk);
-            }
-            Ok(())
-        })?;
-        // A snapshot for a sequence that has no entry cannot be checked.
-        if let Some(&sseq) = snapshot_seqs.iter().find(|&&s| s > last) {
-            latest_snapshot = Some(sseq);
-            first_difference = first_difference.or(Some(sseq));
-        }
-        Ok((
-            RebuildReport {
-                events,
-                seconds: started.elapsed().as_secs_f64(),
-                snapshots_compared: compared,
-                first_difference,
-                latest_snapshot,
-            },
-            state,
-        ))
-    }
-
     /// Reads the newest snapshot and refolds the entries after it: the state at the head.
     pub fn load_latest<S: Fold>(&self) -> Result<(S, StateAt), LogError> {
         self.state_at(u64::MAX)
@@ -776,7 +531,13 @@ impl LogStore {
             };
             seq = head.seq;
             let bytes = encode_snapshot(seq, state)?;
-            txn.open_table(SNAPSHOTS)?.insert(seq, bytes.as_slice())?;
+            checkpoint::put_snapshot(
+                &mut txn.open_table(SNAPSHOTS)?,
+                &mut txn.open_table(CHECKPOINTS)?,
+                seq,
+                head.hash,
+                &bytes,
+            )?;
         }
         txn.commit()?;
         Ok(seq)
@@ -817,6 +578,7 @@ impl LogStore {
             let mut entries = txn.open_table(ENTRIES)?;
             let mut dedup = txn.open_table(DEDUP)?;
             let mut snapshots = txn.open_table(SNAPSHOTS)?;
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
             let before = h.seq;
             for item in batch {
                 let id = u128::from(item.envelope.id.0);
@@ -841,7 +603,7 @@ impl LogStore {
                 state.apply(seq, &item.envelope);
                 if snapshot_every > 0 && seq % snapshot_every == 0 {
                     let bytes = encode_snapshot(seq, state)?;
-                    snapshots.insert(seq, bytes.as_slice())?;
+                    checkpoint::put_snapshot(&mut snapshots, &mut checkpoints, seq, hash, &bytes)?;
                 }
                 h.seq = seq;
                 h.hash = hash;

@@ -23,8 +23,19 @@ pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 /// each stream right after it, whatever any consumer's ack floor says.
 pub(crate) const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
 
+/// `seq → entry_hash[32] | state_sha256[32] | digest[32]`: binds the snapshot stored under the
+/// same `seq` to the chain. `entry_hash` is entry `seq`'s hash (zeros for seq 0), `state_sha256`
+/// the SHA-256 of the snapshot's bytes, and `digest = SHA-256(previous row's digest (zeros for
+/// the first) | seq u64 BE | entry_hash | state_sha256)`. Written in the same transaction as the
+/// snapshot; see [`super::checkpoint`].
+pub(crate) const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
+
 /// Small named values: `head` = `seq u64 BE | hash[32] | last commit ms u64 BE`.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Key of the head row in [`META`].
 pub(crate) const HEAD_KEY: &str = "head";
+
+/// Key of this log's identity in [`META`] (a ULID string, made when the file is created):
+/// head anchors name it, so `verify` knows which anchors speak of this file's checkpoints.
+pub(crate) const LOG_ID_KEY: &str = "log_id";

@@ -265,3 +265,195 @@ fn rebuild_accepts_an_equal_snapshot_in_another_encoding_and_names_a_different_o
     assert_eq!(rebuild.first_difference, Some(2000), "{rebuild:?}");
     assert_eq!(rebuild.latest_snapshot, Some(3000));
 }
+
+fn append(store: &LogStore, n: usize, state: &mut Seen, snapshot_every: u64) {
+    let batch: Vec<NewEntry> = (0..n).map(|_| new_entry(EventId::new())).collect();
+    store
+        .append_batch(&batch, state, snapshot_every)
+        .expect("append");
+}
+
+fn anchor_entry(env: Envelope) -> NewEntry {
+    let bytes = fleetbus_schemas::encode(&env).expect("encode");
+    NewEntry {
+        subject: env.subject(),
+        bytes: bytes.into(),
+        envelope: env,
+    }
+}
+
+#[test]
+fn snapshots_of_an_older_log_are_bound_only_after_the_refold_proves_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.redb");
+    let store = LogStore::open(&path).expect("open");
+    let mut state = Seen::default();
+    append(&store, 50, &mut state, 10);
+    drop(store);
+    let unbind = || {
+        let db = redb::Database::open(&path).expect("redb open");
+        let txn = db.begin_write().expect("write");
+        txn.delete_table(tables::CHECKPOINTS).expect("delete");
+        txn.commit().expect("commit");
+    };
+    // As a build from before checkpoints left it: snapshots, no checkpoint rows.
+    unbind();
+    let report = LogStore::open(&path)
+        .expect("open")
+        .verify()
+        .expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.unbound_snapshots, report.snapshots), (5, 0));
+    let opened = open_verified::<Seen>(&path, false).expect("open and bind");
+    assert_eq!(opened.bound, 5);
+    assert_eq!(opened.state, state);
+    let report = opened.store.verify().expect("verify");
+    assert_eq!((report.unbound_snapshots, report.snapshots), (0, 5));
+    drop(opened);
+
+    // An unbound snapshot that differs from the refold is refused, and repair drops it.
+    unbind();
+    {
+        let db = redb::Database::open(&path).expect("redb open");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut t = txn.open_table(tables::SNAPSHOTS).expect("table");
+            let forged = Seen {
+                ids: state.ids[..29].to_vec(),
+            };
+            let bytes = rmp_serde::to_vec_named(&forged).expect("encode");
+            t.insert(30, bytes.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    match open_verified::<Seen>(&path, false) {
+        Err(LogError::Unverified { part, seq, .. }) => assert_eq!((part, seq), ("snapshot", 30)),
+        other => panic!("expected snapshot 30 to be refused, got {other:?}"),
+    }
+    let opened = open_verified::<Seen>(&path, true).expect("repair");
+    let repaired = opened.repaired.clone().expect("report");
+    assert_eq!(repaired.snapshots_dropped, 3, "{repaired:?}");
+    assert_eq!(repaired.snapshots_bound, 2, "{repaired:?}");
+    assert_eq!(opened.state, state);
+    assert!(opened.store.verify_full::<Seen>().expect("verify").ok());
+}
+
+#[test]
+fn anchors_are_checked_against_the_chain_and_pin_checkpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.redb");
+    let store = LogStore::open(&path).expect("open");
+    let mut state = Seen::default();
+    append(&store, 20, &mut state, 10);
+    let (head, cp) = store.anchor_point().expect("anchor point");
+    let log_id = store.log_id().expect("log id");
+    let good = crate::anchor::anchor_event(&log_id, &head, cp.as_ref());
+    store
+        .append_batch(&[anchor_entry(good)], &mut state, 10)
+        .expect("append");
+    append(&store, 5, &mut state, 10);
+    let report = store.verify().expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.anchors, report.anchored_checkpoint), (1, Some(20)));
+
+    // A claim that is not this chain's: the anchor entry is named.
+    let mut wrong = head;
+    wrong.seq = 12;
+    let lie = crate::anchor::anchor_event(&log_id, &wrong, cp.as_ref());
+    store
+        .append_batch(&[anchor_entry(lie)], &mut state, 0)
+        .expect("append");
+    let bad = store.verify().expect("verify").first_bad.expect("bad");
+    assert_eq!((bad.part, bad.seq), (Part::Anchor, 27), "{bad:?}");
+    drop(store);
+
+    // A checkpoint rewritten under an anchor names its snapshot; repair drops it and the ones
+    // after it, and the log verifies again.
+    let path2 = dir.path().join("log2.redb");
+    let store = LogStore::open(&path2).expect("open");
+    let mut state = Seen::default();
+    append(&store, 20, &mut state, 10);
+    let (head, cp) = store.anchor_point().expect("anchor point");
+    let event = crate::anchor::anchor_event(&store.log_id().expect("id"), &head, cp.as_ref());
+    store
+        .append_batch(&[anchor_entry(event)], &mut state, 10)
+        .expect("append");
+    append(&store, 15, &mut state, 10);
+    drop(store);
+    {
+        let db = redb::Database::open(&path2).expect("redb open");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut t = txn.open_table(tables::CHECKPOINTS).expect("table");
+            let mut row = t.get(10).expect("get").expect("row").value().to_vec();
+            row[40] ^= 1;
+            let cp = Checkpoint::decode(10, &row).expect("row");
+            let cp = Checkpoint {
+                digest: checkpoint::chain_digest(
+                    &GENESIS_HASH,
+                    10,
+                    &cp.entry_hash,
+                    &cp.state_sha256,
+                ),
+                ..cp
+            };
+            t.insert(10, cp.encode().as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = LogStore::open(&path2).expect("open");
+    let bad = store.verify().expect("verify").first_bad.expect("bad");
+    assert_eq!(bad.part, Part::Snapshot, "{bad:?}");
+    drop(store);
+    let opened = open_verified::<Seen>(&path2, true).expect("repair");
+    assert_eq!(opened.state, state);
+    assert!(opened.store.verify_full::<Seen>().expect("verify").ok());
+}
+
+#[test]
+fn verify_walks_the_chain_in_lanes_and_names_breaks_at_their_edges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.redb");
+    let store = LogStore::open(&path).expect("open");
+    let mut state = Seen::default();
+    for _ in 0..5 {
+        append(&store, 5000, &mut state, 0);
+    }
+    let report = store.verify().expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.entries, report.dedup_rows), (25_000, 25_000));
+    drop(store);
+    type Entries<'t> = redb::Table<'t, u64, &'static [u8]>;
+    let edit = |f: &dyn Fn(&mut Entries)| {
+        let db = redb::Database::open(&path).expect("redb open");
+        let txn = db.begin_write().expect("write");
+        f(&mut txn.open_table(tables::ENTRIES).expect("table"));
+        txn.commit().expect("commit");
+    };
+    // With two to four lanes, 12,501 starts one and 12,500 ends one; with one, nothing changes.
+    edit(&|t| {
+        let mut v = t.get(12_501).expect("get").expect("entry").value().to_vec();
+        v[0] ^= 1;
+        t.insert(12_501, v.as_slice()).expect("insert");
+    });
+    let bad = LogStore::open(&path)
+        .expect("open")
+        .verify()
+        .expect("verify")
+        .first_bad
+        .expect("bad");
+    assert_eq!((bad.part, bad.seq), (Part::Entry, 12_501), "{bad:?}");
+    assert!(bad.problem.starts_with("prev_hash"), "{bad:?}");
+    edit(&|t| {
+        t.remove(12_500).expect("remove");
+        t.remove(20_000).expect("remove");
+    });
+    let bad = LogStore::open(&path)
+        .expect("open")
+        .verify()
+        .expect("verify")
+        .first_bad
+        .expect("bad");
+    assert_eq!((bad.part, bad.seq), (Part::Entry, 12_500), "{bad:?}");
+    assert!(bad.problem.contains("missing"), "{bad:?}");
+}
