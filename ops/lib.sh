@@ -27,6 +27,15 @@ ensure_cargo() {
     command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
 }
 
+# A cargo subcommand from crates.io at an exact version (built once into ~/.cargo/bin).
+ensure_cargo_tool() {
+    local name="$1" version="$2"
+    if ! "$name" --version 2>/dev/null | grep -qF "$version"; then
+        say "installing $name $version from crates.io"
+        cargo install --locked --quiet "$name" --version "$version"
+    fi
+}
+
 # The packages every fleetbus machine needs: the bus, the SSH targets, a service manager for
 # the demo fleet, sudo for scoped privileges.
 ensure_base_packages() {
