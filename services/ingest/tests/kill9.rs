@@ -31,7 +31,8 @@ use fleetbus_testkit::NatsServer;
 use rand::{Rng, SeedableRng};
 
 const AGENTS: usize = 3;
-const BATCHES: usize = 60;
+/// Pause of each HTTP agent between two batches.
+const BATCH_PAUSE: Duration = Duration::from_millis(100);
 const PER_BATCH: usize = 25;
 const KILLS: usize = 20;
 /// Services publishing on the bus while ingest dies, each this many events per 50 ms.
@@ -106,21 +107,25 @@ async fn publish_on_bus(
     }
 }
 
-/// Pushes `BATCHES` batches over HTTP, resending each until it gets a 202. Returns the number
-/// of resends and the longest time one batch took from its first send to its 202.
+/// Pushes batches over HTTP until `stop` (so the agents span every kill, however fast the
+/// machine), resending each until it gets a 202. Returns the number of resends, the longest
+/// time one batch took from its first send to its 202, and the number of batches delivered.
 async fn push_over_http(
     http: reqwest::Client,
     base: String,
     agent: TestAgent,
     i: usize,
     acked: Arc<Mutex<HashSet<EventId>>>,
-) -> (u32, Duration) {
+    stop: Arc<AtomicBool>,
+) -> (u32, Duration, usize) {
     let mut retries = 0u32;
     let mut longest = Duration::ZERO;
-    for b in 0..BATCHES {
+    let mut b = 0;
+    while !stop.load(Ordering::Relaxed) {
+        b += 1;
         let batch = ReportsBody {
             reports: (0..PER_BATCH)
-                .map(|n| report(&agent, (i * 100_000 + b * PER_BATCH + n) as u64))
+                .map(|n| report(&agent, (i * 10_000_000 + b * PER_BATCH + n) as u64))
                 .collect(),
         };
         let first_sent = Instant::now();
@@ -159,8 +164,9 @@ async fn push_over_http(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         longest = longest.max(first_sent.elapsed());
+        tokio::time::sleep(BATCH_PAUSE).await;
     }
-    (retries, longest)
+    (retries, longest, b)
 }
 
 /// Waits (bounded) until `id` is committed: events are read in stream order, so the last one
@@ -205,6 +211,7 @@ async fn sigkill_at_restart_sec_timing_loses_nothing_acknowledged_and_doubles_no
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
     let http_acked: Arc<Mutex<HashSet<EventId>>> = Arc::default();
     let mut senders = tokio::task::JoinSet::new();
     for (i, agent) in agents.into_iter().enumerate() {
@@ -214,9 +221,9 @@ async fn sigkill_at_restart_sec_timing_loses_nothing_acknowledged_and_doubles_no
             agent,
             i,
             http_acked.clone(),
+            stop.clone(),
         ));
     }
-    let stop = Arc::new(AtomicBool::new(false));
     let bus_acked: Vec<Arc<Mutex<Vec<EventId>>>> =
         (0..PUBLISHERS).map(|_| Arc::default()).collect();
     let mut publishers = tokio::task::JoinSet::new();
@@ -241,11 +248,12 @@ async fn sigkill_at_restart_sec_timing_loses_nothing_acknowledged_and_doubles_no
     while let Some(r) = publishers.join_next().await {
         r.expect("publisher");
     }
-    let (mut retries, mut longest) = (0, Duration::ZERO);
+    let (mut retries, mut longest, mut batches) = (0, Duration::ZERO, 0);
     while let Some(r) = senders.join_next().await {
-        let (n, l) = r.expect("sender");
+        let (n, l, b) = r.expect("sender");
         retries += n;
         longest = longest.max(l);
+        batches += b;
     }
     println!(
         "{KILLS} kills, downtimes {:?}..{:?}; {retries} HTTP resends, longest batch {longest:?}",
@@ -269,7 +277,7 @@ async fn sigkill_at_restart_sec_timing_loses_nothing_acknowledged_and_doubles_no
     child.wait().expect("reap");
 
     let http_acked = http_acked.lock().expect("lock").clone();
-    assert_eq!(http_acked.len(), AGENTS * BATCHES * PER_BATCH);
+    assert_eq!(http_acked.len(), batches * PER_BATCH);
     let mut bus_ids = HashSet::new();
     for acked in &bus_acked {
         bus_ids.extend(acked.lock().expect("lock").iter().copied());
