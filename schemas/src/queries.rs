@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod config;
+
 use crate::events::Severity;
 use crate::ids::{EventId, HostId, ServiceName, UserName};
 
@@ -75,6 +77,9 @@ pub mod model {
     /// [`super::CommittedQuery`] → [`super::Committed`]: where an event is in the log, once it
     /// is there (read-your-writes after a command).
     pub const COMMITTED: &str = "committed";
+    /// [`super::config::ConfigQuery`] → [`super::config::ConfigSummary`] or, for one agent,
+    /// [`super::config::AgentConfigView`]: managed-config status and drift.
+    pub const CONFIG: &str = "config";
 }
 
 /// The fleet overview, now or as of a point in history.

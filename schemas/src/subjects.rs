@@ -14,6 +14,11 @@ pub const COMMANDS_STREAM: &str = "COMMANDS";
 /// Stream of live job output, bounded by age and size.
 pub const OUTPUT_STREAM: &str = "OUTPUT";
 
+/// Object store (bucket) of agents' config snapshots, sealed by ingest.
+pub const SNAPSHOTS_BUCKET: &str = "snapshots";
+/// Object store (bucket) of the files agents download (`/v1/assets`).
+pub const ASSETS_BUCKET: &str = "assets";
+
 /// Every event subject.
 pub const EVENTS_ALL: &str = "fleet.evt.>";
 /// Every credential-bearing event subject.

@@ -12,10 +12,10 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::NewEntry;
 use crate::metrics::Metrics;
 use crate::writer::Pending;
 use crate::IngestError;
+use fleetbus_log::NewEntry;
 
 /// The outcome of publishing one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,9 +23,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::state::State;
 use crate::writer::Shared;
 use crate::IngestError;
+use fleetbus_projections::State;
 
 /// The component name in `CommandRejected` events and the `source` of ingest's events.
 pub const COMPONENT: &str = "ingest";
@@ -624,7 +624,7 @@ async fn process(
                 if let Ok(Some(seq)) = shared.store.lookup(*id) {
                     shared
                         .hub
-                        .resolve(*id, crate::log::Appended::Duplicate(seq));
+                        .resolve(*id, fleetbus_log::Appended::Duplicate(seq));
                 }
             }
         }
@@ -709,7 +709,7 @@ mod tests {
             derived_id(add.id, 0),
             "ids derive from the command id"
         );
-        crate::log::Fold::apply(&mut state, 1, &events[0]);
+        fleetbus_log::Fold::apply(&mut state, 1, &events[0]);
         let again = admin_cmd(Command::Host(HostCommand::Add(spec("web-1"))));
         let err = handle(
             &state,

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{Head, LogStore};
+use fleetbus_log::{Head, LogStore};
 
 /// How long the health check waits for the server's view of a stream.
 const STREAM_INFO_TIMEOUT: Duration = Duration::from_secs(1);

@@ -37,11 +37,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{Entry, LogError};
 use crate::metrics::Metrics;
-use crate::state::State;
 use crate::writer::Shared;
 use crate::IngestError;
+use fleetbus_log::{Entry, LogError};
+use fleetbus_projections::State;
 
 /// The queue group all ingest instances answer in.
 pub const QUEUE_GROUP: &str = "ingest";
@@ -125,7 +125,7 @@ pub fn answer_query(shared: &Shared, model_name: &str, payload: &[u8]) -> Vec<u8
         model::USER_CREDENTIAL => {
             answer(decode::<UserCredentialQuery>(payload).and_then(|q| user_credential(shared, &q.user)))
         }
-        crate::fleet::queries::MODEL => crate::fleet::queries::answer(&shared.read_state(), payload),
+        fleetbus_schemas::queries::model::CONFIG => crate::fleet::queries::answer(&shared.read_state(), payload),
         other => answer::<()>(Err(bad_request(format!(
             "unknown model '{}'; expected one of overview, host, history, alerts, events, log_head, registry, users, user_credential, committed",
             other.chars().take(64).collect::<String>()

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::hub::Hub;
-use crate::log::{Appended, Head, LogError, LogStore, NewEntry};
 use crate::metrics::Metrics;
-use crate::state::State;
+use fleetbus_log::{Appended, Head, LogError, LogStore, NewEntry};
+use fleetbus_projections::State;
 
 /// One event on its way into the log.
 #[derive(Debug)]

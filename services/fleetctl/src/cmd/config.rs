@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use fleetbus_ingest::fleet::fold::DriftState;
-use fleetbus_ingest::fleet::queries::{AgentConfigView, ConfigQuery, ConfigSummary, MODEL};
 use fleetbus_schemas::commands::ConfigCommand;
+use fleetbus_schemas::queries::config::DriftState;
+use fleetbus_schemas::queries::config::{AgentConfigView, ConfigQuery, ConfigSummary, MODEL};
 use fleetbus_schemas::{AgentId, Command};
 
 use super::agent::report;
@@ -128,7 +128,7 @@ fn read_text(path: &Path) -> Result<String, CtlError> {
 /// Checks TOML locally, so a typo is reported with its line before anything is sent.
 fn read_toml(what: &str, path: &Path) -> Result<String, CtlError> {
     let text = read_text(path)?;
-    fleetbus_ingest::fleet::merge::parse(what, &text).map_err(|reason| CtlError::Input {
+    fleetbus_projections::configs::merge::parse(what, &text).map_err(|reason| CtlError::Input {
         what: path.display().to_string(),
         reason,
     })?;
@@ -446,7 +446,7 @@ pub fn new_passphrase(n: usize) -> String {
 /// argon2id PHC string of a passphrase (normalised like ingest compares it).
 pub fn hash_passphrase(passphrase: &str) -> Result<String, CtlError> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let normalized = fleetbus_ingest::fleet::http::normalize_passphrase(passphrase);
+    let normalized = fleetbus_schemas::http::normalize_passphrase(passphrase);
     let salt = SaltString::generate(&mut OsRng);
     argon2::Argon2::default()
         .hash_password(normalized.as_bytes(), &salt)

@@ -10,9 +10,9 @@ use fleetbus_schemas::{Actor, ActorKind, AgentId, UserRole};
 use sha2::{Digest, Sha256};
 use toml::Table;
 
-use super::fold::Configs;
-use super::merge;
 use crate::commands::Rejection;
+use fleetbus_projections::configs::merge;
+use fleetbus_projections::configs::Configs;
 
 /// Most agents one template change may re-version in one command (the events of one command
 /// get ids numbered by a byte).

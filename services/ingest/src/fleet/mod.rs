@@ -10,9 +10,7 @@
 //! - [`queries`]: the `fleet.q.config` read model for fleetctl and the web UI.
 
 pub mod decide;
-pub mod fold;
 pub mod http;
-pub mod merge;
 pub mod queries;
 pub mod store;
 
@@ -23,11 +21,11 @@ use async_nats::jetstream;
 use fleetbus_schemas::{Envelope, EventId};
 
 pub use decide::decide;
-pub use fold::{Configs, DriftView, Management};
+use fleetbus_projections::configs::merge;
 pub use http::router;
 
-use crate::log::Appended;
 use crate::writer::Shared;
+use fleetbus_log::Appended;
 
 /// What can go wrong in fleet management.
 #[derive(Debug, thiserror::Error)]

@@ -16,10 +16,8 @@ use tokio::io::AsyncReadExt;
 
 use super::FleetError;
 
-/// The bucket of encrypted snapshots.
-pub const SNAPSHOTS_BUCKET: &str = "snapshots";
-/// The bucket of files agents download.
-pub const ASSETS_BUCKET: &str = "assets";
+pub use fleetbus_runtime::objects::digest_hex;
+pub use fleetbus_schemas::subjects::{ASSETS_BUCKET, SNAPSHOTS_BUCKET};
 
 const MAGIC: &[u8; 4] = b"FBS1";
 const NONCE_LEN: usize = 12;
@@ -128,23 +126,14 @@ impl SnapshotKey {
     }
 }
 
-/// Opens a bucket, creating it (file storage) when it does not exist yet.
+/// Opens a bucket, creating it when it does not exist yet.
 pub async fn bucket(
     js: &jetstream::Context,
     name: &str,
 ) -> Result<object_store::ObjectStore, FleetError> {
-    match js.get_object_store(name).await {
-        Ok(b) => Ok(b),
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: name.to_owned(),
-                description: Some(format!("fleetbus {name}")),
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| FleetError::Store(format!("cannot open or create bucket '{name}': {e}"))),
-    }
+    fleetbus_runtime::objects::bucket(js, name)
+        .await
+        .map_err(|e| FleetError::Store(e.to_string()))
 }
 
 /// Reads a whole object.
@@ -163,17 +152,6 @@ pub async fn read_object(
         .await
         .map_err(|e| FleetError::Store(format!("read {name}: {e}")))?;
     Ok(Some(buf))
-}
-
-/// SHA-256 (hex) from an object store digest (`SHA-256=<base64url>`).
-pub fn digest_hex(digest: Option<&str>) -> Option<String> {
-    use base64::Engine;
-    let b64 = digest?.strip_prefix("SHA-256=")?;
-    let raw = base64::engine::general_purpose::URL_SAFE
-        .decode(b64)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64))
-        .ok()?;
-    Some(hex::encode(raw))
 }
 
 #[cfg(test)]
@@ -224,18 +202,5 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = SnapshotKey::load_or_create(&path).unwrap_err().to_string();
         assert!(e.contains("0600"), "{e}");
-    }
-
-    #[test]
-    fn object_store_digests_convert_to_hex() {
-        use base64::Engine;
-        use sha2::Digest;
-        let sum = sha2::Sha256::digest(b"abc");
-        let d = format!(
-            "SHA-256={}",
-            base64::engine::general_purpose::URL_SAFE.encode(sum)
-        );
-        assert_eq!(digest_hex(Some(&d)), Some(hex::encode(sum)));
-        assert_eq!(digest_hex(Some("MD5=x")), None);
     }
 }

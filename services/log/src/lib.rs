@@ -1,5 +1,6 @@
 //! The event log: an append-only, hash-chained redb file with a dedup index, a time index and
-//! periodic projection snapshots. Ingest is its only writer.
+//! periodic projection snapshots. Ingest is its only writer; `fleetctl log` reads, verifies and
+//! rebuilds it offline. This crate is the file format and nothing else: no bus, no async.
 //!
 //! # Entry format (for outside verifiers)
 //!
@@ -26,6 +27,7 @@
 //! While ingest runs, the same entries are readable over the bus through the `events` query
 //! (`after_seq` paging) and the head through the `log_head` query.
 
+pub mod anchor;
 pub mod checkpoint;
 mod open;
 mod rebuild;
@@ -33,7 +35,10 @@ mod repair;
 mod tables;
 mod verify;
 
+pub use anchor::anchor_event;
 pub use checkpoint::Checkpoint;
+/// The projection state a log folds and snapshots (defined with the folds).
+pub use fleetbus_projections::Fold;
 pub use open::{open_verified, Opened};
 pub use rebuild::RebuildReport;
 pub use repair::RepairReport;
@@ -45,8 +50,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleetbus_schemas::{Envelope, EventId};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use tables::{
@@ -134,15 +137,6 @@ storage_from!(
     redb::StorageError,
     redb::CommitError
 );
-
-/// A projection state that can be folded over the log and snapshotted.
-///
-/// `apply` must be a pure function of the state and the entry (no clock, no I/O), so that a
-/// rebuild from the log gives exactly the live state.
-pub trait Fold: Default + Serialize + DeserializeOwned + PartialEq + Send + 'static {
-    /// Folds one log entry into the state.
-    fn apply(&mut self, seq: u64, envelope: &Envelope);
-}
 
 /// One stored log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
