@@ -128,8 +128,8 @@ fn authorize(actor: &Actor, need: Need, what: &str) -> Result<(), Rejection> {
     }
 }
 
-fn invalid(e: ExecError) -> Rejection {
-    Rejection::Invalid(e.to_string())
+fn invalid(e: impl Into<ExecError>) -> Rejection {
+    Rejection::Invalid(e.into().to_string())
 }
 
 fn run_type(r: &JobRequest) -> RunType {

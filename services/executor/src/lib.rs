@@ -15,14 +15,12 @@ pub mod error;
 pub mod inventory;
 pub mod jobs;
 pub mod journal;
-pub mod quote;
 pub mod resources;
 pub mod ssh;
 pub mod status;
-pub mod sudoers;
-pub mod tasks;
-pub mod templates;
 pub mod verbs;
+
+pub use fleetbus_remote::{quote, sudoers, tasks, templates};
 
 use std::sync::Arc;
 use std::time::Duration;

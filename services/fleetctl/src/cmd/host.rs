@@ -392,7 +392,7 @@ async fn trust(
     yes: bool,
 ) -> Result<(), CtlError> {
     let (spec, _, pinned) = registered_host(ctx, host).await?;
-    let scanned = fleetbus_executor::ssh::scan_host_key(&spec.address, spec.port, ctx.timeout())
+    let scanned = fleetbus_remote::hostkey::scan_host_key(&spec.address, spec.port, ctx.timeout())
         .await
         .map_err(|e| CtlError::Ssh {
             what: format!(
