@@ -89,6 +89,17 @@ pub enum Management {
     Pending,
 }
 
+impl Management {
+    /// The wire name (`managed`, `report_only`, `pending`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Management::Managed => "managed",
+            Management::ReportOnly => "report_only",
+            Management::Pending => "pending",
+        }
+    }
+}
+
 /// How an agent's live config relates to its desired config.
 #[derive(Debug, Clone, JsonSchema, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,6 +114,19 @@ pub enum DriftState {
     Unknown,
     /// Not managed: there is nothing to drift from.
     Unmanaged,
+}
+
+impl DriftState {
+    /// The wire name (`in_sync`, `applying`, `drifted`, `unknown`, `unmanaged`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftState::InSync => "in_sync",
+            DriftState::Applying => "applying",
+            DriftState::Drifted => "drifted",
+            DriftState::Unknown => "unknown",
+            DriftState::Unmanaged => "unmanaged",
+        }
+    }
 }
 
 /// Drift of one agent, as `fleetctl config drift` and the web UI show it (JSON at the edges).
@@ -145,6 +169,17 @@ pub enum DiffKind {
     Unexpected,
     /// Both have it with different values (or types).
     Changed,
+}
+
+impl DiffKind {
+    /// The wire name (`missing`, `unexpected`, `changed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiffKind::Missing => "missing",
+            DiffKind::Unexpected => "unexpected",
+            DiffKind::Changed => "changed",
+        }
+    }
 }
 
 /// One per-key difference. Values are JSON so the web UI and `--json` show them as they are.

@@ -44,17 +44,10 @@ use crate::ssh::known_hosts::KnownHosts;
 use crate::ssh::{KeyNotice, SshPool, SshSettings};
 
 /// The work-queue consumer of job commands (created by bus-config's `ensure`).
-pub const CONSUMER: &str = "cmd-job";
+pub const CONSUMER: &str = fleetbus_schemas::subjects::JOB_COMMANDS_CONSUMER;
 
 /// Event subjects the executor follows (registry, keys, task definitions).
-pub const FOLLOWED: [&str; 6] = [
-    "fleet.evt.host.>",
-    "fleet.evt.service.*.registered",
-    "fleet.evt.service.*.updated",
-    "fleet.evt.service.*.removed",
-    "fleet.evt.job.*.task_saved",
-    "fleet.evt.job.*.task_deleted",
-];
+pub const FOLLOWED: [&str; 6] = fleetbus_schemas::subjects::EXECUTOR_EVENT_FILTERS;
 
 fn bus_err(e: impl std::fmt::Display) -> ExecError {
     ExecError::Bus(e.to_string())

@@ -9,6 +9,7 @@ use fleetbus_projections::fleet::ResourceSample;
 use fleetbus_projections::{FleetStatus, HostStatus, Projections};
 use fleetbus_schemas::events::agent::{Dot, ServiceState};
 use fleetbus_schemas::events::service::ServiceAction;
+use fleetbus_schemas::queries::config::{AgentConfigView, DriftState};
 use fleetbus_schemas::UserRole;
 
 use crate::auth::{role_name, Principal};
@@ -537,54 +538,6 @@ mod tests {
     }
 }
 
-/// The managed-config status of one agent, as `fleet.q.config {agent}` answers it (ingest's
-/// `AgentConfigView`; only the parts the host page shows are read, the rest is ignored).
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct ConfigView {
-    /// Drift and status.
-    pub drift: DriftReply,
-}
-
-/// Ingest's `DriftView`, as far as the page needs it.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct DriftReply {
-    /// `managed`, `report_only` or `pending`.
-    #[serde(default)]
-    pub management: String,
-    /// `in_sync`, `applying`, `drifted`, `unknown` or `unmanaged`.
-    pub state: String,
-    /// Desired version.
-    #[serde(default)]
-    pub desired_version: Option<u64>,
-    /// Version the agent last applied.
-    #[serde(default)]
-    pub applied_version: Option<u64>,
-    /// Template in use.
-    #[serde(default)]
-    pub template: Option<String>,
-    /// Per-key differences.
-    #[serde(default)]
-    pub differences: Vec<DiffReply>,
-    /// Why no comparison could be made.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-/// One differing key.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct DiffReply {
-    /// Dotted key path.
-    pub path: String,
-    /// `missing`, `unexpected` or `changed`.
-    pub kind: String,
-    /// Desired value (JSON).
-    #[serde(default)]
-    pub desired: Option<serde_json::Value>,
-    /// Live value (JSON).
-    #[serde(default)]
-    pub live: Option<serde_json::Value>,
-}
-
 /// The drift section of a host page; every string is escaped by the template.
 #[derive(Debug, Clone)]
 pub struct DriftSection {
@@ -616,8 +569,8 @@ fn drift_class(state: &str) -> &'static str {
 }
 
 impl DriftSection {
-    /// From ingest's answer.
-    pub fn from_view(v: ConfigView) -> DriftSection {
+    /// From ingest's answer to `fleet.q.config {agent}`.
+    pub fn from_view(v: AgentConfigView) -> DriftSection {
         let d = v.drift;
         let show = |x: Option<serde_json::Value>| {
             x.map(|v| match v {
@@ -628,21 +581,30 @@ impl DriftSection {
         };
         let version = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         DriftSection {
-            class: drift_class(&d.state),
-            note: d.error.clone().unwrap_or_else(|| match d.state.as_str() {
-                "unknown" => "the agent has not sent its live config yet".into(),
-                "applying" => "values match; the agent has not confirmed this version yet".into(),
+            class: drift_class(d.state.as_str()),
+            note: d.error.clone().unwrap_or_else(|| match d.state {
+                DriftState::Unknown => "the agent has not sent its live config yet".into(),
+                DriftState::Applying => {
+                    "values match; the agent has not confirmed this version yet".into()
+                }
                 _ => String::new(),
             }),
-            state: d.state,
-            management: d.management,
+            state: d.state.as_str().to_owned(),
+            management: d.management.as_str().to_owned(),
             desired_version: version(d.desired_version),
             applied_version: version(d.applied_version),
             template: d.template.unwrap_or_default(),
             differences: d
                 .differences
                 .into_iter()
-                .map(|x| [x.path, x.kind, show(x.desired), show(x.live)])
+                .map(|x| {
+                    [
+                        x.path,
+                        x.kind.as_str().to_owned(),
+                        show(x.desired),
+                        show(x.live),
+                    ]
+                })
                 .collect(),
         }
     }

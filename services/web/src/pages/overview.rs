@@ -10,6 +10,7 @@ use fleetbus_schemas::commands::JobCommand;
 use fleetbus_schemas::events::service::ServiceAction;
 use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::JobEvent;
+use fleetbus_schemas::queries::config::{AgentConfigView, ConfigQuery};
 use fleetbus_schemas::queries::{model, AsOf, OverviewQuery};
 use fleetbus_schemas::{Command, Event, HostId, JobId, ServiceKey, ServiceName};
 use serde::Deserialize;
@@ -248,16 +249,12 @@ pub async fn host_page(
 /// The agent's managed-config status from ingest (`fleet.q.config {agent}`). An agent with
 /// neither a desired config nor a live one is unmanaged; a failed query is shown, not fatal.
 async fn config_drift(state: &Shared, agent: fleetbus_schemas::AgentId) -> views::DriftSection {
-    #[derive(serde::Serialize)]
-    struct ConfigQuery {
-        agent: fleetbus_schemas::AgentId,
-    }
-    let answer: Result<views::ConfigView, WebError> = state
+    let answer: Result<AgentConfigView, WebError> = state
         .bus
         .query(
-            "config",
+            model::CONFIG,
             &ConfigQuery {
-                agent: agent.clone(),
+                agent: Some(agent.clone()),
             },
         )
         .await;
