@@ -14,7 +14,7 @@ use crate::IngestError;
 
 /// When anchors are published.
 #[derive(Debug, Clone, Copy)]
-pub struct AnchorSettings {
+pub(crate) struct AnchorSettings {
     /// At least this often while the head moves (zero: not by time).
     pub every: Duration,
     /// Whenever the head is this many entries past the last anchor (0: not by count).
@@ -25,7 +25,7 @@ pub struct AnchorSettings {
 const TICK: Duration = Duration::from_secs(1);
 
 /// Publishes anchors until `stop`. A failed publish is logged and retried at the next tick.
-pub async fn publish_anchors(
+pub(crate) async fn publish_anchors(
     js: jetstream::Context,
     store: LogStore,
     settings: AnchorSettings,

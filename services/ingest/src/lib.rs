@@ -7,17 +7,17 @@
 //! host/agent/user/alert/config commands into events ([`commands`]); and answers `fleet.q.*`
 //! read-model queries ([`queries`]).
 
-pub mod anchor;
+pub(crate) mod anchor;
 pub mod api;
-pub mod bus;
-pub mod commands;
+pub(crate) mod bus;
+pub(crate) mod commands;
 pub mod config;
-pub mod fleet;
-pub mod health;
-pub mod hub;
-pub mod metrics;
+pub(crate) mod fleet;
+pub(crate) mod health;
+pub(crate) mod hub;
+pub(crate) mod metrics;
 pub mod queries;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::sync::{Arc, RwLock};
 

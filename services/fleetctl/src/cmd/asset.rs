@@ -95,7 +95,7 @@ async fn manifest(ctx: &Ctx) -> Result<Vec<AssetEntry>, CtlError> {
 }
 
 /// Runs an `asset` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     match args.verb {
         Verb::Put {
             file,

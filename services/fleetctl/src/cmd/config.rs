@@ -136,7 +136,7 @@ fn read_toml(what: &str, path: &Path) -> Result<String, CtlError> {
 }
 
 /// Runs a `config` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let send = |c: ConfigCommand| Command::Config(c);
     match args.verb {
         Verb::Ls => {
@@ -434,7 +434,7 @@ const WORDS: [&str; 256] = [
 ];
 
 /// A passphrase of `n` random words from [`WORDS`], separated by spaces.
-pub fn new_passphrase(n: usize) -> String {
+pub(crate) fn new_passphrase(n: usize) -> String {
     use rand::Rng as _;
     let mut rng = rand::rngs::OsRng;
     (0..n)
@@ -444,7 +444,7 @@ pub fn new_passphrase(n: usize) -> String {
 }
 
 /// argon2id PHC string of a passphrase (normalised like ingest compares it).
-pub fn hash_passphrase(passphrase: &str) -> Result<String, CtlError> {
+pub(crate) fn hash_passphrase(passphrase: &str) -> Result<String, CtlError> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let normalized = fleetbus_schemas::http::normalize_passphrase(passphrase);
     let salt = SaltString::generate(&mut OsRng);

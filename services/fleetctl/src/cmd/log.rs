@@ -40,7 +40,7 @@ enum Verb {
 }
 
 /// Runs a `log` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let path = args
         .db
         .unwrap_or_else(|| ctx.global.state.join("ingest").join("log.redb"));

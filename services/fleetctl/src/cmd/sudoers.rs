@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 /// Runs `sudoers`.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let (spec, services, _) = registered_host(ctx, &args.host).await?;
     // Saved sudo tasks live in the executor's inventory, not in the registry: its own
     // `fleetbus-executor sudoers` adds those lines.

@@ -43,7 +43,7 @@ use fleetbus_schemas::http::{
 };
 
 /// The `source` of events these routes publish.
-pub const SOURCE: &str = "ingest";
+pub(crate) const SOURCE: &str = "ingest";
 
 #[derive(Debug)]
 struct Throttle {
@@ -52,7 +52,7 @@ struct Throttle {
 }
 
 /// State of the fleet routes.
-pub struct FleetState {
+pub(crate) struct FleetState {
     shared: Shared,
     js: jetstream::Context,
     settings: Settings,
@@ -62,7 +62,7 @@ pub struct FleetState {
 
 /// The fleet routes, ready to merge into ingest's agent API router. Fails when the snapshot key
 /// file is unusable.
-pub fn router(
+pub(crate) fn router(
     shared: Shared,
     js: jetstream::Context,
     settings: Settings,
@@ -264,7 +264,7 @@ impl FleetState {
 }
 
 /// The ETag of a desired-config reply: changes whenever anything the agent acts on changes.
-pub fn config_etag(reply: &DesiredReply) -> String {
+pub(crate) fn config_etag(reply: &DesiredReply) -> String {
     let mut h = Sha256::new();
     h.update(reply.version.unwrap_or(0).to_be_bytes());
     h.update(reply.hash.as_deref().unwrap_or("-"));

@@ -14,7 +14,7 @@ use fleetbus_schemas::AgentId;
 use serde::Serialize;
 
 /// The summary of all agents.
-pub fn summary(state: &State) -> ConfigSummary {
+pub(crate) fn summary(state: &State) -> ConfigSummary {
     let configs: &Configs = &state.configs;
     let agents = configs
         .agents
@@ -60,7 +60,7 @@ pub fn summary(state: &State) -> ConfigSummary {
 }
 
 /// One agent's view.
-pub fn agent_view(state: &State, agent: &AgentId) -> Result<AgentConfigView, QueryError> {
+pub(crate) fn agent_view(state: &State, agent: &AgentId) -> Result<AgentConfigView, QueryError> {
     let configs = &state.configs;
     let (Some(a), Some(drift)) = (configs.agents.get(agent), configs.drift(agent)) else {
         return Err(QueryError {
@@ -85,7 +85,7 @@ fn encode<T: Serialize>(reply: &Reply<T>) -> Vec<u8> {
 }
 
 /// Answers a `fleet.q.config` request (MessagePack in, MessagePack `Reply` out).
-pub fn answer(state: &State, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn answer(state: &State, payload: &[u8]) -> Vec<u8> {
     let query: ConfigQuery = if payload.is_empty() {
         ConfigQuery::default()
     } else {

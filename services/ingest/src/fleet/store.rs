@@ -16,15 +16,15 @@ use tokio::io::AsyncReadExt;
 
 use super::FleetError;
 
-pub use fleetbus_runtime::objects::digest_hex;
-pub use fleetbus_schemas::subjects::{ASSETS_BUCKET, SNAPSHOTS_BUCKET};
+pub(crate) use fleetbus_runtime::objects::digest_hex;
+pub(crate) use fleetbus_schemas::subjects::{ASSETS_BUCKET, SNAPSHOTS_BUCKET};
 
 const MAGIC: &[u8; 4] = b"FBS1";
 const NONCE_LEN: usize = 12;
 
 /// The snapshot sealing key.
 #[derive(Clone)]
-pub struct SnapshotKey(Key);
+pub(crate) struct SnapshotKey(Key);
 
 impl std::fmt::Debug for SnapshotKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,13 +34,13 @@ impl std::fmt::Debug for SnapshotKey {
 
 impl SnapshotKey {
     /// Where the key lives under a state dir.
-    pub fn path(state_dir: &Path) -> PathBuf {
+    pub(crate) fn path(state_dir: &Path) -> PathBuf {
         state_dir.join("ingest").join("fleet").join("snapshot.key")
     }
 
     /// Loads the key, creating it (random, mode 0600) on first use. A key file readable by
     /// others is refused.
-    pub fn load_or_create(path: &Path) -> Result<SnapshotKey, FleetError> {
+    pub(crate) fn load_or_create(path: &Path) -> Result<SnapshotKey, FleetError> {
         let err = |reason: String| FleetError::Key {
             path: path.to_owned(),
             reason,
@@ -83,7 +83,7 @@ impl SnapshotKey {
     }
 
     /// Seals a snapshot for `object`.
-    pub fn seal(&self, object: &str, plaintext: &[u8]) -> Result<Vec<u8>, FleetError> {
+    pub(crate) fn seal(&self, object: &str, plaintext: &[u8]) -> Result<Vec<u8>, FleetError> {
         let cipher = ChaCha20Poly1305::new(&self.0);
         let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = cipher
@@ -103,7 +103,7 @@ impl SnapshotKey {
     }
 
     /// Opens a sealed snapshot of `object`; fails if it was altered or sealed for another name.
-    pub fn open(&self, object: &str, sealed: &[u8]) -> Result<Vec<u8>, FleetError> {
+    pub(crate) fn open(&self, object: &str, sealed: &[u8]) -> Result<Vec<u8>, FleetError> {
         if sealed.len() < MAGIC.len() + NONCE_LEN || &sealed[..MAGIC.len()] != MAGIC {
             return Err(FleetError::Crypto(format!(
                 "object {object} is not a sealed snapshot"
@@ -127,7 +127,7 @@ impl SnapshotKey {
 }
 
 /// Opens a bucket, creating it when it does not exist yet.
-pub async fn bucket(
+pub(crate) async fn bucket(
     js: &jetstream::Context,
     name: &str,
 ) -> Result<object_store::ObjectStore, FleetError> {
@@ -137,7 +137,7 @@ pub async fn bucket(
 }
 
 /// Reads a whole object.
-pub async fn read_object(
+pub(crate) async fn read_object(
     store: &object_store::ObjectStore,
     name: &str,
 ) -> Result<Option<Vec<u8>>, FleetError> {
