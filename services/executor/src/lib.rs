@@ -8,19 +8,20 @@
 //! - [`jobs`]: the job lifecycle (queue, limits, duplicates, cancel, output, crash recovery).
 //! - [`run`]: the service — consumes the `cmd-job` work queue and follows registry events.
 
-pub mod batch;
-pub mod bus;
+pub(crate) mod batch;
+pub(crate) mod bus;
 pub mod config;
-pub mod error;
-pub mod inventory;
-pub mod jobs;
-pub mod journal;
-pub mod resources;
+pub(crate) mod error;
+pub(crate) mod inventory;
+pub(crate) mod jobs;
+pub(crate) mod journal;
+pub(crate) mod resources;
 pub mod ssh;
 pub mod status;
 pub mod verbs;
 
-pub use fleetbus_remote::{quote, sudoers, tasks, templates};
+pub use fleetbus_remote::sudoers;
+pub(crate) use fleetbus_remote::{quote, tasks, templates};
 
 use std::sync::Arc;
 use std::time::Duration;

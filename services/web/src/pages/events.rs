@@ -14,7 +14,7 @@ use crate::{Shared, WebError};
 
 /// One entry of `fleet.q.events`' answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LogEntry {
+pub(crate) struct LogEntry {
     /// Log sequence.
     pub seq: u64,
     /// The event.
@@ -23,7 +23,7 @@ pub struct LogEntry {
 
 /// Timeline filters (also the API's query string).
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct EventFilter {
+pub(crate) struct EventFilter {
     /// Host.
     #[serde(default)]
     pub host: String,
@@ -52,7 +52,7 @@ pub struct EventFilter {
 
 /// One timeline row.
 #[derive(Debug, Clone, Serialize)]
-pub struct EventRow {
+pub(crate) struct EventRow {
     /// Sequence.
     pub seq: u64,
     /// Time.
@@ -110,7 +110,7 @@ fn matches(
 }
 
 /// A page of events, newest first, and the cursor of the next (older) page.
-pub async fn page(
+pub(crate) async fn page(
     state: &Shared,
     f: &EventFilter,
 ) -> Result<(Vec<EventRow>, Option<u64>), WebError> {
@@ -179,7 +179,7 @@ struct EventsPage {
 }
 
 /// `GET /events`.
-pub async fn timeline(
+pub(crate) async fn timeline(
     State(state): State<Shared>,
     p: Principal,
     Query(filter): Query<EventFilter>,
@@ -216,7 +216,7 @@ fn serde_urlencoded_filter(f: &EventFilter) -> String {
 }
 
 /// Percent-encodes a query value.
-pub fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -228,7 +228,7 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// Events as JSON rows (for the API).
-pub fn rows_json(rows: &[EventRow]) -> Vec<serde_json::Value> {
+pub(crate) fn rows_json(rows: &[EventRow]) -> Vec<serde_json::Value> {
     rows.iter()
         .map(|r| serde_json::to_value(r).unwrap_or_default())
         .collect()
