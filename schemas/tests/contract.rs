@@ -384,6 +384,14 @@ fn json_schemas_of_replies_and_bodies_are_up_to_date() {
         ("http-stored-reply", schema_text::<StoredReply>()),
         ("http-recovery-reply", schema_text::<RecoveryReply>()),
         ("http-manifest", schema_text::<Manifest>()),
+        (
+            "reply-log-head",
+            schema_text::<fleetbus_schemas::queries::LogHead>(),
+        ),
+        (
+            "reply-log-record",
+            schema_text::<fleetbus_schemas::queries::LogRecord>(),
+        ),
     ];
     let dir = root().join("json");
     let mut stale = vec![];

@@ -11,12 +11,12 @@ use async_nats::jetstream;
 use common::*;
 use fleetbus_bus_config::Role;
 use fleetbus_ingest::api::{ReportsBody, SubmitReply};
-use fleetbus_ingest::queries::{LogHead, LogRecord};
 use fleetbus_log::LogStore;
 use fleetbus_projections::FleetStatus;
 use fleetbus_projections::State;
 use fleetbus_schemas::events::{AgentEvent, Event};
 use fleetbus_schemas::queries::{AsOf, EventsQuery, LogHeadQuery, OverviewQuery};
+use fleetbus_schemas::queries::{LogHead, LogRecord};
 use fleetbus_testkit::NatsServer;
 use redb::ReadableTable;
 

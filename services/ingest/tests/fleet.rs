@@ -10,7 +10,6 @@ use async_nats::jetstream;
 use base64::Engine;
 use common::*;
 use fleetbus_bus_config::Role;
-use fleetbus_ingest::queries::LogRecord;
 use fleetbus_schemas::commands::{AgentCommand, ConfigCommand};
 use fleetbus_schemas::events::config::Instruction;
 use fleetbus_schemas::events::system::RejectKind;
@@ -21,6 +20,7 @@ use fleetbus_schemas::http::{
 use fleetbus_schemas::queries::config::DiffKind;
 use fleetbus_schemas::queries::config::{AgentConfigView, ConfigQuery, ConfigSummary};
 use fleetbus_schemas::queries::config::{DriftState, DriftView, Management};
+use fleetbus_schemas::queries::LogRecord;
 use fleetbus_schemas::queries::{EventsQuery, Reply};
 use fleetbus_schemas::{AgentId, Command, CommandId};
 use fleetbus_testkit::NatsServer;

@@ -2,8 +2,8 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use fleetbus_schemas::queries::{model, EventsQuery};
-use fleetbus_schemas::{Envelope, Severity};
+use fleetbus_schemas::queries::{model, EventsQuery, LogRecord};
+use fleetbus_schemas::Severity;
 use serde::{Deserialize, Serialize};
 
 use super::{render, PageError, PageResult};
@@ -11,15 +11,6 @@ use crate::auth::Principal;
 use crate::hub::LiveEvent;
 use crate::views::{self, Nav};
 use crate::{Shared, WebError};
-
-/// One entry of `fleet.q.events`' answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct LogEntry {
-    /// Log sequence.
-    pub seq: u64,
-    /// The event.
-    pub envelope: Envelope,
-}
 
 /// Timeline filters (also the API's query string).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -152,7 +143,7 @@ pub(crate) async fn page(
             before_seq: Some(f.before.unwrap_or(u64::MAX).min(oldest_in_memory)),
             limit: (limit + 1 - rows.len()) as u32,
         };
-        let older: Vec<LogEntry> = state.bus.query(model::EVENTS, &query).await?;
+        let older: Vec<LogRecord> = state.bus.query(model::EVENTS, &query).await?;
         rows.extend(
             older
                 .into_iter()
