@@ -13,24 +13,16 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, context};
 use serde::{Deserialize, Serialize};
 
+use fleetbus_schemas::subjects::{COMMANDS_ALL, EVENTS_ALL, OUTPUT_ALL, SECRETS_ALL};
+
 use crate::users::Role;
 use crate::BusConfigError;
 
-/// Stream of all events (`fleet.evt.>`).
-pub const EVENTS_STREAM: &str = "EVENTS";
-/// Stream of credential-bearing events (`fleet.sec.>`); never readable by `tap`.
-pub const SECRETS_STREAM: &str = "SECRETS";
-/// Work queue of commands (`fleet.cmd.>`).
-pub const COMMANDS_STREAM: &str = "COMMANDS";
-/// Live job output (`fleet.out.>`), bounded by age and size.
-pub const OUTPUT_STREAM: &str = "OUTPUT";
-/// Ingest's reader of `EVENTS`: an ephemeral, ack-less consumer ingest creates at each start
-/// from the position its log recorded (not part of [`definitions`]).
-pub const INGEST_EVENTS: &str = "ingest-events";
-/// Ingest's reader of `SECRETS` (as [`INGEST_EVENTS`]).
-pub const INGEST_SECRETS: &str = "ingest-secrets";
-/// Object store buckets ingest may create and use (stream `OBJ_<bucket>`).
-pub const OBJECT_BUCKETS: [&str; 2] = ["snapshots", "assets"];
+// Stream, consumer and bucket names are part of the wire contract: defined once in `schemas`.
+pub use fleetbus_schemas::subjects::{
+    COMMANDS_STREAM, EVENTS_STREAM, INGEST_EVENTS_CONSUMER as INGEST_EVENTS,
+    INGEST_SECRETS_CONSUMER as INGEST_SECRETS, OBJECT_BUCKETS, OUTPUT_STREAM, SECRETS_STREAM,
+};
 
 /// Names of the consumers on `stream` that belong to one service each: the durables
 /// [`definitions`] puts there and ingest's readers.
@@ -121,12 +113,12 @@ impl CommandArea {
 
     /// The durable consumer's name on `COMMANDS`, e.g. `cmd-host`.
     pub fn consumer_name(self) -> String {
-        format!("cmd-{}", self.name())
+        fleetbus_schemas::subjects::command_consumer(self.name())
     }
 
     /// The consumer's filter subject, e.g. `fleet.cmd.host.>`.
     pub fn filter_subject(self) -> String {
-        format!("fleet.cmd.{}.>", self.name())
+        fleetbus_schemas::subjects::command_area(self.name())
     }
 
     /// The service that consumes this area.
@@ -207,7 +199,7 @@ pub fn definitions(retention: &Retention, replicas: usize) -> Definitions {
     let events = stream::Config {
         name: EVENTS_STREAM.into(),
         description: Some("every fleetbus event (fleet.evt.>)".into()),
-        subjects: vec!["fleet.evt.>".into()],
+        subjects: vec![EVENTS_ALL.into()],
         storage: StorageType::File,
         retention: RetentionPolicy::Limits,
         discard: DiscardPolicy::Old,
@@ -222,7 +214,7 @@ pub fn definitions(retention: &Retention, replicas: usize) -> Definitions {
     let secrets = stream::Config {
         name: SECRETS_STREAM.into(),
         description: Some("credential-bearing events (fleet.sec.>)".into()),
-        subjects: vec!["fleet.sec.>".into()],
+        subjects: vec![SECRETS_ALL.into()],
         storage: StorageType::File,
         retention: RetentionPolicy::Limits,
         discard: DiscardPolicy::Old,
@@ -235,7 +227,7 @@ pub fn definitions(retention: &Retention, replicas: usize) -> Definitions {
     let commands = stream::Config {
         name: COMMANDS_STREAM.into(),
         description: Some("commands, one work-queue consumer per area (fleet.cmd.>)".into()),
-        subjects: vec!["fleet.cmd.>".into()],
+        subjects: vec![COMMANDS_ALL.into()],
         storage: StorageType::File,
         retention: RetentionPolicy::WorkQueue,
         discard: DiscardPolicy::Old,
@@ -246,7 +238,7 @@ pub fn definitions(retention: &Retention, replicas: usize) -> Definitions {
     let output = stream::Config {
         name: OUTPUT_STREAM.into(),
         description: Some("live job output (fleet.out.>)".into()),
-        subjects: vec!["fleet.out.>".into()],
+        subjects: vec![OUTPUT_ALL.into()],
         storage: StorageType::File,
         retention: RetentionPolicy::Limits,
         discard: DiscardPolicy::Old,

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod commands;
 pub mod envelope;
 pub mod events;
+pub mod http;
 pub mod ids;
 pub mod queries;
 pub mod subjects;

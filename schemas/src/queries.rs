@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod config;
+
+use crate::envelope::Envelope;
 use crate::events::Severity;
 use crate::ids::{EventId, HostId, ServiceName, UserName};
 
@@ -75,6 +78,9 @@ pub mod model {
     /// [`super::CommittedQuery`] → [`super::Committed`]: where an event is in the log, once it
     /// is there (read-your-writes after a command).
     pub const COMMITTED: &str = "committed";
+    /// [`super::config::ConfigQuery`] → [`super::config::ConfigSummary`] or, for one agent,
+    /// [`super::config::AgentConfigView`]: managed-config status and drift.
+    pub const CONFIG: &str = "config";
 }
 
 /// The fleet overview, now or as of a point in history.
@@ -203,4 +209,29 @@ pub fn page_size(limit: u32) -> usize {
         0 => 100,
         n => n.min(1000) as usize,
     }
+}
+
+/// One log entry as the `events` query ([`EventsQuery`]) returns it.
+#[derive(Debug, Clone, JsonSchema, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Log sequence.
+    pub seq: u64,
+    /// The subject it was published on.
+    pub subject: String,
+    /// The entry's hash (hex). For `fleet.sec.…` entries the envelope below is redacted, so
+    /// only `fleetctl log verify` on the file can check those.
+    pub hash: String,
+    /// The event (credential fields replaced by `"redacted"`).
+    pub envelope: Envelope,
+}
+
+/// The log head, the answer to [`LogHeadQuery`].
+#[derive(Debug, Clone, JsonSchema, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogHead {
+    /// Last sequence (0: empty log).
+    pub seq: u64,
+    /// Its hash (hex).
+    pub hash: String,
+    /// When the last transaction committed.
+    pub committed_at: Option<DateTime<Utc>>,
 }

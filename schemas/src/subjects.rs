@@ -1,5 +1,6 @@
-//! NATS subject names and JetStream stream names. Build subjects with these functions; never
-//! format a subject at a call site.
+//! NATS subject names, JetStream stream, consumer and object-store names. Build subjects with
+//! these functions; never format a subject or name a stream or consumer at a call site.
+//! `bus-config` declares the streams and consumers under these names; services use them.
 
 use crate::commands::Command;
 use crate::events::Event;
@@ -13,6 +14,41 @@ pub const SECRETS_STREAM: &str = "SECRETS";
 pub const COMMANDS_STREAM: &str = "COMMANDS";
 /// Stream of live job output, bounded by age and size.
 pub const OUTPUT_STREAM: &str = "OUTPUT";
+
+/// Ingest's reader of `EVENTS`: an ephemeral, ack-less consumer ingest creates at each start
+/// from the position its log recorded.
+pub const INGEST_EVENTS_CONSUMER: &str = "ingest-events";
+/// Ingest's reader of `SECRETS` (as [`INGEST_EVENTS_CONSUMER`]).
+pub const INGEST_SECRETS_CONSUMER: &str = "ingest-secrets";
+/// The executor's work-queue consumer of job commands on `COMMANDS`.
+pub const JOB_COMMANDS_CONSUMER: &str = "cmd-job";
+/// The scheduler's work-queue consumer of schedule commands on `COMMANDS`.
+pub const SCHEDULE_COMMANDS_CONSUMER: &str = "cmd-schedule";
+/// The scheduler's work-queue consumer of check commands on `COMMANDS`.
+pub const CHECK_COMMANDS_CONSUMER: &str = "cmd-check";
+
+/// The durable work-queue consumer of one command area on `COMMANDS`: `cmd-<area>`.
+pub fn command_consumer(area: &str) -> String {
+    format!("cmd-{area}")
+}
+
+/// Event subjects the executor follows: the registry (hosts, services, host keys) and task
+/// definitions, from which it derives its inventory.
+pub const EXECUTOR_EVENT_FILTERS: [&str; 6] = [
+    "fleet.evt.host.>",
+    "fleet.evt.service.*.registered",
+    "fleet.evt.service.*.updated",
+    "fleet.evt.service.*.removed",
+    "fleet.evt.job.*.task_saved",
+    "fleet.evt.job.*.task_deleted",
+];
+
+/// Object store (bucket) of agents' config snapshots, sealed by ingest.
+pub const SNAPSHOTS_BUCKET: &str = "snapshots";
+/// Object store (bucket) of the files agents download (`/v1/assets`).
+pub const ASSETS_BUCKET: &str = "assets";
+/// Every object store ingest may create and use (stream `OBJ_<bucket>`).
+pub const OBJECT_BUCKETS: [&str; 2] = [SNAPSHOTS_BUCKET, ASSETS_BUCKET];
 
 /// Every event subject.
 pub const EVENTS_ALL: &str = "fleet.evt.>";

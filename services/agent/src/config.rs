@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::AgentError;
 
 /// The config file format version this agent understands.
-pub const CONFIG_VERSION: u32 = 1;
+pub(crate) const CONFIG_VERSION: u32 = 1;
 
 /// Which service manager to ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,12 +4,12 @@
 //! unreachable (or answers 5xx/429) reports wait in a bounded on-disk buffer and are sent later
 //! in batches with their original ids, so ingest stores each exactly once.
 
-pub mod buffer;
-pub mod client;
-pub mod config;
+pub(crate) mod buffer;
+pub(crate) mod client;
+pub(crate) mod config;
 pub mod managed;
-pub mod proc;
-pub mod services;
+pub(crate) mod proc;
+pub(crate) mod services;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -10,7 +10,7 @@ use crate::AgentError;
 
 /// Cumulative CPU time counters from the first (`cpu `) line of `/proc/stat`, in jiffies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CpuSample {
+pub(crate) struct CpuSample {
     /// Time spent doing anything but idling or waiting for I/O.
     pub busy: u64,
     /// Total time over all states.
@@ -20,7 +20,7 @@ pub struct CpuSample {
 impl CpuSample {
     /// Busy percentage between an earlier sample and this one, 0–100. Zero elapsed time
     /// (or counters that went backwards, e.g. a CPU hot-unplug) gives 0.
-    pub fn busy_pct_since(&self, earlier: &CpuSample) -> f32 {
+    pub(crate) fn busy_pct_since(&self, earlier: &CpuSample) -> f32 {
         let total = self.total.saturating_sub(earlier.total);
         let busy = self.busy.saturating_sub(earlier.busy).min(total);
         if total == 0 {
@@ -40,7 +40,7 @@ fn bad(what: &'static str, reason: impl Into<String>) -> AgentError {
 /// Parses the aggregate `cpu` line of `/proc/stat`:
 /// `cpu user nice system idle iowait irq softirq steal guest guest_nice`.
 /// Guest time is already included in user/nice, so it is not added again.
-pub fn parse_stat(text: &str) -> Result<CpuSample, AgentError> {
+pub(crate) fn parse_stat(text: &str) -> Result<CpuSample, AgentError> {
     let line = text
         .lines()
         .find(|l| l.starts_with("cpu "))
@@ -77,7 +77,7 @@ pub fn parse_stat(text: &str) -> Result<CpuSample, AgentError> {
 
 /// Memory from `/proc/meminfo`: `(total_kb, used_kb)` where used = total − available.
 /// Kernels before 3.14 have no `MemAvailable`; then free + buffers + cached stands in.
-pub fn parse_meminfo(text: &str) -> Result<(u64, u64), AgentError> {
+pub(crate) fn parse_meminfo(text: &str) -> Result<(u64, u64), AgentError> {
     let field = |name: &str| -> Option<u64> {
         text.lines().find_map(|l| {
             let rest = l.strip_prefix(name)?.strip_prefix(':')?;
@@ -97,7 +97,7 @@ pub fn parse_meminfo(text: &str) -> Result<(u64, u64), AgentError> {
 }
 
 /// Load averages from `/proc/loadavg`: `0.52 0.58 0.59 1/467 12345`.
-pub fn parse_loadavg(text: &str) -> Result<(f32, f32, f32), AgentError> {
+pub(crate) fn parse_loadavg(text: &str) -> Result<(f32, f32, f32), AgentError> {
     let mut it = text.split_whitespace().map(|f| f.parse::<f32>());
     match (it.next(), it.next(), it.next()) {
         (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Ok((a, b, c)),
@@ -109,7 +109,7 @@ pub fn parse_loadavg(text: &str) -> Result<(f32, f32, f32), AgentError> {
 }
 
 /// Seconds since boot from `/proc/uptime`: `350735.47 234388.90`.
-pub fn parse_uptime(text: &str) -> Result<u64, AgentError> {
+pub(crate) fn parse_uptime(text: &str) -> Result<u64, AgentError> {
     let first = text
         .split_whitespace()
         .next()
@@ -125,7 +125,7 @@ pub fn parse_uptime(text: &str) -> Result<u64, AgentError> {
 
 /// `(total_kb, used_kb)` from `df -Pk PATH` output (POSIX format: one header line, then
 /// `Filesystem 1024-blocks Used Available Capacity Mounted-on`).
-pub fn parse_df(text: &str) -> Result<(u64, u64), AgentError> {
+pub(crate) fn parse_df(text: &str) -> Result<(u64, u64), AgentError> {
     let line = text
         .lines()
         .skip(1)
@@ -156,12 +156,12 @@ async fn read(path: &Path, what: &'static str) -> Result<String, AgentError> {
 }
 
 /// Reads one CPU sample.
-pub async fn cpu_sample(proc_root: &Path) -> Result<CpuSample, AgentError> {
+pub(crate) async fn cpu_sample(proc_root: &Path) -> Result<CpuSample, AgentError> {
     parse_stat(&read(&proc_root.join("stat"), "/proc/stat").await?)
 }
 
 /// Reads everything but the CPU percentage, which the caller computes from two samples.
-pub async fn read_resources(
+pub(crate) async fn read_resources(
     proc_root: &Path,
     disk_path: &Path,
     cpu_pct: f32,

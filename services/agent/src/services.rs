@@ -47,7 +47,7 @@ pub(crate) async fn run_command(
 }
 
 /// True when the host was booted with systemd (the check `sd_booted()` does).
-pub fn systemd_running() -> bool {
+pub(crate) fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
@@ -57,7 +57,7 @@ fn detail(text: &str) -> Option<String> {
 }
 
 /// Maps `systemctl show -p ActiveState,SubState UNIT` output to a state and the sub-state.
-pub fn parse_systemctl_show(text: &str) -> (ServiceState, Option<String>) {
+pub(crate) fn parse_systemctl_show(text: &str) -> (ServiceState, Option<String>) {
     let value = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
@@ -82,7 +82,7 @@ pub fn parse_systemctl_show(text: &str) -> (ServiceState, Option<String>) {
 /// `down: /etc/sv/nginx: 3s, normally up`, `run: x: (pid 5) 1s, want down`,
 /// `finish: x: (pid 7) 0s`, `fail: x: unable to change to service directory: …`,
 /// `warning: x: unable to open supervise/ok: …`.
-pub fn parse_sv_status(text: &str) -> (ServiceState, Option<String>) {
+pub(crate) fn parse_sv_status(text: &str) -> (ServiceState, Option<String>) {
     // Only the service's own status, not its log service after the ';'.
     let main = text.lines().next().unwrap_or_default();
     let main = main.split(';').next().unwrap_or_default().trim();
@@ -111,7 +111,7 @@ pub fn parse_sv_status(text: &str) -> (ServiceState, Option<String>) {
 
 /// Reads one service's state. Errors become `Unknown` with the reason in `detail`, so one
 /// broken service never stops a report.
-pub async fn observe(watch: &ServiceWatch, timeout: Duration) -> ServiceObservation {
+pub(crate) async fn observe(watch: &ServiceWatch, timeout: Duration) -> ServiceObservation {
     let manager = watch.manager.unwrap_or(if systemd_running() {
         Manager::Systemd
     } else {

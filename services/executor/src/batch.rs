@@ -4,12 +4,12 @@
 use crate::error::ExecError;
 
 /// The most steps a batch may have.
-pub const MAX_STEPS: usize = 500;
+pub(crate) const MAX_STEPS: usize = 500;
 /// The longest line.
-pub const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// The steps of a script, in order.
-pub fn steps(script: &str) -> Result<Vec<String>, ExecError> {
+pub(crate) fn steps(script: &str) -> Result<Vec<String>, ExecError> {
     let normalised = script.replace("\r\n", "\n").replace('\r', "\n");
     let steps: Vec<String> = normalised
         .lines()
@@ -43,7 +43,7 @@ pub fn steps(script: &str) -> Result<Vec<String>, ExecError> {
 }
 
 /// The remote script for the steps (see [`crate::ssh::batch_script`]).
-pub fn script(steps: &[String]) -> Result<String, ExecError> {
+pub(crate) fn script(steps: &[String]) -> Result<String, ExecError> {
     crate::ssh::batch_script(steps)
 }
 

@@ -9,27 +9,22 @@ use fleetbus_schemas::{encode, subjects, Actor, CommandId, Envelope, Event};
 use crate::error::ExecError;
 
 /// The component name in envelopes and rejections.
-pub const SOURCE: &str = "executor";
+pub(crate) const SOURCE: &str = "executor";
 
 /// A publisher. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Bus {
+pub(crate) struct Bus {
     js: jetstream::Context,
 }
 
 impl Bus {
     /// Wraps a JetStream context.
-    pub fn new(js: jetstream::Context) -> Self {
+    pub(crate) fn new(js: jetstream::Context) -> Self {
         Bus { js }
     }
 
-    /// The JetStream context.
-    pub fn js(&self) -> &jetstream::Context {
-        &self.js
-    }
-
     /// Publishes an event and waits for the stream's ack.
-    pub async fn event(
+    pub(crate) async fn event(
         &self,
         actor: &Actor,
         causation: Option<CommandId>,
@@ -50,7 +45,7 @@ impl Bus {
     }
 
     /// Publishes one output chunk and waits for the ack.
-    pub async fn output(&self, chunk: &OutputChunk) -> Result<(), ExecError> {
+    pub(crate) async fn output(&self, chunk: &OutputChunk) -> Result<(), ExecError> {
         let payload = encode(chunk).map_err(|e| ExecError::Bus(format!("encoding output: {e}")))?;
         let mut headers = HeaderMap::new();
         headers.insert(

@@ -138,6 +138,20 @@ pub enum ExecError {
     Bus(String),
 }
 
+impl From<fleetbus_remote::RemoteError> for ExecError {
+    /// Each remote error becomes the executor error of the same name and text.
+    fn from(e: fleetbus_remote::RemoteError) -> Self {
+        use fleetbus_remote::RemoteError as R;
+        match e {
+            R::Invalid(m) => ExecError::Invalid(m),
+            R::Connect { addr, reason } => ExecError::Connect { addr, reason },
+            R::Session { addr, reason } => ExecError::Session { addr, reason },
+            R::Timeout { what, secs } => ExecError::Timeout { what, secs },
+            other => ExecError::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl ExecError {
     /// Wraps an I/O error with what was being done.
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExecError {

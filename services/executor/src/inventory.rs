@@ -14,7 +14,7 @@ use crate::ssh::known_hosts::Pinned;
 
 /// The fold.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Inventory {
+pub(crate) struct Inventory {
     /// Registered hosts.
     pub hosts: BTreeMap<HostId, HostSpec>,
     /// Services per host.
@@ -27,7 +27,7 @@ pub struct Inventory {
 
 impl Inventory {
     /// Applies one event; events of other kinds are ignored.
-    pub fn apply(&mut self, event: &Event) {
+    pub(crate) fn apply(&mut self, event: &Event) {
         match event {
             Event::Host(h) => match h {
                 HostEvent::Registered(spec) | HostEvent::Updated(spec) => {
@@ -78,7 +78,7 @@ impl Inventory {
     }
 
     /// A registered, enabled host.
-    pub fn host(&self, host: &HostId) -> Result<&HostSpec, Rejection> {
+    pub(crate) fn host(&self, host: &HostId) -> Result<&HostSpec, Rejection> {
         let spec = self
             .hosts
             .get(host)
@@ -90,7 +90,7 @@ impl Inventory {
     }
 
     /// A service whose allowlist has `action`.
-    pub fn service(
+    pub(crate) fn service(
         &self,
         host: &HostId,
         name: &ServiceName,
@@ -117,7 +117,7 @@ impl Inventory {
     }
 
     /// A saved task.
-    pub fn task(&self, task: &TaskId) -> Result<&TaskSpec, Rejection> {
+    pub(crate) fn task(&self, task: &TaskId) -> Result<&TaskSpec, Rejection> {
         self.tasks
             .get(task)
             .ok_or_else(|| Rejection::NotFound(format!("no task {task}")))
@@ -125,7 +125,7 @@ impl Inventory {
 
     /// The hosts a selection names: named hosts (each must exist) plus hosts with any of the
     /// tags or roles. Disabled hosts are skipped unless named.
-    pub fn select(&self, targets: &Targets) -> Result<Vec<HostId>, Rejection> {
+    pub(crate) fn select(&self, targets: &Targets) -> Result<Vec<HostId>, Rejection> {
         if targets.is_empty() {
             return Err(Rejection::Invalid(
                 "no target hosts given (hosts, tags or roles)".into(),

@@ -32,9 +32,9 @@ use crate::verbs::VerbPlan;
 use crate::{batch, resources, status, tasks, templates};
 
 /// Bytes of output the finished event carries.
-pub const TAIL_BYTES: usize = 32 * 1024;
+pub(crate) const TAIL_BYTES: usize = 32 * 1024;
 /// The longest ad-hoc command line.
-pub const MAX_ADHOC: usize = 64 * 1024;
+pub(crate) const MAX_ADHOC: usize = 64 * 1024;
 
 /// What a request turns into on its host.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ struct State {
 
 /// The engine. Cheap to clone.
 #[derive(Clone)]
-pub struct Engine {
+pub(crate) struct Engine {
     inner: Arc<Inner>,
 }
 
@@ -128,8 +128,8 @@ fn authorize(actor: &Actor, need: Need, what: &str) -> Result<(), Rejection> {
     }
 }
 
-fn invalid(e: ExecError) -> Rejection {
-    Rejection::Invalid(e.to_string())
+fn invalid(e: impl Into<ExecError>) -> Rejection {
+    Rejection::Invalid(e.into().to_string())
 }
 
 fn run_type(r: &JobRequest) -> RunType {
@@ -179,7 +179,7 @@ enum Resolved {
 impl Engine {
     /// A new engine. `on_inventory_change` persists the inventory cache.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         pool: SshPool,
         bus: Bus,
         journal: Journal,
@@ -212,12 +212,12 @@ impl Engine {
     }
 
     /// The tracker of running job tasks (for draining on shutdown).
-    pub fn tracker(&self) -> &TaskTracker {
+    pub(crate) fn tracker(&self) -> &TaskTracker {
         &self.inner.tracker
     }
 
     /// Applies a registry/task event from the bus to the inventory (and the known-hosts store).
-    pub async fn apply_event(&self, event: &Event) {
+    pub(crate) async fn apply_event(&self, event: &Event) {
         if let Event::Host(h) = event {
             match h {
                 HostEvent::KeyPinned {
@@ -274,14 +274,9 @@ impl Engine {
         }
     }
 
-    /// A copy of the inventory.
-    pub fn inventory(&self) -> Inventory {
-        self.lock().inventory.clone()
-    }
-
     /// Handles one command message; every outcome is told by events. Returns an error only when
     /// the bus failed (the message should then be redelivered).
-    pub async fn handle(&self, subject: &str, payload: &[u8]) -> Result<(), ExecError> {
+    pub(crate) async fn handle(&self, subject: &str, payload: &[u8]) -> Result<(), ExecError> {
         let env: CommandEnvelope = match fleetbus_schemas::decode(payload) {
             Ok(e) => e,
             Err(e) => {
@@ -1101,7 +1096,7 @@ impl Engine {
     /// Crash recovery: jobs the journal says never finished. Started ones are marked
     /// `restarted`, and re-run only when idempotent (else failed with that reason); jobs that never
     /// started simply run now.
-    pub async fn recover(&self, unfinished: Vec<Unfinished>) -> Result<(), ExecError> {
+    pub(crate) async fn recover(&self, unfinished: Vec<Unfinished>) -> Result<(), ExecError> {
         for u in unfinished {
             let r = u.record;
             let rerun = !u.started || r.idempotent;
@@ -1168,7 +1163,7 @@ impl Engine {
     }
 
     /// Cancels every queued and running job (shutdown after the drain period).
-    pub fn cancel_all(&self) {
+    pub(crate) fn cancel_all(&self) {
         for l in self.lock().jobs.values() {
             l.cancel.cancel();
         }

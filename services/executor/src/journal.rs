@@ -19,7 +19,7 @@ use crate::error::ExecError;
 
 /// What a job is, as scheduled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
+pub(crate) struct JobRecord {
     /// The job.
     pub job: JobId,
     /// The command that caused it.
@@ -41,7 +41,7 @@ pub struct JobRecord {
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
-pub enum Entry {
+pub(crate) enum Entry {
     /// Queued.
     Scheduled(JobRecord),
     /// Began running.
@@ -58,7 +58,7 @@ pub enum Entry {
 
 /// A job the journal says never finished.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Unfinished {
+pub(crate) struct Unfinished {
     /// What it was.
     pub record: JobRecord,
     /// Whether it had started.
@@ -67,13 +67,13 @@ pub struct Unfinished {
 
 /// The journal writer.
 #[derive(Debug, Clone)]
-pub struct Journal {
+pub(crate) struct Journal {
     tx: mpsc::Sender<Entry>,
 }
 
 /// Reads `path` and returns the unfinished jobs in scheduling order, then rewrites the file with
 /// only those (compaction).
-pub fn recover(path: &Path) -> Result<Vec<Unfinished>, ExecError> {
+pub(crate) fn recover(path: &Path) -> Result<Vec<Unfinished>, ExecError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -134,7 +134,7 @@ fn line(e: &Entry) -> String {
 
 impl Journal {
     /// Opens `path` for appending, with a writer thread.
-    pub fn open(path: PathBuf) -> Result<Journal, ExecError> {
+    pub(crate) fn open(path: PathBuf) -> Result<Journal, ExecError> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -155,7 +155,7 @@ impl Journal {
     }
 
     /// Appends an entry (asynchronously, in order).
-    pub fn write(&self, entry: Entry) {
+    pub(crate) fn write(&self, entry: Entry) {
         let _ = self.tx.send(entry);
     }
 }

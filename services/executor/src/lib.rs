@@ -8,21 +8,20 @@
 //! - [`jobs`]: the job lifecycle (queue, limits, duplicates, cancel, output, crash recovery).
 //! - [`run`]: the service — consumes the `cmd-job` work queue and follows registry events.
 
-pub mod batch;
-pub mod bus;
+pub(crate) mod batch;
+pub(crate) mod bus;
 pub mod config;
-pub mod error;
-pub mod inventory;
-pub mod jobs;
-pub mod journal;
-pub mod quote;
-pub mod resources;
+pub(crate) mod error;
+pub(crate) mod inventory;
+pub(crate) mod jobs;
+pub(crate) mod journal;
+pub(crate) mod resources;
 pub mod ssh;
 pub mod status;
-pub mod sudoers;
-pub mod tasks;
-pub mod templates;
 pub mod verbs;
+
+pub use fleetbus_remote::sudoers;
+pub(crate) use fleetbus_remote::{quote, tasks, templates};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,17 +45,10 @@ use crate::ssh::known_hosts::KnownHosts;
 use crate::ssh::{KeyNotice, SshPool, SshSettings};
 
 /// The work-queue consumer of job commands (created by bus-config's `ensure`).
-pub const CONSUMER: &str = "cmd-job";
+pub const CONSUMER: &str = fleetbus_schemas::subjects::JOB_COMMANDS_CONSUMER;
 
 /// Event subjects the executor follows (registry, keys, task definitions).
-pub const FOLLOWED: [&str; 6] = [
-    "fleet.evt.host.>",
-    "fleet.evt.service.*.registered",
-    "fleet.evt.service.*.updated",
-    "fleet.evt.service.*.removed",
-    "fleet.evt.job.*.task_saved",
-    "fleet.evt.job.*.task_deleted",
-];
+pub const FOLLOWED: [&str; 6] = fleetbus_schemas::subjects::EXECUTOR_EVENT_FILTERS;
 
 fn bus_err(e: impl std::fmt::Display) -> ExecError {
     ExecError::Bus(e.to_string())

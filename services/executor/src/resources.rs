@@ -6,7 +6,8 @@ use crate::error::ExecError;
 
 /// One remote command printing every input in marked sections; CPU is two `/proc/stat` samples
 /// 200 ms apart.
-pub const COMMAND: &str = "echo '#loadavg'; cat /proc/loadavg; echo '#uptime'; cat /proc/uptime; \
+pub(crate) const COMMAND: &str =
+    "echo '#loadavg'; cat /proc/loadavg; echo '#uptime'; cat /proc/uptime; \
 echo '#meminfo'; cat /proc/meminfo; echo '#stat1'; head -n 1 /proc/stat; sleep 0.2; \
 echo '#stat2'; head -n 1 /proc/stat; echo '#df'; df -Pk /";
 
@@ -34,7 +35,7 @@ fn cpu_times(line: &str) -> Option<(u64, u64)> {
 }
 
 /// Parses the output of [`COMMAND`].
-pub fn parse(out: &str) -> Result<Resources, ExecError> {
+pub(crate) fn parse(out: &str) -> Result<Resources, ExecError> {
     let bad =
         |what: &str| ExecError::Invalid(format!("cannot read {what} from the resources output"));
     let load: Vec<f32> = section(out, "loadavg")

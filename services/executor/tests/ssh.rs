@@ -372,7 +372,7 @@ async fn password_from_the_secrets_is_tried_after_the_key() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scanning_reads_the_presented_key_without_logging_in() -> anyhow::Result<()> {
     let sshd = Sshd::start(ip(19), SshdOptions::default())?;
-    let key = fleetbus_executor::ssh::scan_host_key(
+    let key = fleetbus_remote::hostkey::scan_host_key(
         &sshd.ip().to_string(),
         sshd.port(),
         Duration::from_secs(10),

@@ -309,7 +309,7 @@ impl Ctx {
 }
 
 /// Prints one JSON value on one line... pretty for objects people read, compact per event.
-pub fn print_json(value: &impl Serialize) {
+pub(crate) fn print_json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("fleetctl: cannot render JSON: {e}"),
@@ -317,7 +317,7 @@ pub fn print_json(value: &impl Serialize) {
 }
 
 /// A one-line summary of an event for human output.
-pub fn summarize(envelope: &Envelope) -> String {
+pub(crate) fn summarize(envelope: &Envelope) -> String {
     let body = serde_json::to_value(&envelope.event)
         .ok()
         .and_then(|v| v.get("body").and_then(|b| b.get("data")).cloned())

@@ -83,7 +83,7 @@ pub enum CtlError {
     Drift,
     /// The event log could not be used.
     #[error(transparent)]
-    Log(#[from] fleetbus_ingest::log::LogError),
+    Log(#[from] fleetbus_log::LogError),
     /// `log verify` found a bad entry, snapshot or index row (the report has been printed).
     #[error("log verification failed: {problem}")]
     LogBroken {

@@ -5,9 +5,9 @@
 //! `admin` user, output mode). Human output by default, `--json` on every verb; exit code 2 for
 //! usage errors, 1 for failures.
 
-pub mod cmd;
-pub mod ctx;
-pub mod error;
+pub(crate) mod cmd;
+pub(crate) mod ctx;
+pub(crate) mod error;
 
 pub use ctx::{Ctx, Global};
 pub use error::CtlError;

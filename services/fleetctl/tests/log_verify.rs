@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use fleetbus_ingest::log::{LogStore, NewEntry};
-use fleetbus_ingest::State;
+use fleetbus_log::{LogStore, NewEntry};
+use fleetbus_projections::State;
 use fleetbus_schemas::events::{AgentEvent, Event};
 use fleetbus_schemas::{Actor, AgentId, Envelope};
 use redb::{ReadableTable, TableDefinition};

@@ -4,8 +4,8 @@
 //! between runs (built once), so `perf record` can look at the rebuild alone.
 use std::time::Instant;
 
-use fleetbus_ingest::log::{Entry, Fold, LogStore, NewEntry};
-use fleetbus_ingest::State;
+use fleetbus_log::{Entry, Fold, LogStore, NewEntry};
+use fleetbus_projections::State;
 use fleetbus_schemas::Envelope;
 
 mod sample;

@@ -1,8 +1,8 @@
 //! Where the writer's time goes: fold alone, log alone, both (release build).
 use std::time::Instant;
 
-use fleetbus_ingest::log::{Fold, LogStore, NewEntry};
-use fleetbus_ingest::State;
+use fleetbus_log::{Fold, LogStore, NewEntry};
+use fleetbus_projections::State;
 use fleetbus_schemas::events::agent::{AgentReport, Resources, ServiceObservation, ServiceState};
 use fleetbus_schemas::events::{AgentEvent, Event};
 use fleetbus_schemas::{Actor, AgentId, Envelope, HostId};

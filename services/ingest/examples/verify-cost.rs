@@ -4,8 +4,8 @@
 //! runs (built once). Prints three runs of each step with the median.
 use std::time::Instant;
 
-use fleetbus_ingest::log::{LogStore, NewEntry};
-use fleetbus_ingest::State;
+use fleetbus_log::{LogStore, NewEntry};
+use fleetbus_projections::State;
 
 mod sample;
 

@@ -7,17 +7,14 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use fleetbus_schemas::events::system::SystemEvent;
-use fleetbus_schemas::{Actor, Envelope, Event};
+use fleetbus_log::{anchor_event, LogStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::COMPONENT;
-use crate::log::{Checkpoint, Head, LogStore};
 use crate::IngestError;
 
 /// When anchors are published.
 #[derive(Debug, Clone, Copy)]
-pub struct AnchorSettings {
+pub(crate) struct AnchorSettings {
     /// At least this often while the head moves (zero: not by time).
     pub every: Duration,
     /// Whenever the head is this many entries past the last anchor (0: not by count).
@@ -27,25 +24,8 @@ pub struct AnchorSettings {
 /// How often the head is looked at.
 const TICK: Duration = Duration::from_secs(1);
 
-/// The anchor event for a head and checkpoint.
-pub fn anchor_event(log: &str, head: &Head, checkpoint: Option<&Checkpoint>) -> Envelope {
-    Envelope::new(
-        COMPONENT,
-        Actor::service(COMPONENT),
-        None,
-        Event::System(SystemEvent::HeadAnchored {
-            component: COMPONENT.into(),
-            log: log.to_owned(),
-            seq: head.seq,
-            hash: hex::encode(head.hash),
-            checkpoint_seq: checkpoint.map_or(0, |c| c.seq),
-            checkpoint: checkpoint.map_or_else(String::new, |c| hex::encode(c.digest)),
-        }),
-    )
-}
-
 /// Publishes anchors until `stop`. A failed publish is logged and retried at the next tick.
-pub async fn publish_anchors(
+pub(crate) async fn publish_anchors(
     js: jetstream::Context,
     store: LogStore,
     settings: AnchorSettings,

@@ -19,7 +19,6 @@ mod agent;
 pub mod ping;
 pub mod validate;
 
-pub use ping::Checks;
 pub use validate::{validate_notice, validate_report, TimeWindow};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,8 +42,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Limits;
-use crate::log::Appended;
 use crate::writer::Shared;
+use fleetbus_log::Appended;
 
 /// The `source` of events that agents push through this API.
 pub const AGENT_SOURCE: &str = "agent";

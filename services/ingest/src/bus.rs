@@ -12,20 +12,20 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::NewEntry;
 use crate::metrics::Metrics;
 use crate::writer::Pending;
 use crate::IngestError;
+use fleetbus_log::NewEntry;
 
 /// The outcome of publishing one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Published {
+pub(crate) struct Published {
     /// JetStream recognised the id as a duplicate within its window.
     pub duplicate: bool,
 }
 
 /// Publishes envelopes and waits for every JetStream ack, keeping all of them in flight.
-pub async fn publish_all(
+pub(crate) async fn publish_all(
     js: &jetstream::Context,
     envelopes: &[Envelope],
 ) -> Result<Vec<Published>, IngestError> {
@@ -56,7 +56,7 @@ pub async fn publish_all(
 
 /// The messages of one durable pull consumer, across restarts: a missing consumer is retried
 /// with backoff (it appears after `fleetctl bus apply`) and a pull that ends is reopened.
-pub struct Pull<'a> {
+pub(crate) struct Pull<'a> {
     js: &'a jetstream::Context,
     stream: &'a str,
     durable: &'a str,
@@ -67,7 +67,7 @@ pub struct Pull<'a> {
 
 impl<'a> Pull<'a> {
     /// Pulls `durable` on `stream`, `batch` messages per request, until `shutdown`.
-    pub fn new(
+    pub(crate) fn new(
         js: &'a jetstream::Context,
         stream: &'a str,
         durable: &'a str,
@@ -85,7 +85,7 @@ impl<'a> Pull<'a> {
     }
 
     /// The next message; `None` once shutdown is requested.
-    pub async fn next(&mut self) -> Option<jetstream::Message> {
+    pub(crate) async fn next(&mut self) -> Option<jetstream::Message> {
         let (stream, durable) = (self.stream, self.durable);
         loop {
             let Some(messages) = self.messages.as_mut() else {
@@ -150,7 +150,7 @@ impl<'a> Pull<'a> {
 /// [`StreamReader`]: no acks; the writer records each message's stream sequence with its
 /// commit, and the next start resumes right after the last one recorded). Malformed messages
 /// are never stored, only counted; they are met again after a restart and skipped again.
-pub async fn consume_events(
+pub(crate) async fn consume_events(
     reader: StreamReader,
     stream: &'static str,
     tx: mpsc::Sender<Pending>,
@@ -186,7 +186,7 @@ pub async fn consume_events(
 }
 
 /// Decodes an event and checks that it arrived on its own subject.
-pub fn decode_event(subject: &str, payload: &[u8]) -> Result<Envelope, String> {
+pub(crate) fn decode_event(subject: &str, payload: &[u8]) -> Result<Envelope, String> {
     let envelope: Envelope = fleetbus_schemas::decode(payload).map_err(|e| e.to_string())?;
     let expected = envelope.subject();
     if expected != subject {

@@ -23,15 +23,15 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::state::State;
 use crate::writer::Shared;
 use crate::IngestError;
+use fleetbus_projections::State;
 
 /// The component name in `CommandRejected` events and the `source` of ingest's events.
-pub const COMPONENT: &str = "ingest";
+pub(crate) const COMPONENT: &str = "ingest";
 
 /// The areas ingest consumes.
-pub const AREAS: [CommandArea; 5] = [
+pub(crate) const AREAS: [CommandArea; 5] = [
     CommandArea::Host,
     CommandArea::Agent,
     CommandArea::User,
@@ -41,7 +41,7 @@ pub const AREAS: [CommandArea; 5] = [
 
 /// A rejection: kind and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
+pub(crate) struct Rejection {
     /// Typed reason.
     pub kind: RejectKind,
     /// For people.
@@ -56,7 +56,7 @@ fn reject(kind: RejectKind, message: impl Into<String>) -> Rejection {
 }
 
 /// A deterministic event id for the `n`-th event caused by a command.
-pub fn derived_id(command: CommandId, n: u8) -> EventId {
+pub(crate) fn derived_id(command: CommandId, n: u8) -> EventId {
     let digest = Sha256::new()
         .chain_update(command.to_bytes())
         .chain_update([n])
@@ -82,7 +82,7 @@ fn envelope(cmd_id: CommandId, actor: &Actor, n: u8, event: Event) -> Envelope {
 }
 
 /// The rejection event for a command (or for a payload whose id could not be read).
-pub fn rejected_event(
+pub(crate) fn rejected_event(
     command: Option<CommandId>,
     actor: Option<&Actor>,
     subject: &str,
@@ -223,7 +223,7 @@ fn check_password_hash(v: &str) -> Result<(), Rejection> {
 }
 
 /// Validates a command against the current state and returns the events it causes.
-pub fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>, Rejection> {
     let reg = &state.projections.registry;
     let not_found = |m: String| reject(RejectKind::NotFound, m);
     let conflict = |m: String| reject(RejectKind::Conflict, m);
@@ -481,7 +481,7 @@ pub fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>, Reject
 }
 
 /// Decodes a command payload and turns it into the events to publish.
-pub fn handle(
+pub(crate) fn handle(
     state: &State,
     subject: &str,
     payload: &[u8],
@@ -547,7 +547,7 @@ fn rmpv_command_id(payload: &[u8]) -> Option<CommandId> {
 
 /// Consumes one command area until shutdown, one command at a time (each waits for its events
 /// to be committed, so the next command is validated against a state that includes them).
-pub async fn consume_area(
+pub(crate) async fn consume_area(
     js: jetstream::Context,
     shared: Shared,
     area: CommandArea,
@@ -624,7 +624,7 @@ async fn process(
                 if let Ok(Some(seq)) = shared.store.lookup(*id) {
                     shared
                         .hub
-                        .resolve(*id, crate::log::Appended::Duplicate(seq));
+                        .resolve(*id, fleetbus_log::Appended::Duplicate(seq));
                 }
             }
         }
@@ -709,7 +709,7 @@ mod tests {
             derived_id(add.id, 0),
             "ids derive from the command id"
         );
-        crate::log::Fold::apply(&mut state, 1, &events[0]);
+        fleetbus_log::Fold::apply(&mut state, 1, &events[0]);
         let again = admin_cmd(Command::Host(HostCommand::Add(spec("web-1"))));
         let err = handle(
             &state,

@@ -17,13 +17,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{Head, LogStore};
+use fleetbus_log::{Head, LogStore};
 
 /// How long the health check waits for the server's view of a stream.
 const STREAM_INFO_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the health check looks at.
-pub struct Health {
+pub(crate) struct Health {
     /// The NATS connection.
     pub client: async_nats::Client,
     /// JetStream on it (stream heads, for the lag).
@@ -60,7 +60,7 @@ struct StreamHealth {
 }
 
 /// The `/healthz` route.
-pub fn router(health: Arc<Health>) -> Router {
+pub(crate) fn router(health: Arc<Health>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .with_state(health)

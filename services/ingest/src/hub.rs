@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use fleetbus_schemas::EventId;
 use tokio::sync::oneshot;
 
-use crate::log::Appended;
+use fleetbus_log::Appended;
 
 /// Waiters for committed events.
 #[derive(Debug, Default)]

@@ -1,36 +1,35 @@
 //! fleetbus ingest: the agent HTTP front door and the keeper of the event log.
 //!
-//! Ingest is the only writer of the hash-chained redb log ([`log`]) and of the projections
-//! folded from it ([`state`]). It reads `EVENTS` and `SECRETS` in order from the positions the
+//! Ingest is the only writer of the hash-chained redb log (`fleetbus-log`) and of the projections
+//! folded from it ([`State`], from `fleetbus-projections`). It reads `EVENTS` and `SECRETS` in order from the positions the
 //! log records with every commit ([`bus::consume_events`]), appends in group-committed durable
 //! transactions ([`writer`]); answers agents over HTTP only after their events are committed ([`api`]); turns
 //! host/agent/user/alert/config commands into events ([`commands`]); and answers `fleet.q.*`
 //! read-model queries ([`queries`]).
 
-pub mod anchor;
+pub(crate) mod anchor;
 pub mod api;
-pub mod bus;
-pub mod commands;
+pub(crate) mod bus;
+pub(crate) mod commands;
 pub mod config;
-pub mod fleet;
-pub mod health;
-pub mod hub;
-pub mod log;
-pub mod metrics;
+pub(crate) mod fleet;
+pub(crate) mod health;
+pub(crate) mod hub;
+pub(crate) mod metrics;
 pub mod queries;
-pub mod state;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::sync::{Arc, RwLock};
 
 use fleetbus_bus_config::streams;
+use fleetbus_log as log;
 use fleetbus_runtime::reader::StreamReader;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use state::State;
+pub use fleetbus_projections::State;
 
 /// Everything that stops ingest.
 #[derive(Debug, thiserror::Error)]

@@ -53,9 +53,7 @@ async fn main() -> ExitCode {
             eprintln!("fleetbus-ingest: {e}");
             if matches!(
                 e,
-                fleetbus_ingest::IngestError::Log(
-                    fleetbus_ingest::log::LogError::Unverified { .. }
-                )
+                fleetbus_ingest::IngestError::Log(fleetbus_log::LogError::Unverified { .. })
             ) {
                 eprintln!(
                     "fleetbus-ingest: refusing to serve this log. `fleetctl log verify` shows the \

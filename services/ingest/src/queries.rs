@@ -22,57 +22,32 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use fleetbus_projections::{Alert, FleetStatus, HistoryEntry, HostStatus, Registry, UserRecord};
 use fleetbus_schemas::events::{AgentEvent, AlertEvent, Event, UserEvent};
 use fleetbus_schemas::queries::{
     model, page_size, AlertsQuery, AsOf, Committed, CommittedQuery, EventsQuery, HistoryQuery,
-    HostQuery, OverviewQuery, QueryError, QueryErrorKind, Reply, UserCredentialQuery,
-    COMMITTED_WAIT_MAX_MS,
+    HostQuery, LogHead, LogRecord, OverviewQuery, QueryError, QueryErrorKind, Reply,
+    UserCredentialQuery, COMMITTED_WAIT_MAX_MS,
 };
 use fleetbus_schemas::{Envelope, HostId, ServiceName, Severity, UserName};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{Entry, LogError};
 use crate::metrics::Metrics;
-use crate::state::State;
 use crate::writer::Shared;
 use crate::IngestError;
+use fleetbus_log::{Entry, LogError};
+use fleetbus_projections::State;
 
 /// The queue group all ingest instances answer in.
 pub const QUEUE_GROUP: &str = "ingest";
 
 /// Most entries one `events` query scans before answering with what it found.
 pub const MAX_SCAN: usize = 200_000;
-
-/// One log entry as the `events` query returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogRecord {
-    /// Log sequence.
-    pub seq: u64,
-    /// The subject it was published on.
-    pub subject: String,
-    /// The entry's hash (hex). For `fleet.sec.…` entries the envelope below is redacted, so
-    /// only `fleetctl log verify` on the file can check those.
-    pub hash: String,
-    /// The event (credential fields replaced by `"redacted"`).
-    pub envelope: Envelope,
-}
-
-/// The log head.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogHead {
-    /// Last sequence (0: empty log).
-    pub seq: u64,
-    /// Its hash (hex).
-    pub hash: String,
-    /// When the last transaction committed.
-    pub committed_at: Option<DateTime<Utc>>,
-}
 
 fn error(kind: QueryErrorKind, message: impl Into<String>) -> QueryError {
     QueryError {
@@ -125,7 +100,7 @@ pub fn answer_query(shared: &Shared, model_name: &str, payload: &[u8]) -> Vec<u8
         model::USER_CREDENTIAL => {
             answer(decode::<UserCredentialQuery>(payload).and_then(|q| user_credential(shared, &q.user)))
         }
-        crate::fleet::queries::MODEL => crate::fleet::queries::answer(&shared.read_state(), payload),
+        fleetbus_schemas::queries::model::CONFIG => crate::fleet::queries::answer(&shared.read_state(), payload),
         other => answer::<()>(Err(bad_request(format!(
             "unknown model '{}'; expected one of overview, host, history, alerts, events, log_head, registry, users, user_credential, committed",
             other.chars().take(64).collect::<String>()

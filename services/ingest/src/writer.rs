@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::hub::Hub;
-use crate::log::{Appended, Head, LogError, LogStore, NewEntry};
 use crate::metrics::Metrics;
-use crate::state::State;
+use fleetbus_log::{Appended, Head, LogError, LogStore, NewEntry};
+use fleetbus_projections::State;
 
 /// One event on its way into the log.
 #[derive(Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// The entry.
     pub entry: NewEntry,
     /// Where it came from: `(stream, stream sequence)`, recorded with the commit.
@@ -28,7 +28,7 @@ pub struct Pending {
 
 /// Writer settings.
 #[derive(Debug, Clone, Copy)]
-pub struct WriterConfig {
+pub(crate) struct WriterConfig {
     /// Most events per transaction.
     pub max_batch: usize,
     /// Snapshot the projections every this many entries (0: never).
@@ -38,7 +38,7 @@ pub struct WriterConfig {
 }
 
 /// A group at least this large means load is sustained: the next group may linger.
-pub const LINGER_FROM: usize = 64;
+pub(crate) const LINGER_FROM: usize = 64;
 
 /// How often a lingering writer looks at the queue again.
 const LINGER_POLL: Duration = Duration::from_micros(250);
@@ -70,7 +70,7 @@ impl Shared {
 /// An append error stops it and is returned: the caller must stop the service (the in-memory
 /// state may hold part of the failed batch).
 #[allow(clippy::too_many_arguments)]
-pub fn spawn(
+pub(crate) fn spawn(
     store: LogStore,
     state: Arc<RwLock<State>>,
     hub: Arc<Hub>,

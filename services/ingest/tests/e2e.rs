@@ -11,12 +11,12 @@ use async_nats::jetstream;
 use common::*;
 use fleetbus_bus_config::Role;
 use fleetbus_ingest::api::{ReportsBody, SubmitReply};
-use fleetbus_ingest::log::LogStore;
-use fleetbus_ingest::queries::{LogHead, LogRecord};
-use fleetbus_ingest::State;
+use fleetbus_log::LogStore;
 use fleetbus_projections::FleetStatus;
+use fleetbus_projections::State;
 use fleetbus_schemas::events::{AgentEvent, Event};
 use fleetbus_schemas::queries::{AsOf, EventsQuery, LogHeadQuery, OverviewQuery};
+use fleetbus_schemas::queries::{LogHead, LogRecord};
 use fleetbus_testkit::NatsServer;
 use redb::ReadableTable;
 
@@ -263,7 +263,7 @@ async fn ten_thousand_reports_with_resends_are_logged_once_and_rebuild_equals_li
     let mut full = State::default();
     for e in store.export(1).expect("export").take(mid_seq as usize) {
         let e = e.expect("entry");
-        fleetbus_ingest::log::Fold::apply(&mut full, e.seq, &e.envelope().expect("envelope"));
+        fleetbus_log::Fold::apply(&mut full, e.seq, &e.envelope().expect("envelope"));
     }
     assert_eq!(
         full.projections.fleet, at_mid,

@@ -10,18 +10,17 @@ use async_nats::jetstream;
 use base64::Engine;
 use common::*;
 use fleetbus_bus_config::Role;
-use fleetbus_ingest::fleet::fold::DriftState;
-use fleetbus_ingest::fleet::http::{
-    DesiredReply, Manifest, RecoveryReply, StoredReply, PASSPHRASE_HEADER,
-};
-use fleetbus_ingest::fleet::merge::DiffKind;
-use fleetbus_ingest::fleet::queries::{AgentConfigView, ConfigQuery, ConfigSummary};
-use fleetbus_ingest::fleet::{DriftView, Management};
-use fleetbus_ingest::queries::LogRecord;
 use fleetbus_schemas::commands::{AgentCommand, ConfigCommand};
 use fleetbus_schemas::events::config::Instruction;
 use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::{ConfigEvent, Event, SystemEvent};
+use fleetbus_schemas::http::{
+    DesiredReply, Manifest, RecoveryReply, StoredReply, PASSPHRASE_HEADER,
+};
+use fleetbus_schemas::queries::config::DiffKind;
+use fleetbus_schemas::queries::config::{AgentConfigView, ConfigQuery, ConfigSummary};
+use fleetbus_schemas::queries::config::{DriftState, DriftView, Management};
+use fleetbus_schemas::queries::LogRecord;
 use fleetbus_schemas::queries::{EventsQuery, Reply};
 use fleetbus_schemas::{AgentId, Command, CommandId};
 use fleetbus_testkit::NatsServer;
@@ -822,7 +821,7 @@ async fn assets_are_served_with_a_manifest_of_sha256_hashes_content_types_and_et
         base: ingest.base(),
     };
 
-    let bucket = fleetbus_ingest::fleet::store::bucket(&js, "assets")
+    let bucket = fleetbus_runtime::objects::bucket(&js, fleetbus_schemas::subjects::ASSETS_BUCKET)
         .await
         .expect("bucket");
     let logo: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();

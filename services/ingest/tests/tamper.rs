@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use fleetbus_bus_config::Role;
-use fleetbus_ingest::log::{self, Checkpoint, LogError, LogStore, Part};
 use fleetbus_ingest::{Config, State};
+use fleetbus_log::{self as log, Checkpoint, LogError, LogStore, Part};
 use fleetbus_schemas::AgentId;
 use fleetbus_testkit::NatsServer;
 use redb::{ReadableTable, TableDefinition};

@@ -78,7 +78,7 @@ pub struct HostInfo {
 }
 
 /// The name of an alert kind, as rules spell it.
-pub fn kind_name(kind: AlertKind) -> &'static str {
+pub(crate) fn kind_name(kind: AlertKind) -> &'static str {
     match kind {
         AlertKind::ServiceDown => "service_down",
         AlertKind::AgentDown => "agent_down",
@@ -91,7 +91,7 @@ pub fn kind_name(kind: AlertKind) -> &'static str {
 }
 
 /// Alert kinds that mean the whole host is down (they suppress its services' alerts).
-pub const HOST_DOWN_KINDS: [&str; 2] = ["agent_down", "host_unreachable"];
+pub(crate) const HOST_DOWN_KINDS: [&str; 2] = ["agent_down", "host_unreachable"];
 
 /// Open alerts plus the fleet facts rules and suppression look at.
 #[derive(Debug, Default)]

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::NotifierError;
 
 /// The config file's current version.
-pub const CONFIG_VERSION: u32 = 1;
+pub(crate) const CONFIG_VERSION: u32 = 1;
 
 /// The notifier's config.
 #[derive(Debug, Clone, Deserialize)]

@@ -17,12 +17,12 @@ use crate::config::{RetryConfig, Secrets};
 use crate::render::Message;
 
 /// The webhook signature header: `sha256=<hex HMAC-SHA256 of the body>`.
-pub const SIGNATURE_HEADER: &str = "X-Fleetbus-Signature";
+pub(crate) const SIGNATURE_HEADER: &str = "X-Fleetbus-Signature";
 /// The idempotency header: the notification (or digest) id.
-pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+pub(crate) const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// `sha256=<hex>` of the body under `key`.
-pub fn sign(key: &[u8], body: &[u8]) -> String {
+pub(crate) fn sign(key: &[u8], body: &[u8]) -> String {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(m) => m,
@@ -34,7 +34,7 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
 
 /// Why one attempt failed.
 #[derive(Debug, Clone)]
-pub struct AttemptError {
+pub(crate) struct AttemptError {
     /// Worth trying again (timeouts, connection errors, 429, 5xx, transient SMTP).
     pub retryable: bool,
     /// What happened (no secrets).
@@ -62,7 +62,7 @@ impl AttemptError {
 
 /// The outcome of a delivery with retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Accepted after this many attempts.
     Delivered {
         /// Attempts made.
@@ -79,7 +79,7 @@ pub enum Outcome {
 
 /// Delivers messages through channels.
 #[derive(Clone)]
-pub struct Deliverer {
+pub(crate) struct Deliverer {
     http: reqwest::Client,
     nats: Option<async_nats::Client>,
     secrets: std::sync::Arc<Secrets>,
@@ -88,7 +88,7 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// A deliverer; `nats` is needed for NATS channels.
-    pub fn new(
+    pub(crate) fn new(
         nats: Option<async_nats::Client>,
         secrets: Secrets,
         retry: RetryConfig,
@@ -108,7 +108,7 @@ impl Deliverer {
 
     /// The backoff before attempt `n + 1` (n ≥ 1): base·2^(n-1), capped, then "equal jitter"
     /// (half fixed, half random) so that retries of many notifications spread out but still grow.
-    pub fn backoff(&self, n: u32) -> Duration {
+    pub(crate) fn backoff(&self, n: u32) -> Duration {
         let exp = self
             .retry
             .base_ms
@@ -120,7 +120,7 @@ impl Deliverer {
     }
 
     /// Delivers with retries until accepted, a permanent error, `max_attempts`, or shutdown.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         channel: &ChannelSpec,
         msg: &Message,

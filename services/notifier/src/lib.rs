@@ -5,12 +5,12 @@
 //!
 //! See `README.md` beside this crate for rules, channels and the exactly-once semantics.
 
-pub mod alerts;
-pub mod config;
-pub mod deliver;
+pub(crate) mod alerts;
+pub(crate) mod config;
+pub(crate) mod deliver;
 pub mod engine;
-pub mod render;
-pub mod service;
+pub(crate) mod render;
+pub(crate) mod service;
 
 pub use config::{Config, Secrets};
 pub use service::run;

@@ -12,7 +12,7 @@ use crate::engine::Outgoing;
 
 /// A rendered message, ready for any channel.
 #[derive(Debug, Clone)]
-pub struct Message {
+pub(crate) struct Message {
     /// The notification id (or digest id): the `Idempotency-Key`.
     pub key: String,
     /// JSON body for webhooks and NATS.
@@ -129,7 +129,7 @@ fn title(v: &View) -> String {
 }
 
 /// The JSON document of one notification.
-pub fn json_of(o: &Outgoing) -> Value {
+pub(crate) fn json_of(o: &Outgoing) -> Value {
     let a = &o.alert;
     let n = &o.notification;
     let customer = o.recipient.kind == RecipientKind::Customer;
@@ -164,7 +164,7 @@ pub fn json_of(o: &Outgoing) -> Value {
 }
 
 /// Renders one notification.
-pub fn render(o: &Outgoing) -> Message {
+pub(crate) fn render(o: &Outgoing) -> Message {
     let v = View::of(o);
     let text = TextTemplate { v: &v }
         .render()
@@ -182,7 +182,7 @@ pub fn render(o: &Outgoing) -> Message {
 }
 
 /// The deterministic id of a digest: `d-` + 32 hex of SHA-256 over its sorted member ids.
-pub fn digest_id(members: &[&Outgoing]) -> String {
+pub(crate) fn digest_id(members: &[&Outgoing]) -> String {
     let mut ids: Vec<&str> = members.iter().map(|o| o.notification.id.as_str()).collect();
     ids.sort_unstable();
     let mut h = Sha256::new();
@@ -194,7 +194,7 @@ pub fn digest_id(members: &[&Outgoing]) -> String {
 }
 
 /// Renders several notifications for one (recipient, channel) as one digest.
-pub fn render_digest(members: &[&Outgoing]) -> Message {
+pub(crate) fn render_digest(members: &[&Outgoing]) -> Message {
     let id = digest_id(members);
     let lines: Vec<String> = members
         .iter()

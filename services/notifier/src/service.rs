@@ -40,7 +40,7 @@ use crate::render;
 use crate::NotifierError;
 
 /// The component name in events.
-pub const COMPONENT: &str = "notifier";
+pub(crate) const COMPONENT: &str = "notifier";
 
 fn nats_err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> NotifierError + '_ {
     move |e| NotifierError::Nats(format!("{what}: {e}"))
@@ -48,7 +48,7 @@ fn nats_err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> NotifierError + '_
 
 /// A deterministic event id for a decision event, so that a decision re-made after a restart
 /// (the honest window) carries the same id and JetStream / the log drop the copy.
-pub fn decision_event_id(notification: &str, type_name: &str, at: DateTime<Utc>) -> EventId {
+pub(crate) fn decision_event_id(notification: &str, type_name: &str, at: DateTime<Utc>) -> EventId {
     let mut h = Sha256::new();
     h.update(notification.as_bytes());
     h.update(b"|");
@@ -61,7 +61,7 @@ pub fn decision_event_id(notification: &str, type_name: &str, at: DateTime<Utc>)
 }
 
 /// The static catalog from the config file.
-pub fn catalog_from(config: &Config) -> Catalog {
+pub(crate) fn catalog_from(config: &Config) -> Catalog {
     let mut c = Catalog::default();
     for ch in &config.channels {
         c.channels.insert(ch.channel.clone(), ch.clone());
@@ -227,7 +227,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Noti
 
 /// The outcome of one delivery (a single notification or a digest).
 #[derive(Debug)]
-pub struct DeliveryResult {
+pub(crate) struct DeliveryResult {
     members: Vec<Outgoing>,
     digest: Option<String>,
     outcome: Option<Outcome>,

@@ -9,21 +9,38 @@
 //! These types are also the reply types of the `fleet.q.*` queries.
 
 use fleetbus_schemas::Envelope;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub mod alerts;
+pub mod checks;
+pub mod configs;
 pub mod counts;
 pub mod fleet;
 pub mod history;
 pub mod jobs;
 pub mod registry;
+pub mod state;
 
 pub use alerts::{Alert, AlertKind, AlertState, Alerts};
+pub use checks::Checks;
+pub use configs::{Configs, DriftState, DriftView, Management};
 pub use counts::EventCounts;
 pub use fleet::{FleetStatus, HostState, HostStatus, Liveness, ServiceView};
 pub use history::{History, HistoryChange, HistoryEntry};
 pub use jobs::{JobState, JobView, Jobs};
 pub use registry::{AgentRecord, Registry, UserRecord};
+pub use state::State;
+
+/// A projection state that can be folded over the log and snapshotted (the log crate,
+/// `fleetbus-log`, stores snapshots of any `Fold`).
+///
+/// `apply` must be a pure function of the state and the entry (no clock, no I/O), so that a
+/// rebuild from the log gives exactly the live state.
+pub trait Fold: Default + Serialize + DeserializeOwned + PartialEq + Send + 'static {
+    /// Folds one log entry into the state.
+    fn apply(&mut self, seq: u64, envelope: &Envelope);
+}
 
 /// All projections, folded together in log order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

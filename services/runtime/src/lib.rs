@@ -7,6 +7,7 @@
 pub mod config;
 pub mod http;
 pub mod nats;
+pub mod objects;
 pub mod reader;
 
 use std::path::PathBuf;

@@ -17,7 +17,10 @@ use crate::core::{rejection, Core, CoreConfig, Outputs};
 use crate::SchedulerError;
 
 /// Durable consumers of the scheduler's command areas (defined in bus-config).
-pub const COMMAND_CONSUMERS: [&str; 2] = ["cmd-schedule", "cmd-check"];
+pub const COMMAND_CONSUMERS: [&str; 2] = [
+    fleetbus_schemas::subjects::SCHEDULE_COMMANDS_CONSUMER,
+    fleetbus_schemas::subjects::CHECK_COMMANDS_CONSUMER,
+];
 
 /// Attempts per publish before giving up on it (JetStream dedup makes retries harmless).
 const PUBLISH_ATTEMPTS: u32 = 5;

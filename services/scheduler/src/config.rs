@@ -8,7 +8,7 @@ use crate::slots::SlotSchedule;
 use crate::SchedulerError;
 
 /// The only config version this build reads.
-pub const CONFIG_VERSION: u32 = 1;
+pub(crate) const CONFIG_VERSION: u32 = 1;
 
 /// The scheduler's configuration.
 #[derive(Debug, Clone, Deserialize)]

@@ -31,7 +31,7 @@ use crate::ids;
 use crate::slots::{SlotError, SlotSchedule};
 
 /// The component name on events and rejections.
-pub const COMPONENT: &str = "scheduler";
+pub(crate) const COMPONENT: &str = "scheduler";
 
 /// Most slots looked at per schedule per pass (an every-second schedule down for a day has
 /// 86,400); the rest are handled by the next pass.
@@ -57,7 +57,7 @@ pub struct CoreConfig {
 /// What the core wants done, in this order: publish the commands (and await their acks),
 /// purge these jobs' output, publish the events.
 #[derive(Debug, Default)]
-pub struct Outputs {
+pub(crate) struct Outputs {
     /// Commands to publish (fired slots).
     pub commands: Vec<CommandEnvelope>,
     /// Jobs whose live output subjects to purge.
@@ -68,7 +68,7 @@ pub struct Outputs {
 
 impl Outputs {
     /// Nothing to do.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.commands.is_empty() && self.purge_jobs.is_empty() && self.events.is_empty()
     }
 
@@ -93,7 +93,7 @@ struct Sched {
 
 /// An agent's liveness, as told by the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
+pub(crate) enum Liveness {
     /// Heard from recently.
     Live,
     /// Silent past the stale threshold.
@@ -129,7 +129,7 @@ struct Check {
 
 /// The scheduler's state.
 #[derive(Debug)]
-pub struct Core {
+pub(crate) struct Core {
     cfg: CoreConfig,
     schedules: HashMap<ScheduleId, Sched>,
     queue: BinaryHeap<Reverse<(DateTime<Utc>, u64, ScheduleId)>>,
@@ -148,7 +148,7 @@ pub struct Core {
 }
 
 /// The key of the alert a deadline check raises.
-pub fn deadline_alert_key(check: &CheckId) -> String {
+pub(crate) fn deadline_alert_key(check: &CheckId) -> String {
     format!("deadline-{check}")
 }
 
@@ -181,7 +181,7 @@ fn ms(t: DateTime<Utc>) -> String {
 impl Core {
     /// An empty state; `started` is the baseline for retention (it runs at the first retention
     /// slot after it unless the log says it ran later).
-    pub fn new(cfg: CoreConfig, started: DateTime<Utc>) -> Core {
+    pub(crate) fn new(cfg: CoreConfig, started: DateTime<Utc>) -> Core {
         Core {
             cfg,
             schedules: HashMap::new(),
@@ -200,22 +200,24 @@ impl Core {
     }
 
     /// Number of schedules known.
-    pub fn schedule_count(&self) -> usize {
+    pub(crate) fn schedule_count(&self) -> usize {
         self.schedules.len()
     }
 
-    /// An agent's liveness, if it ever reported.
-    pub fn liveness(&self, agent: &AgentId) -> Option<Liveness> {
+    /// An agent's liveness, if it ever reported (what the tests look at).
+    #[cfg(test)]
+    pub(crate) fn liveness(&self, agent: &AgentId) -> Option<Liveness> {
         self.agents.get(agent).map(|a| a.liveness)
     }
 
-    /// A check's state.
-    pub fn check_state(&self, check: &CheckId) -> Option<CheckState> {
+    /// A check's state (what the tests look at).
+    #[cfg(test)]
+    pub(crate) fn check_state(&self, check: &CheckId) -> Option<CheckState> {
         self.checks.get(check).map(|c| c.state)
     }
 
     /// The earliest instant at which a schedule may be due (for the timer).
-    pub fn next_wake(&mut self) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_wake(&mut self) -> Option<DateTime<Utc>> {
         while let Some(Reverse((at, generation, id))) = self.queue.peek() {
             match self.schedules.get(id) {
                 Some(s) if s.generation == *generation && !s.paused => return Some(*at),
@@ -244,7 +246,7 @@ impl Core {
     /// published); true when a sweep should judge it at once rather than at the next sweep: a
     /// check event, an agent's notice (a heartbeat, a deadline's event), a report from an agent
     /// that is stale or down.
-    pub fn apply_from_log(&mut self, env: &Envelope) -> bool {
+    pub(crate) fn apply_from_log(&mut self, env: &Envelope) -> bool {
         let urgent = match &env.event {
             Event::Check(_) | Event::Agent(AgentEvent::Raised(_)) => true,
             Event::Agent(AgentEvent::Reported(r)) => self
@@ -260,7 +262,7 @@ impl Core {
     }
 
     /// Folds one event. Idempotent: applying an event twice changes nothing more.
-    pub fn apply(&mut self, env: &Envelope) {
+    pub(crate) fn apply(&mut self, env: &Envelope) {
         match &env.event {
             Event::Schedule(e) => self.apply_schedule(env, e),
             Event::Check(e) => self.apply_check(env, e),
@@ -528,7 +530,7 @@ impl Core {
     }
 
     /// Fires every slot that is due at `now` (and records missed ones).
-    pub fn fire_due(&mut self, now: DateTime<Utc>) -> Outputs {
+    pub(crate) fn fire_due(&mut self, now: DateTime<Utc>) -> Outputs {
         let mut out = Outputs::default();
         while let Some(at) = self.next_wake() {
             if at > now {
@@ -665,7 +667,7 @@ impl Core {
     }
 
     /// Liveness, heartbeat, deadline and retention decisions at `now`.
-    pub fn sweep(&mut self, now: DateTime<Utc>) -> Outputs {
+    pub(crate) fn sweep(&mut self, now: DateTime<Utc>) -> Outputs {
         let mut out = Outputs::default();
         self.sweep_agents(now, &mut out);
         self.sweep_checks(now, &mut out);
@@ -906,7 +908,7 @@ impl Core {
 
     /// Validates one command of the `schedule` or `check` area; returns the events that
     /// accept it (folded already) or the rejection.
-    pub fn handle_command(
+    pub(crate) fn handle_command(
         &mut self,
         now: DateTime<Utc>,
         subject: &str,
@@ -1161,7 +1163,7 @@ fn authorize(actor: &Actor, needs: UserRole, what: &str) -> Result<(), (RejectKi
 }
 
 /// A deadline `HH:MM` in a zone, as a daily cron schedule (same DST rules as schedules).
-pub fn deadline_schedule(by: &str, time_zone: &str) -> Result<SlotSchedule, String> {
+pub(crate) fn deadline_schedule(by: &str, time_zone: &str) -> Result<SlotSchedule, String> {
     let parsed = chrono::NaiveTime::parse_from_str(by, "%H:%M")
         .map_err(|_| format!("deadline time {by:?} is not HH:MM (e.g. \"05:00\")"))?;
     use chrono::Timelike;
@@ -1173,7 +1175,7 @@ pub fn deadline_schedule(by: &str, time_zone: &str) -> Result<SlotSchedule, Stri
 }
 
 /// A `command_rejected` event.
-pub fn rejection(
+pub(crate) fn rejection(
     now: DateTime<Utc>,
     subject: &str,
     command: Option<CommandId>,

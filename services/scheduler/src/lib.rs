@@ -6,11 +6,11 @@
 //! its [`clock::Clock`] tells. See `README.md` for what fires when.
 
 pub mod bus;
-pub mod clock;
-pub mod config;
-pub mod core;
+pub(crate) mod clock;
+pub(crate) mod config;
+pub(crate) mod core;
 pub mod ids;
-pub mod slots;
+pub(crate) mod slots;
 
 use std::sync::Arc;
 

@@ -105,12 +105,12 @@ impl SlotSchedule {
 }
 
 /// Parses an IANA time zone name.
-pub fn parse_tz(name: &str) -> Result<Tz, SlotError> {
+pub(crate) fn parse_tz(name: &str) -> Result<Tz, SlotError> {
     Tz::from_str(name).map_err(|_| SlotError::TimeZone(name.chars().take(80).collect()))
 }
 
 /// Maps a local wall-clock time to the instant it fires at (see the module docs).
-pub fn to_instant(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+pub(crate) fn to_instant(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => t.with_timezone(&Utc),
         // Fall back: the first occurrence.

@@ -24,7 +24,7 @@ use crate::views;
 use crate::{Shared, WebError};
 
 /// API routes.
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/openapi.json", get(openapi))
         .route("/api/whoami", get(whoami))

@@ -218,7 +218,7 @@ impl Bus {
 
 /// The error for a command nobody answered in time: it stays queued and its result will show
 /// on the timeline when the service that handles it is back.
-pub fn no_answer(id: CommandId) -> WebError {
+pub(crate) fn no_answer(id: CommandId) -> WebError {
     WebError::Unavailable(format!(
         "command {id} is queued but no service answered in time; its result will appear on the events page"
     ))

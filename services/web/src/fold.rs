@@ -11,9 +11,9 @@ use fleetbus_schemas::events::{AgentEvent, JobEvent, ScheduleEvent};
 use fleetbus_schemas::{AgentId, CommandId, Envelope, Event, HostId, JobId, ScheduleId, TaskId};
 
 /// Jobs kept in memory (oldest dropped first).
-pub const MAX_JOBS: usize = 5_000;
+pub(crate) const MAX_JOBS: usize = 5_000;
 /// Notification log entries kept in memory.
-pub const MAX_NOTIFICATIONS: usize = 1_000;
+pub(crate) const MAX_NOTIFICATIONS: usize = 1_000;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -100,7 +100,7 @@ fn find_str(v: &Value, keys: &[&str]) -> Option<String> {
 }
 
 /// A one-line description from whatever human text the event carries.
-pub fn summarize(env: &Envelope, data: &Value) -> String {
+pub(crate) fn summarize(env: &Envelope, data: &Value) -> String {
     let mut text = format!(
         "{}.{} {}",
         env.event.domain(),
@@ -298,7 +298,7 @@ impl Hub {
 
 /// Reads events `after < seq <= upto` straight from the stream (for resumes older than the
 /// ring buffer), at most `limit` of them.
-pub async fn replay(
+pub(crate) async fn replay(
     js: &async_nats::jetstream::Context,
     after: u64,
     upto: u64,

@@ -5,19 +5,19 @@
 //! publishes operators' commands on `fleet.cmd.*`, waiting for the event or rejection whose
 //! causation is the command's id. It never opens the log.
 
-pub mod api;
+pub(crate) mod api;
 pub mod auth;
-pub mod bus;
-pub mod config;
-pub mod fold;
-pub mod hub;
-pub mod openapi;
-pub mod pages;
-pub mod security;
-pub mod sse;
-pub mod throttle;
-pub mod tokens;
-pub mod views;
+pub(crate) mod bus;
+pub(crate) mod config;
+pub(crate) mod fold;
+pub(crate) mod hub;
+pub(crate) mod openapi;
+pub(crate) mod pages;
+pub(crate) mod security;
+pub(crate) mod sse;
+pub(crate) mod throttle;
+pub(crate) mod tokens;
+pub(crate) mod views;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -45,7 +45,7 @@ fn get(summary: &str, params: Vec<Value>, responses: Value) -> Value {
 }
 
 /// The document.
-pub fn document() -> Value {
+pub(crate) fn document() -> Value {
     let s = |t: &str| json!({"type": t});
     let ns = |t: &str| json!({"type": t, "nullable": true});
     let service = path_param("slug", "the service as HOST:SERVICE, e.g. web-1:nginx");

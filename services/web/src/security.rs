@@ -12,10 +12,10 @@ use crate::{Shared, WebError};
 
 /// The content security policy: no inline script or style, nothing from other origins, no
 /// framing.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Adds the security headers to every response.
-pub async fn headers(req: Request, next: Next) -> Response {
+pub(crate) async fn headers(req: Request, next: Next) -> Response {
     let is_api = req.uri().path().starts_with("/api/");
     let mut res = next.run(req).await;
     let asset = is_asset(&res);
@@ -54,7 +54,7 @@ fn is_asset(res: &Response) -> bool {
 }
 
 /// Reads a cookie by name.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -78,7 +78,11 @@ fn is_safe(method: &Method) -> bool {
 }
 
 /// Resolves the principal (stored in request extensions) and enforces CSRF tokens.
-pub async fn authenticate(State(state): State<Shared>, req: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    State(state): State<Shared>,
+    req: Request,
+    next: Next,
+) -> Response {
     let (mut parts, body) = req.into_parts();
     let principal: Option<Principal> = match bearer(&parts.headers) {
         Some(token) => match state.tokens.authenticate(token) {
@@ -196,19 +200,19 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `Set-Cookie` value for the session: `__Host-` prefix, Secure, HttpOnly, SameSite=Strict.
-pub fn session_cookie(token: &str, max_age_s: u64) -> String {
+pub(crate) fn session_cookie(token: &str, max_age_s: u64) -> String {
     format!(
         "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"
     )
 }
 
 /// `Set-Cookie` value that deletes the session cookie.
-pub fn clear_session_cookie() -> String {
+pub(crate) fn clear_session_cookie() -> String {
     format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
 /// `Set-Cookie` for the pre-login CSRF cookie.
-pub fn login_cookie(token: &str) -> String {
+pub(crate) fn login_cookie(token: &str) -> String {
     format!("{LOGIN_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=3600")
 }
 

@@ -28,7 +28,7 @@ use crate::pages::jobs::parse_job;
 use crate::{Shared, WebError};
 
 /// SSE routes.
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/live", get(live))
         .route("/api/events/stream", get(live))
@@ -37,7 +37,7 @@ pub fn routes() -> Router<Shared> {
 
 /// Filters of the live stream.
 #[derive(Debug, Default, Deserialize)]
-pub struct LiveQuery {
+pub(crate) struct LiveQuery {
     /// Only events about this host.
     #[serde(default)]
     pub host: Option<String>,
@@ -75,7 +75,7 @@ fn sse_event(e: &LiveEvent) -> SseEvent {
 const MAX_REPLAY: usize = 50_000;
 
 /// `GET /live`: every event from now on, or from after `Last-Event-ID`.
-pub async fn live(
+pub(crate) async fn live(
     State(state): State<Shared>,
     _p: Principal,
     headers: HeaderMap,
@@ -159,7 +159,7 @@ async fn send_backlog(
 
 /// `GET /jobs/{job}/live`: `chunk` events (`{"stream":"stdout","data":…}`, id = chunk
 /// sequence) and `job` events (the job's lifecycle events, same JSON as `/live`).
-pub async fn job_live(
+pub(crate) async fn job_live(
     State(state): State<Shared>,
     _p: Principal,
     headers: HeaderMap,

@@ -240,7 +240,7 @@ fn write_atomically(path: &Path, file: &File) -> std::io::Result<()> {
 /// from the right of `X-Forwarded-For` (all its values, in order) that is not a trusted proxy.
 /// A hop that does not parse ends the walk at the last trusted address (it was written by
 /// someone we do not trust). `None` without a peer (in-process tests).
-pub fn client_ip(
+pub(crate) fn client_ip(
     peer: Option<IpAddr>,
     forwarded_for: &[&str],
     trusted: &[IpAddr],

@@ -7,15 +7,16 @@
 use chrono::{DateTime, Utc};
 use fleetbus_projections::fleet::ResourceSample;
 use fleetbus_projections::{FleetStatus, HostStatus, Projections};
-use fleetbus_schemas::events::agent::{Dot, ServiceState};
+use fleetbus_schemas::events::agent::Dot;
 use fleetbus_schemas::events::service::ServiceAction;
+use fleetbus_schemas::queries::config::{AgentConfigView, DriftState};
 use fleetbus_schemas::UserRole;
 
 use crate::auth::{role_name, Principal};
 
 /// What every page's layout needs.
 #[derive(Debug, Clone)]
-pub struct Nav {
+pub(crate) struct Nav {
     /// User name.
     pub user: String,
     /// Role name.
@@ -32,7 +33,7 @@ pub struct Nav {
 
 impl Nav {
     /// For a principal on a page.
-    pub fn new(p: &Principal, page: &'static str) -> Nav {
+    pub(crate) fn new(p: &Principal, page: &'static str) -> Nav {
         Nav {
             user: p.user.clone(),
             role: role_name(p.role),
@@ -45,7 +46,7 @@ impl Nav {
 }
 
 /// CSS class of a dot.
-pub fn dot_class(dot: Dot) -> &'static str {
+pub(crate) fn dot_class(dot: Dot) -> &'static str {
     match dot {
         Dot::Green => "green",
         Dot::Red => "red",
@@ -55,7 +56,7 @@ pub fn dot_class(dot: Dot) -> &'static str {
 
 /// A service's dot on the overview.
 #[derive(Debug, Clone)]
-pub struct SvcDot {
+pub(crate) struct SvcDot {
     /// `host:service`.
     pub key: String,
     /// Service name.
@@ -68,7 +69,7 @@ pub struct SvcDot {
 
 /// One host row on the overview.
 #[derive(Debug, Clone)]
-pub struct HostRow {
+pub(crate) struct HostRow {
     /// Host id.
     pub id: String,
     /// OK/WARN/…
@@ -92,7 +93,7 @@ pub struct HostRow {
 }
 
 /// Builds host rows from a fleet status (and, when live, the alerts and counts).
-pub fn host_rows<'a>(
+pub(crate) fn host_rows<'a>(
     hosts: impl Iterator<Item = &'a HostStatus>,
     proj: Option<&Projections>,
     now: DateTime<Utc>,
@@ -134,7 +135,7 @@ pub fn host_rows<'a>(
 
 /// Filters for the overview.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct OverviewFilter {
+pub(crate) struct OverviewFilter {
     /// Tag.
     #[serde(default)]
     pub tag: String,
@@ -155,13 +156,13 @@ pub struct OverviewFilter {
 impl OverviewFilter {
     /// Hosts whose agent is blocked are hidden unless asked for, by the toggle or by a state
     /// filter (`state=BLOCKED`, or any explicit state the host matches).
-    pub fn shows_blocked(&self) -> bool {
+    pub(crate) fn shows_blocked(&self) -> bool {
         !self.show_blocked.trim().is_empty() || !self.state.trim().is_empty()
     }
 }
 
 /// Applies the filter.
-pub fn filter_hosts<'a>(
+pub(crate) fn filter_hosts<'a>(
     fleet: &'a FleetStatus,
     f: &'a OverviewFilter,
 ) -> impl Iterator<Item = &'a HostStatus> {
@@ -174,7 +175,7 @@ pub fn filter_hosts<'a>(
 }
 
 /// Parses the "as of" input: RFC 3339, or the `datetime-local` format, taken as UTC.
-pub fn parse_as_of(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_as_of(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.is_empty() {
         return None;
@@ -191,7 +192,7 @@ pub fn parse_as_of(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// "12 s ago", "5 min ago", "3 h ago", "2 d ago", or "never".
-pub fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+pub(crate) fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     let Some(t) = t else {
         return "never".into();
     };
@@ -205,7 +206,7 @@ pub fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
 }
 
 /// `1.2 s`, `340 ms`, `2 min 5 s`.
-pub fn duration_ms(ms: u64) -> String {
+pub(crate) fn duration_ms(ms: u64) -> String {
     match ms {
         0..=999 => format!("{ms} ms"),
         1000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
@@ -214,13 +215,13 @@ pub fn duration_ms(ms: u64) -> String {
 }
 
 /// Short UTC time.
-pub fn time(t: DateTime<Utc>) -> String {
+pub(crate) fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 /// A resource widget on the host page.
 #[derive(Debug, Clone)]
-pub struct Widget {
+pub(crate) struct Widget {
     /// "CPU".
     pub label: &'static str,
     /// "23 %".
@@ -230,7 +231,7 @@ pub struct Widget {
 }
 
 /// A 120×24 SVG polyline of values in `0..=max`.
-pub fn sparkline(values: &[f32], max: f32) -> String {
+pub(crate) fn sparkline(values: &[f32], max: f32) -> String {
     const W: f32 = 120.0;
     const H: f32 = 24.0;
     if values.is_empty() {
@@ -273,7 +274,7 @@ pub fn sparkline(values: &[f32], max: f32) -> String {
 }
 
 /// Widgets for a host's latest resources and recent samples.
-pub fn widgets(h: &HostStatus) -> Vec<Widget> {
+pub(crate) fn widgets(h: &HostStatus) -> Vec<Widget> {
     let recent: Vec<&ResourceSample> = h.recent.iter().collect();
     let series = |f: fn(&ResourceSample) -> f32| recent.iter().map(|s| f(s)).collect::<Vec<f32>>();
     let Some(r) = &h.resources else {
@@ -335,7 +336,7 @@ fn uptime(s: u64) -> String {
 
 /// A service panel on the host page.
 #[derive(Debug, Clone)]
-pub struct Panel {
+pub(crate) struct Panel {
     /// Host id.
     pub host: String,
     /// Service name.
@@ -358,12 +359,12 @@ pub struct Panel {
 
 /// The minimum role for a service action. Every action runs a command on the host over SSH,
 /// status and logs included, so the executor (which checks again) wants an operator.
-pub fn action_role(_action: ServiceAction) -> UserRole {
+pub(crate) fn action_role(_action: ServiceAction) -> UserRole {
     UserRole::Operator
 }
 
 /// Builds the panels of a host: buttons only for allowed actions and roles.
-pub fn panels(
+pub(crate) fn panels(
     h: &HostStatus,
     proj: &Projections,
     role: UserRole,
@@ -409,13 +410,8 @@ pub fn panels(
         .collect()
 }
 
-/// True for a state shown as "running".
-pub fn is_running(state: ServiceState) -> bool {
-    state == ServiceState::Running
-}
-
 /// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -432,7 +428,7 @@ pub fn escape(s: &str) -> String {
 
 /// Renders terminal output as HTML: text escaped, SGR colour codes (30–37, 90–97, bold,
 /// reset) turned into `<span class="ansi-…">`, every other escape sequence dropped.
-pub fn ansi_to_html(text: &str) -> String {
+pub(crate) fn ansi_to_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
     let mut open = false;
     let mut chars = text.chars().peekable();
@@ -537,57 +533,9 @@ mod tests {
     }
 }
 
-/// The managed-config status of one agent, as `fleet.q.config {agent}` answers it (ingest's
-/// `AgentConfigView`; only the parts the host page shows are read, the rest is ignored).
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct ConfigView {
-    /// Drift and status.
-    pub drift: DriftReply,
-}
-
-/// Ingest's `DriftView`, as far as the page needs it.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct DriftReply {
-    /// `managed`, `report_only` or `pending`.
-    #[serde(default)]
-    pub management: String,
-    /// `in_sync`, `applying`, `drifted`, `unknown` or `unmanaged`.
-    pub state: String,
-    /// Desired version.
-    #[serde(default)]
-    pub desired_version: Option<u64>,
-    /// Version the agent last applied.
-    #[serde(default)]
-    pub applied_version: Option<u64>,
-    /// Template in use.
-    #[serde(default)]
-    pub template: Option<String>,
-    /// Per-key differences.
-    #[serde(default)]
-    pub differences: Vec<DiffReply>,
-    /// Why no comparison could be made.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-/// One differing key.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct DiffReply {
-    /// Dotted key path.
-    pub path: String,
-    /// `missing`, `unexpected` or `changed`.
-    pub kind: String,
-    /// Desired value (JSON).
-    #[serde(default)]
-    pub desired: Option<serde_json::Value>,
-    /// Live value (JSON).
-    #[serde(default)]
-    pub live: Option<serde_json::Value>,
-}
-
 /// The drift section of a host page; every string is escaped by the template.
 #[derive(Debug, Clone)]
-pub struct DriftSection {
+pub(crate) struct DriftSection {
     /// `in_sync`, `applying`, `drifted`, `unknown`, `unmanaged`, or `unavailable`.
     pub state: String,
     /// CSS class for the state badge.
@@ -616,8 +564,8 @@ fn drift_class(state: &str) -> &'static str {
 }
 
 impl DriftSection {
-    /// From ingest's answer.
-    pub fn from_view(v: ConfigView) -> DriftSection {
+    /// From ingest's answer to `fleet.q.config {agent}`.
+    pub(crate) fn from_view(v: AgentConfigView) -> DriftSection {
         let d = v.drift;
         let show = |x: Option<serde_json::Value>| {
             x.map(|v| match v {
@@ -628,27 +576,36 @@ impl DriftSection {
         };
         let version = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         DriftSection {
-            class: drift_class(&d.state),
-            note: d.error.clone().unwrap_or_else(|| match d.state.as_str() {
-                "unknown" => "the agent has not sent its live config yet".into(),
-                "applying" => "values match; the agent has not confirmed this version yet".into(),
+            class: drift_class(d.state.as_str()),
+            note: d.error.clone().unwrap_or_else(|| match d.state {
+                DriftState::Unknown => "the agent has not sent its live config yet".into(),
+                DriftState::Applying => {
+                    "values match; the agent has not confirmed this version yet".into()
+                }
                 _ => String::new(),
             }),
-            state: d.state,
-            management: d.management,
+            state: d.state.as_str().to_owned(),
+            management: d.management.as_str().to_owned(),
             desired_version: version(d.desired_version),
             applied_version: version(d.applied_version),
             template: d.template.unwrap_or_default(),
             differences: d
                 .differences
                 .into_iter()
-                .map(|x| [x.path, x.kind, show(x.desired), show(x.live)])
+                .map(|x| {
+                    [
+                        x.path,
+                        x.kind.as_str().to_owned(),
+                        show(x.desired),
+                        show(x.live),
+                    ]
+                })
                 .collect(),
         }
     }
 
     /// No config and no report for the agent: nothing is managed.
-    pub fn unmanaged(note: impl Into<String>) -> DriftSection {
+    pub(crate) fn unmanaged(note: impl Into<String>) -> DriftSection {
         DriftSection {
             state: "unmanaged".into(),
             class: drift_class("unmanaged"),
@@ -662,7 +619,7 @@ impl DriftSection {
     }
 
     /// The query failed: say so instead of failing the page.
-    pub fn unavailable(note: impl Into<String>) -> DriftSection {
+    pub(crate) fn unavailable(note: impl Into<String>) -> DriftSection {
         DriftSection {
             state: "unavailable".into(),
             class: "warn",

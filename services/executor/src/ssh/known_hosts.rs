@@ -8,18 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use fleetbus_schemas::HostId;
-use serde::{Deserialize, Serialize};
 
 use crate::error::ExecError;
-
-/// A pinned host key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pinned {
-    /// Key algorithm (`ssh-ed25519`).
-    pub algorithm: String,
-    /// `SHA256:…` fingerprint.
-    pub fingerprint: String,
-}
+pub use fleetbus_remote::hostkey::Pinned;
 
 /// The store. Cheap to share (`Arc`); writes go to disk before the lock is released.
 #[derive(Debug)]

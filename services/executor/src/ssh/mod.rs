@@ -14,7 +14,6 @@ pub mod control;
 pub mod known_hosts;
 mod shell;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +24,7 @@ use fleetbus_schemas::events::host::HostKeyPolicy;
 use fleetbus_schemas::events::job::OutputStream;
 use fleetbus_schemas::HostId;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
-use russh::{client, ChannelMsg, Preferred};
+use russh::{client, ChannelMsg};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -34,6 +33,7 @@ use self::control::{Control, ControlFilter, Utf8Stream};
 use self::known_hosts::{KnownHosts, Pinned};
 use crate::error::ExecError;
 use crate::quote::quote;
+use fleetbus_remote::hostkey::modern_algorithms;
 
 /// How to reach one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,56 +117,6 @@ pub enum KeyNotice {
         /// Presented fingerprint.
         presented: String,
     },
-}
-
-/// Modern algorithms only: no SHA-1 key exchange or signatures, no CBC, no SHA-1 MACs.
-pub fn modern_algorithms() -> Preferred {
-    use russh::keys::{Algorithm, EcdsaCurve};
-    use russh::{cipher, compression, kex, mac};
-    Preferred {
-        kex: Cow::Owned(vec![
-            kex::CURVE25519,
-            kex::CURVE25519_PRE_RFC_8731,
-            kex::ECDH_SHA2_NISTP256,
-            kex::ECDH_SHA2_NISTP384,
-            kex::ECDH_SHA2_NISTP521,
-            kex::DH_G16_SHA512,
-            kex::DH_G14_SHA256,
-            kex::EXTENSION_SUPPORT_AS_CLIENT,
-            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
-        ]),
-        key: Cow::Owned(vec![
-            Algorithm::Ed25519,
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            },
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP384,
-            },
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP521,
-            },
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha512),
-            },
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha256),
-            },
-        ]),
-        cipher: Cow::Owned(vec![
-            cipher::CHACHA20_POLY1305,
-            cipher::AES_256_GCM,
-            cipher::AES_128_GCM,
-            cipher::AES_256_CTR,
-            cipher::AES_128_CTR,
-        ]),
-        mac: Cow::Owned(vec![
-            mac::HMAC_SHA512_ETM,
-            mac::HMAC_SHA256_ETM,
-            mac::HMAC_SHA256,
-        ]),
-        compression: Cow::Owned(vec![compression::NONE]),
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -853,63 +803,6 @@ impl Sink for Direct<'_> {
         let err = self.err.finish();
         self.send(OutputStream::Stderr, err);
     }
-}
-
-struct Scanner {
-    seen: Arc<Mutex<Option<Pinned>>>,
-}
-
-impl client::Handler for Scanner {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &russh::keys::PublicKey,
-    ) -> Result<bool, Self::Error> {
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Pinned {
-            algorithm: key.algorithm().as_str().to_string(),
-            fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
-        });
-        // Never log in: this only reads the key a human is about to trust.
-        Ok(false)
-    }
-}
-
-/// Reads the host key a server presents (for `fleetctl host trust`: show the fingerprint to a
-/// person, who compares it out of band before pinning it with a `trust_key` command).
-pub async fn scan_host_key(
-    address: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<Pinned, ExecError> {
-    let addr = format!("{address}:{port}");
-    let seen = Arc::new(Mutex::new(None));
-    let config = Arc::new(client::Config {
-        preferred: modern_algorithms(),
-        ..Default::default()
-    });
-    let handler = Scanner { seen: seen.clone() };
-    let attempt = async {
-        let socket = tokio::net::TcpStream::connect((address, port))
-            .await
-            .map_err(|e| ExecError::Connect {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
-        let _ = client::connect_stream(config, socket, handler).await;
-        Ok::<_, ExecError>(())
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| ExecError::Timeout {
-            what: format!("reading the host key of {addr}"),
-            secs: timeout.as_secs(),
-        })??;
-    let key = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
-    key.ok_or_else(|| ExecError::Session {
-        addr,
-        reason: "the server presented no host key (no common algorithm?)".into(),
-    })
 }
 
 /// The wrapper that reports the process group and then becomes the command.

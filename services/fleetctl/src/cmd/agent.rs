@@ -57,20 +57,20 @@ enum Verb {
 }
 
 /// A fresh key: 32 random bytes, base64url without padding (43 characters).
-pub fn new_key() -> String {
+pub(crate) fn new_key() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// SHA-256 of the key as lowercase hex: what ingest stores and compares.
-pub fn key_hash(key: &str) -> String {
+pub(crate) fn key_hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// The public key id: `k-` and the first 8 hex digits of the hash, so a listing can be matched
 /// with a key file without showing the key.
-pub fn key_id(hash: &str) -> String {
+pub(crate) fn key_id(hash: &str) -> String {
     format!("k-{}", &hash[..8.min(hash.len())])
 }
 
@@ -94,7 +94,7 @@ fn write_key_file(path: &Path, key: &str) -> Result<(), CtlError> {
 }
 
 /// Runs an `agent` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let simple = |cmd: AgentCommand| Command::Agent(cmd);
     match args.verb {
         Verb::Add {

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use async_nats::jetstream::object_store::ObjectMetadata;
 use clap::Subcommand;
-use fleetbus_ingest::fleet::http::{content_type, AssetEntry};
-use fleetbus_ingest::fleet::store::{self, ASSETS_BUCKET};
+use fleetbus_runtime::objects as store;
+use fleetbus_schemas::http::{content_type, AssetEntry};
+use fleetbus_schemas::subjects::ASSETS_BUCKET;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -94,7 +95,7 @@ async fn manifest(ctx: &Ctx) -> Result<Vec<AssetEntry>, CtlError> {
 }
 
 /// Runs an `asset` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     match args.verb {
         Verb::Put {
             file,

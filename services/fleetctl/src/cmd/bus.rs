@@ -40,7 +40,7 @@ enum Verb {
 }
 
 /// Runs a `bus` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     match args.verb {
         Verb::Init { port, http_port } => init(ctx, port, http_port),
         Verb::Apply { replicas } => {

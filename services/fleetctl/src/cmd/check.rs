@@ -144,7 +144,7 @@ fn state_text(s: CheckState) -> String {
 }
 
 /// Runs a `check` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let send = |c: CheckCommand| report(ctx, Command::Check(c));
     match args.verb {
         Verb::Heartbeat {

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use fleetbus_ingest::fleet::fold::DriftState;
-use fleetbus_ingest::fleet::queries::{AgentConfigView, ConfigQuery, ConfigSummary, MODEL};
 use fleetbus_schemas::commands::ConfigCommand;
+use fleetbus_schemas::queries::config::DriftState;
+use fleetbus_schemas::queries::config::{AgentConfigView, ConfigQuery, ConfigSummary, MODEL};
 use fleetbus_schemas::{AgentId, Command};
 
 use super::agent::report;
@@ -128,7 +128,7 @@ fn read_text(path: &Path) -> Result<String, CtlError> {
 /// Checks TOML locally, so a typo is reported with its line before anything is sent.
 fn read_toml(what: &str, path: &Path) -> Result<String, CtlError> {
     let text = read_text(path)?;
-    fleetbus_ingest::fleet::merge::parse(what, &text).map_err(|reason| CtlError::Input {
+    fleetbus_projections::configs::merge::parse(what, &text).map_err(|reason| CtlError::Input {
         what: path.display().to_string(),
         reason,
     })?;
@@ -136,7 +136,7 @@ fn read_toml(what: &str, path: &Path) -> Result<String, CtlError> {
 }
 
 /// Runs a `config` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let send = |c: ConfigCommand| Command::Config(c);
     match args.verb {
         Verb::Ls => {
@@ -434,7 +434,7 @@ const WORDS: [&str; 256] = [
 ];
 
 /// A passphrase of `n` random words from [`WORDS`], separated by spaces.
-pub fn new_passphrase(n: usize) -> String {
+pub(crate) fn new_passphrase(n: usize) -> String {
     use rand::Rng as _;
     let mut rng = rand::rngs::OsRng;
     (0..n)
@@ -444,9 +444,9 @@ pub fn new_passphrase(n: usize) -> String {
 }
 
 /// argon2id PHC string of a passphrase (normalised like ingest compares it).
-pub fn hash_passphrase(passphrase: &str) -> Result<String, CtlError> {
+pub(crate) fn hash_passphrase(passphrase: &str) -> Result<String, CtlError> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let normalized = fleetbus_ingest::fleet::http::normalize_passphrase(passphrase);
+    let normalized = fleetbus_schemas::http::normalize_passphrase(passphrase);
     let salt = SaltString::generate(&mut OsRng);
     argon2::Argon2::default()
         .hash_password(normalized.as_bytes(), &salt)

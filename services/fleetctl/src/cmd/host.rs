@@ -167,7 +167,7 @@ const DEFAULT_ACTIONS: [ServiceAction; 5] = [
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ImportFile {
+pub(crate) struct ImportFile {
     /// The hosts.
     #[serde(default)]
     pub hosts: Vec<ImportHost>,
@@ -178,7 +178,7 @@ pub struct ImportFile {
 /// `host_key_fingerprint`), so the demo fleet's `hosts.toml` imports as is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ImportHost {
+pub(crate) struct ImportHost {
     /// Host id.
     #[serde(alias = "id")]
     pub host: HostId,
@@ -227,7 +227,7 @@ fn yes() -> bool {
 /// One service in an import file: the fields of `ServiceSpec` without the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ImportService {
+pub(crate) struct ImportService {
     /// Service name.
     pub name: ServiceName,
     /// Manager.
@@ -276,7 +276,7 @@ impl ImportHost {
 }
 
 /// Parses an import file's text; errors name the offending field.
-pub fn parse_import(text: &str, json: bool, what: &str) -> Result<ImportFile, CtlError> {
+pub(crate) fn parse_import(text: &str, json: bool, what: &str) -> Result<ImportFile, CtlError> {
     let input = |reason: String| CtlError::Input {
         what: what.to_owned(),
         reason,
@@ -297,7 +297,7 @@ fn read_import(path: &Path) -> Result<ImportFile, CtlError> {
 }
 
 /// Runs a `host` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     match args.verb {
         Verb::Add(spec) => report(ctx, Command::Host(HostCommand::Add(spec.spec()))).await,
         Verb::Update(spec) => report(ctx, Command::Host(HostCommand::Update(spec.spec()))).await,
@@ -392,7 +392,7 @@ async fn trust(
     yes: bool,
 ) -> Result<(), CtlError> {
     let (spec, _, pinned) = registered_host(ctx, host).await?;
-    let scanned = fleetbus_executor::ssh::scan_host_key(&spec.address, spec.port, ctx.timeout())
+    let scanned = fleetbus_remote::hostkey::scan_host_key(&spec.address, spec.port, ctx.timeout())
         .await
         .map_err(|e| CtlError::Ssh {
             what: format!(

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use fleetbus_ingest::log::LogStore;
+use fleetbus_log::LogStore;
 use fleetbus_schemas::Envelope;
 
 use crate::{CtlError, Ctx};
@@ -40,7 +40,7 @@ enum Verb {
 }
 
 /// Runs a `log` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let path = args
         .db
         .unwrap_or_else(|| ctx.global.state.join("ingest").join("log.redb"));
@@ -57,7 +57,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
         let store = LogStore::open(&path)?;
         match verb {
             Verb::Verify => {
-                let report = store.verify_full::<fleetbus_ingest::State>()?;
+                let report = store.verify_full::<fleetbus_projections::State>()?;
                 let human = match &report.first_bad {
                     None => format!(
                         "ok: {} entries, head {} {}; {} dedup rows; {} snapshots (checkpoints and contents checked, {} compared with the refold{}); {} anchors",
@@ -85,7 +85,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
                 }
             }
             Verb::Rebuild => {
-                let (report, _state) = store.rebuild_as::<fleetbus_ingest::State>()?;
+                let (report, _state) = store.rebuild_as::<fleetbus_projections::State>()?;
                 let human = format!(
                     "refolded {} events in {:.3}s; {} snapshot(s) compared: {}",
                     report.events,

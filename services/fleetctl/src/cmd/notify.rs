@@ -297,7 +297,7 @@ fn human(l: &Listing) -> String {
 }
 
 /// Runs a `notify` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let send = |c: NotifyCommand| report(ctx, Command::Notify(c));
     match args.verb {
         Verb::Rule { verb } => match verb {

@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 /// Runs `query`.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     if args.model.is_empty()
         || !args
             .model

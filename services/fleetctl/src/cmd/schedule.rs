@@ -325,7 +325,7 @@ fn action_text(a: &ScheduleAction) -> String {
 }
 
 /// Runs a `schedule` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let send = |c: ScheduleCommand| report(ctx, Command::Schedule(c));
     match args.verb {
         Verb::Create(spec) => send(ScheduleCommand::Create(spec.into_spec()?)).await,

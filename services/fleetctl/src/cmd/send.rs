@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 /// Parses a command's JSON form; the error names the offending field.
-pub fn parse_command(text: &str, what: &str) -> Result<Command, CtlError> {
+pub(crate) fn parse_command(text: &str, what: &str) -> Result<Command, CtlError> {
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -34,7 +34,7 @@ pub fn parse_command(text: &str, what: &str) -> Result<Command, CtlError> {
 }
 
 /// Runs `send`.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let (text, what) = if args.file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()

@@ -15,15 +15,15 @@ pub struct Args {
 }
 
 /// Runs `sudoers`.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let (spec, services, _) = registered_host(ctx, &args.host).await?;
     // Saved sudo tasks live in the executor's inventory, not in the registry: its own
     // `fleetbus-executor sudoers` adds those lines.
-    let text = fleetbus_executor::sudoers::for_host(spec.host.as_str(), &spec.user, &services, &[])
+    let text = fleetbus_remote::sudoers::for_host(spec.host.as_str(), &spec.user, &services, &[])
         .map_err(|e| CtlError::Input {
-            what: format!("sudoers for host {}", spec.host),
-            reason: e.to_string(),
-        })?;
+        what: format!("sudoers for host {}", spec.host),
+        reason: e.to_string(),
+    })?;
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())

@@ -30,7 +30,7 @@ pub struct Args {
 }
 
 /// Runs `tail`.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     let stream_name = if args.subject.starts_with("fleet.sec.") {
         fleetbus_schemas::subjects::SECRETS_STREAM
     } else if args.subject.starts_with("fleet.evt.")

@@ -78,17 +78,17 @@ enum Verb {
 }
 
 /// The shortest password accepted (the dashboard enforces the same).
-pub const MIN_PASSWORD_CHARS: usize = 12;
+pub(crate) const MIN_PASSWORD_CHARS: usize = 12;
 
 /// A random password: 18 bytes, base64url (24 characters).
-pub fn generate_password() -> String {
+pub(crate) fn generate_password() -> String {
     let mut bytes = [0u8; 18];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// argon2id PHC string (19 MiB, 2 passes, 1 lane).
-pub fn hash_password(password: &str) -> Result<String, CtlError> {
+pub(crate) fn hash_password(password: &str) -> Result<String, CtlError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(CtlError::Usage(format!(
             "password must be at least {MIN_PASSWORD_CHARS} characters"
@@ -120,7 +120,7 @@ fn password(from_stdin: bool) -> Result<(String, bool), CtlError> {
 }
 
 /// Runs a `user` verb.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     match args.verb {
         Verb::Add {
             user,

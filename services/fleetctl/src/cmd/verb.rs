@@ -49,7 +49,7 @@ fn valid_verb(v: &str) -> bool {
 }
 
 /// Runs `do`.
-pub async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
+pub(crate) async fn run(ctx: &Ctx, args: Args) -> Result<(), CtlError> {
     if !valid_verb(&args.verb) {
         return Err(CtlError::Usage(format!(
             "verb {:?} must look like VERB-NOUN in capitals, e.g. RESTART-SERVICE",

@@ -10,13 +10,13 @@ use fleetbus_schemas::{Actor, ActorKind, AgentId, UserRole};
 use sha2::{Digest, Sha256};
 use toml::Table;
 
-use super::fold::Configs;
-use super::merge;
 use crate::commands::Rejection;
+use fleetbus_projections::configs::merge;
+use fleetbus_projections::configs::Configs;
 
 /// Most agents one template change may re-version in one command (the events of one command
 /// get ids numbered by a byte).
-pub const MAX_AGENTS_PER_TEMPLATE: usize = 250;
+pub(crate) const MAX_AGENTS_PER_TEMPLATE: usize = 250;
 
 fn reject(kind: RejectKind, message: impl Into<String>) -> Rejection {
     Rejection {
@@ -50,7 +50,7 @@ fn require_role(actor: &Actor, needed: UserRole) -> Result<(), Rejection> {
 }
 
 /// SHA-256 (hex) of a config text, as agents compute it over their live file.
-pub fn text_hash(text: &str) -> String {
+pub(crate) fn text_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -138,7 +138,7 @@ fn desired_event(
 }
 
 /// Validates a config command and returns the events it causes.
-pub fn decide(
+pub(crate) fn decide(
     registry: &Registry,
     configs: &Configs,
     actor: &Actor,

@@ -25,148 +25,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
-use chrono::{DateTime, Utc};
 use fleetbus_schemas::events::config::Instruction;
 use fleetbus_schemas::events::{ConfigEvent, Event};
 use fleetbus_schemas::{Actor, AgentId, Envelope, EventId};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::store::{self, SnapshotKey, ASSETS_BUCKET, SNAPSHOTS_BUCKET};
-use super::{commit, merge, FleetError, Settings};
+use super::{commit, FleetError, Settings};
 use crate::api::{parse_json, AppError, ErrorBody};
 use crate::writer::Shared;
-
-/// The header carrying a retrieval passphrase.
-pub const PASSPHRASE_HEADER: &str = "x-fleetbus-passphrase";
+use fleetbus_projections::configs::merge;
+use fleetbus_schemas::http::{
+    content_type, normalize_passphrase, AckBody, AssetEntry, DesiredReply, InstructionOut,
+    LiveBody, Manifest, RecoveredSnapshot, RecoveryReply, StoredReply, PASSPHRASE_HEADER,
+};
 
 /// The `source` of events these routes publish.
-pub const SOURCE: &str = "ingest";
-
-/// A pending instruction, as the agent sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstructionOut {
-    /// The id to acknowledge.
-    pub id: EventId,
-    /// What to do.
-    pub instruction: Instruction,
-    /// Push: the desired version; update: the agent version to install.
-    pub target: String,
-}
-
-/// The answer to `GET /v1/agents/{agent}/config`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DesiredReply {
-    /// The agent.
-    pub agent: AgentId,
-    /// Whether fleetbus holds a config for it.
-    pub managed: bool,
-    /// Desired version.
-    pub version: Option<u64>,
-    /// SHA-256 (hex) of `toml`.
-    pub hash: Option<String>,
-    /// The desired config text: write it as is.
-    pub toml: Option<String>,
-    /// Key paths the hub ignores in drift.
-    pub volatile: Vec<String>,
-    /// Instructions not yet acknowledged.
-    pub instructions: Vec<InstructionOut>,
-    /// The agent is blocked: stay in limited mode.
-    pub blocked: bool,
-}
-
-/// `PUT /v1/agents/{agent}/config/live`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LiveBody {
-    /// The desired version the agent applied last, if any.
-    #[serde(default)]
-    pub version: Option<u64>,
-    /// The live config file.
-    pub toml: String,
-}
-
-/// `POST /v1/agents/{agent}/ack`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AckBody {
-    /// The instruction's id.
-    pub request: EventId,
-    /// What it was.
-    pub instruction: Instruction,
-    /// Whether it worked.
-    pub ok: bool,
-    /// What happened (≤ 1,024 characters).
-    #[serde(default)]
-    pub message: String,
-}
-
-/// The answer to a stored live config, ack or snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredReply {
-    /// False when nothing new had to be stored (same live config as last time).
-    pub stored: bool,
-    /// Log sequence of the event, when stored.
-    pub seq: u64,
-    /// Snapshot object name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object: Option<String>,
-    /// SHA-256 (hex) of what was received.
-    pub hash: String,
-    /// Bytes received.
-    pub size: u64,
-}
-
-/// One snapshot in a recovery bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecoveredSnapshot {
-    /// Object name.
-    pub object: String,
-    /// SHA-256 (hex) of the plaintext.
-    pub hash: String,
-    /// When it was stored.
-    pub time: DateTime<Utc>,
-    /// The snapshot, base64 (standard alphabet, padded).
-    pub data: String,
-}
-
-/// The recovery bundle: everything a fresh host needs to become the agent again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecoveryReply {
-    /// The agent.
-    pub agent: AgentId,
-    /// Desired config version.
-    pub version: Option<u64>,
-    /// The desired config text.
-    pub toml: Option<String>,
-    /// The latest snapshot.
-    pub snapshot: Option<RecoveredSnapshot>,
-}
-
-/// One asset in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssetEntry {
-    /// Name (may contain `/`).
-    pub name: String,
-    /// Bytes.
-    pub size: u64,
-    /// SHA-256 (hex) of the content.
-    pub sha256: String,
-    /// MIME type served with it.
-    pub content_type: String,
-    /// Last change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub modified: Option<String>,
-}
-
-/// `GET /v1/assets`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Assets by name.
-    pub assets: Vec<AssetEntry>,
-}
+pub(crate) const SOURCE: &str = "ingest";
 
 #[derive(Debug)]
 struct Throttle {
@@ -175,7 +52,7 @@ struct Throttle {
 }
 
 /// State of the fleet routes.
-pub struct FleetState {
+pub(crate) struct FleetState {
     shared: Shared,
     js: jetstream::Context,
     settings: Settings,
@@ -185,7 +62,7 @@ pub struct FleetState {
 
 /// The fleet routes, ready to merge into ingest's agent API router. Fails when the snapshot key
 /// file is unusable.
-pub fn router(
+pub(crate) fn router(
     shared: Shared,
     js: jetstream::Context,
     settings: Settings,
@@ -387,7 +264,7 @@ impl FleetState {
 }
 
 /// The ETag of a desired-config reply: changes whenever anything the agent acts on changes.
-pub fn config_etag(reply: &DesiredReply) -> String {
+pub(crate) fn config_etag(reply: &DesiredReply) -> String {
     let mut h = Sha256::new();
     h.update(reply.version.unwrap_or(0).to_be_bytes());
     h.update(reply.hash.as_deref().unwrap_or("-"));
@@ -806,16 +683,6 @@ async fn get_recovery(
         .into_response())
 }
 
-/// Passphrases are compared as lowercase words separated by single spaces, so "Apple  Tiger"
-/// read over the phone matches "apple tiger".
-pub fn normalize_passphrase(raw: &str) -> String {
-    raw.split(|c: char| c.is_whitespace() || c == '-')
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn verify_passphrase(phc: &str, passphrase: &str) -> bool {
     use argon2::PasswordVerifier;
     argon2::PasswordHash::new(phc)
@@ -825,36 +692,6 @@ fn verify_passphrase(phc: &str, passphrase: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
-}
-
-/// The MIME type for a file name.
-pub fn content_type(name: &str) -> &'static str {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "svg" => "image/svg+xml",
-        "ico" => "image/x-icon",
-        "webp" => "image/webp",
-        "txt" | "md" => "text/plain; charset=utf-8",
-        "sh" => "text/x-shellscript; charset=utf-8",
-        "html" | "htm" => "text/html; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "js" => "text/javascript; charset=utf-8",
-        "json" => "application/json",
-        "toml" => "application/toml",
-        "yaml" | "yml" => "application/yaml",
-        "tar" => "application/x-tar",
-        "gz" | "tgz" => "application/gzip",
-        "zip" => "application/zip",
-        "deb" => "application/vnd.debian.binary-package",
-        "pdf" => "application/pdf",
-        _ => "application/octet-stream",
-    }
 }
 
 async fn manifest(state: &FleetState) -> Result<Manifest, AppError> {

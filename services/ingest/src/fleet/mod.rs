@@ -9,12 +9,10 @@
 //! - [`store`]: object store buckets and snapshot sealing.
 //! - [`queries`]: the `fleet.q.config` read model for fleetctl and the web UI.
 
-pub mod decide;
-pub mod fold;
-pub mod http;
-pub mod merge;
-pub mod queries;
-pub mod store;
+pub(crate) mod decide;
+pub(crate) mod http;
+pub(crate) mod queries;
+pub(crate) mod store;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,17 +20,17 @@ use std::time::Duration;
 use async_nats::jetstream;
 use fleetbus_schemas::{Envelope, EventId};
 
-pub use decide::decide;
-pub use fold::{Configs, DriftView, Management};
-pub use http::router;
+pub(crate) use decide::decide;
+use fleetbus_projections::configs::merge;
+pub(crate) use http::router;
 
-use crate::log::Appended;
 use crate::writer::Shared;
+use fleetbus_log::Appended;
 
 /// What can go wrong in fleet management.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum FleetError {
+pub(crate) enum FleetError {
     /// The snapshot key file is unusable.
     #[error("snapshot key {}: {reason}", path.display())]
     Key {
@@ -54,7 +52,7 @@ pub enum FleetError {
 
 /// Settings of the fleet routes. Defaults suit the demo; ingest passes its state dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The snapshot key file.
     pub key_path: PathBuf,
     /// Largest snapshot accepted (bytes, plaintext).
@@ -73,7 +71,7 @@ pub struct Settings {
 
 impl Settings {
     /// Defaults for a state dir.
-    pub fn new(state_dir: &Path) -> Settings {
+    pub(crate) fn new(state_dir: &Path) -> Settings {
         Settings {
             key_path: store::SnapshotKey::path(state_dir),
             max_snapshot_bytes: 8 * 1024 * 1024,
@@ -88,7 +86,7 @@ impl Settings {
 
 /// Publishes events and waits until each is in the log (like the agent API's "202 means
 /// durable").
-pub async fn commit(
+pub(crate) async fn commit(
     shared: &Shared,
     js: &jetstream::Context,
     envelopes: &[Envelope],

@@ -4,101 +4,17 @@
 //! plus the templates; with `agent`, that agent's [`AgentConfigView`] (desired config, overrides,
 //! drift, instructions, snapshots). Credential material (passphrase hashes) never leaves.
 
-use chrono::{DateTime, Utc};
+use fleetbus_projections::configs::Configs;
+use fleetbus_projections::State;
+use fleetbus_schemas::queries::config::{
+    AgentConfigView, AgentLine, ConfigQuery, ConfigSummary, TemplateLine,
+};
 use fleetbus_schemas::queries::{QueryError, QueryErrorKind, Reply};
 use fleetbus_schemas::AgentId;
-use serde::{Deserialize, Serialize};
-
-use super::fold::{Configs, Desired, DriftState, DriftView, Management, Pending, SnapshotMeta};
-use crate::state::State;
-
-/// The model name: `fleet.q.config`.
-pub const MODEL: &str = "config";
-
-/// A `fleet.q.config` request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigQuery {
-    /// One agent; `None`: the summary of all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<AgentId>,
-}
-
-/// One line of the summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentLine {
-    /// The agent.
-    pub agent: AgentId,
-    /// Managed, report-only or pending.
-    pub management: Management,
-    /// Drift state.
-    pub state: DriftState,
-    /// Template in use.
-    pub template: Option<String>,
-    /// Desired version.
-    pub desired_version: Option<u64>,
-    /// Version the agent applied.
-    pub applied_version: Option<u64>,
-    /// Number of differing keys.
-    pub differences: usize,
-    /// Blocked in the registry.
-    pub blocked: bool,
-    /// Stored snapshots.
-    pub snapshots: usize,
-    /// A retrieval passphrase is set.
-    pub has_passphrase: bool,
-}
-
-/// A template in the summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TemplateLine {
-    /// Name.
-    pub name: String,
-    /// SHA-256 (hex) of its text.
-    pub hash: String,
-    /// Its TOML text.
-    pub toml: String,
-    /// Volatile key paths.
-    pub volatile: Vec<String>,
-    /// Agents using it.
-    pub agents: usize,
-    /// Who changed it last.
-    pub actor: String,
-    /// When.
-    pub time: DateTime<Utc>,
-}
-
-/// The answer without `agent`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigSummary {
-    /// Every agent with a config or a report.
-    pub agents: Vec<AgentLine>,
-    /// Every template.
-    pub templates: Vec<TemplateLine>,
-}
-
-/// The answer for one agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentConfigView {
-    /// Drift and status.
-    pub drift: DriftView,
-    /// The desired config.
-    pub desired: Option<Desired>,
-    /// The live config text the agent sent last.
-    pub live_toml: Option<String>,
-    /// The last push.
-    pub push: Option<Pending>,
-    /// The last update.
-    pub update: Option<Pending>,
-    /// Stored snapshots, oldest first.
-    pub snapshots: Vec<SnapshotMeta>,
-    /// A retrieval passphrase is set.
-    pub has_passphrase: bool,
-    /// Blocked in the registry.
-    pub blocked: bool,
-}
+use serde::Serialize;
 
 /// The summary of all agents.
-pub fn summary(state: &State) -> ConfigSummary {
+pub(crate) fn summary(state: &State) -> ConfigSummary {
     let configs: &Configs = &state.configs;
     let agents = configs
         .agents
@@ -144,7 +60,7 @@ pub fn summary(state: &State) -> ConfigSummary {
 }
 
 /// One agent's view.
-pub fn agent_view(state: &State, agent: &AgentId) -> Result<AgentConfigView, QueryError> {
+pub(crate) fn agent_view(state: &State, agent: &AgentId) -> Result<AgentConfigView, QueryError> {
     let configs = &state.configs;
     let (Some(a), Some(drift)) = (configs.agents.get(agent), configs.drift(agent)) else {
         return Err(QueryError {
@@ -169,7 +85,7 @@ fn encode<T: Serialize>(reply: &Reply<T>) -> Vec<u8> {
 }
 
 /// Answers a `fleet.q.config` request (MessagePack in, MessagePack `Reply` out).
-pub fn answer(state: &State, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn answer(state: &State, payload: &[u8]) -> Vec<u8> {
     let query: ConfigQuery = if payload.is_empty() {
         ConfigQuery::default()
     } else {

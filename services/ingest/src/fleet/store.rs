@@ -16,17 +16,15 @@ use tokio::io::AsyncReadExt;
 
 use super::FleetError;
 
-/// The bucket of encrypted snapshots.
-pub const SNAPSHOTS_BUCKET: &str = "snapshots";
-/// The bucket of files agents download.
-pub const ASSETS_BUCKET: &str = "assets";
+pub(crate) use fleetbus_runtime::objects::digest_hex;
+pub(crate) use fleetbus_schemas::subjects::{ASSETS_BUCKET, SNAPSHOTS_BUCKET};
 
 const MAGIC: &[u8; 4] = b"FBS1";
 const NONCE_LEN: usize = 12;
 
 /// The snapshot sealing key.
 #[derive(Clone)]
-pub struct SnapshotKey(Key);
+pub(crate) struct SnapshotKey(Key);
 
 impl std::fmt::Debug for SnapshotKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,13 +34,13 @@ impl std::fmt::Debug for SnapshotKey {
 
 impl SnapshotKey {
     /// Where the key lives under a state dir.
-    pub fn path(state_dir: &Path) -> PathBuf {
+    pub(crate) fn path(state_dir: &Path) -> PathBuf {
         state_dir.join("ingest").join("fleet").join("snapshot.key")
     }
 
     /// Loads the key, creating it (random, mode 0600) on first use. A key file readable by
     /// others is refused.
-    pub fn load_or_create(path: &Path) -> Result<SnapshotKey, FleetError> {
+    pub(crate) fn load_or_create(path: &Path) -> Result<SnapshotKey, FleetError> {
         let err = |reason: String| FleetError::Key {
             path: path.to_owned(),
             reason,
@@ -85,7 +83,7 @@ impl SnapshotKey {
     }
 
     /// Seals a snapshot for `object`.
-    pub fn seal(&self, object: &str, plaintext: &[u8]) -> Result<Vec<u8>, FleetError> {
+    pub(crate) fn seal(&self, object: &str, plaintext: &[u8]) -> Result<Vec<u8>, FleetError> {
         let cipher = ChaCha20Poly1305::new(&self.0);
         let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = cipher
@@ -105,7 +103,7 @@ impl SnapshotKey {
     }
 
     /// Opens a sealed snapshot of `object`; fails if it was altered or sealed for another name.
-    pub fn open(&self, object: &str, sealed: &[u8]) -> Result<Vec<u8>, FleetError> {
+    pub(crate) fn open(&self, object: &str, sealed: &[u8]) -> Result<Vec<u8>, FleetError> {
         if sealed.len() < MAGIC.len() + NONCE_LEN || &sealed[..MAGIC.len()] != MAGIC {
             return Err(FleetError::Crypto(format!(
                 "object {object} is not a sealed snapshot"
@@ -128,27 +126,18 @@ impl SnapshotKey {
     }
 }
 
-/// Opens a bucket, creating it (file storage) when it does not exist yet.
-pub async fn bucket(
+/// Opens a bucket, creating it when it does not exist yet.
+pub(crate) async fn bucket(
     js: &jetstream::Context,
     name: &str,
 ) -> Result<object_store::ObjectStore, FleetError> {
-    match js.get_object_store(name).await {
-        Ok(b) => Ok(b),
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: name.to_owned(),
-                description: Some(format!("fleetbus {name}")),
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| FleetError::Store(format!("cannot open or create bucket '{name}': {e}"))),
-    }
+    fleetbus_runtime::objects::bucket(js, name)
+        .await
+        .map_err(|e| FleetError::Store(e.to_string()))
 }
 
 /// Reads a whole object.
-pub async fn read_object(
+pub(crate) async fn read_object(
     store: &object_store::ObjectStore,
     name: &str,
 ) -> Result<Option<Vec<u8>>, FleetError> {
@@ -163,17 +152,6 @@ pub async fn read_object(
         .await
         .map_err(|e| FleetError::Store(format!("read {name}: {e}")))?;
     Ok(Some(buf))
-}
-
-/// SHA-256 (hex) from an object store digest (`SHA-256=<base64url>`).
-pub fn digest_hex(digest: Option<&str>) -> Option<String> {
-    use base64::Engine;
-    let b64 = digest?.strip_prefix("SHA-256=")?;
-    let raw = base64::engine::general_purpose::URL_SAFE
-        .decode(b64)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64))
-        .ok()?;
-    Some(hex::encode(raw))
 }
 
 #[cfg(test)]
@@ -224,18 +202,5 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = SnapshotKey::load_or_create(&path).unwrap_err().to_string();
         assert!(e.contains("0600"), "{e}");
-    }
-
-    #[test]
-    fn object_store_digests_convert_to_hex() {
-        use base64::Engine;
-        use sha2::Digest;
-        let sum = sha2::Sha256::digest(b"abc");
-        let d = format!(
-            "SHA-256={}",
-            base64::engine::general_purpose::URL_SAFE.encode(sum)
-        );
-        assert_eq!(digest_hex(Some(&d)), Some(hex::encode(sum)));
-        assert_eq!(digest_hex(Some("MD5=x")), None);
     }
 }

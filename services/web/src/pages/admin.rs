@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::overview::rejection;
 use super::tasks::done;
-use super::{need, render, Feedback, PageError};
+use super::{need, render, PageError};
 use crate::auth::{random_token, Principal};
 use crate::bus::Outcome;
 use crate::views::Nav;
@@ -20,7 +20,7 @@ use crate::{Shared, WebError};
 
 /// An agent as shown (no key hash).
 #[derive(Debug, Clone, Serialize)]
-pub struct AgentRow {
+pub(crate) struct AgentRow {
     /// Id.
     pub id: String,
     /// Host.
@@ -37,7 +37,7 @@ pub struct AgentRow {
 
 /// All agents, from `fleet.q.registry` (key issue events carry hashes and travel on
 /// `fleet.sec.…`, which this service cannot read; the registry answer has them redacted).
-pub async fn agent_rows(state: &Shared) -> Result<Vec<AgentRow>, WebError> {
+pub(crate) async fn agent_rows(state: &Shared) -> Result<Vec<AgentRow>, WebError> {
     let registry: fleetbus_projections::Registry = state
         .bus
         .query(
@@ -68,7 +68,10 @@ struct AgentsPage {
 }
 
 /// `GET /agents`.
-pub async fn agents(State(state): State<Shared>, p: Principal) -> Result<Response, PageError> {
+pub(crate) async fn agents(
+    State(state): State<Shared>,
+    p: Principal,
+) -> Result<Response, PageError> {
     let nav = Nav::new(&p, "agents");
     let rows = agent_rows(&state)
         .await
@@ -94,7 +97,7 @@ async fn send(state: &Shared, p: &Principal, command: Command) -> Result<(), Web
 
 /// The key issue form.
 #[derive(Debug, Deserialize)]
-pub struct IssueForm {
+pub(crate) struct IssueForm {
     agent: String,
     host: String,
 }
@@ -108,7 +111,7 @@ struct KeyIssued {
 }
 
 /// `POST /agents/issue` (admin): a new key, shown once; only its SHA-256 goes on the bus.
-pub async fn issue_key(
+pub(crate) async fn issue_key(
     State(state): State<Shared>,
     p: Principal,
     axum::Form(form): axum::Form<IssueForm>,
@@ -152,13 +155,13 @@ pub async fn issue_key(
 
 /// Block reason.
 #[derive(Debug, Default, Deserialize)]
-pub struct ReasonForm {
+pub(crate) struct ReasonForm {
     #[serde(default)]
     reason: String,
 }
 
 /// `POST /agents/{agent}/{revoke|block|unblock}` (admin).
-pub async fn agent_act(
+pub(crate) async fn agent_act(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -196,7 +199,7 @@ pub async fn agent_act(
 
 /// A host as shown on the hosts page.
 #[derive(Debug, Clone, Serialize)]
-pub struct HostRegRow {
+pub(crate) struct HostRegRow {
     /// Id.
     pub id: String,
     /// `user@address:port`.
@@ -222,7 +225,7 @@ pub struct HostRegRow {
 }
 
 /// Registered hosts.
-pub fn host_rows(state: &Shared) -> Vec<HostRegRow> {
+pub(crate) fn host_rows(state: &Shared) -> Vec<HostRegRow> {
     state.hub.read_fold(|f| {
         f.proj
             .registry
@@ -267,7 +270,7 @@ struct HostsPage {
 }
 
 /// `GET /hosts`.
-pub async fn hosts(State(state): State<Shared>, p: Principal) -> Response {
+pub(crate) async fn hosts(State(state): State<Shared>, p: Principal) -> Response {
     render(&HostsPage {
         nav: Nav::new(&p, "hosts"),
         rows: host_rows(&state),
@@ -276,7 +279,7 @@ pub async fn hosts(State(state): State<Shared>, p: Principal) -> Response {
 
 /// The host form.
 #[derive(Debug, Deserialize)]
-pub struct HostForm {
+pub(crate) struct HostForm {
     id: String,
     address: String,
     #[serde(default)]
@@ -307,7 +310,7 @@ fn names(s: &str) -> Result<Vec<String>, WebError> {
 }
 
 /// `POST /hosts`: add, or update when it exists (admin).
-pub async fn save_host(
+pub(crate) async fn save_host(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -359,7 +362,7 @@ pub async fn save_host(
 
 /// Trust-key form.
 #[derive(Debug, Default, Deserialize)]
-pub struct TrustForm {
+pub(crate) struct TrustForm {
     #[serde(default)]
     algorithm: String,
     #[serde(default)]
@@ -367,7 +370,7 @@ pub struct TrustForm {
 }
 
 /// `POST /hosts/{host}/{remove|trust}` (admin).
-pub async fn host_act(
+pub(crate) async fn host_act(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -403,13 +406,4 @@ pub async fn host_act(
     }
     .await;
     done(&headers, result, &format!("host {verb} sent"), "/hosts")
-}
-
-/// Keeps `Feedback` reachable for fragment answers from this module.
-pub fn feedback_ok(message: String) -> Response {
-    render(&Feedback {
-        kind: "ok",
-        message,
-        job: None,
-    })
 }

@@ -19,7 +19,7 @@ use crate::{Shared, WebError};
 
 /// One alert as shown.
 #[derive(Debug, Clone, Serialize)]
-pub struct AlertRow {
+pub(crate) struct AlertRow {
     /// Id.
     pub id: String,
     /// Kind.
@@ -73,14 +73,14 @@ impl From<&Alert> for AlertRow {
 
 /// Alert list filter.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct AlertFilter {
+pub(crate) struct AlertFilter {
     /// `open`, `acknowledged`, `resolved` or empty for open + acknowledged.
     #[serde(default)]
     pub state: String,
 }
 
 /// Alerts matching the filter, newest first (at most 500).
-pub fn rows(state: &Shared, f: &AlertFilter) -> Vec<AlertRow> {
+pub(crate) fn rows(state: &Shared, f: &AlertFilter) -> Vec<AlertRow> {
     state.hub.read_fold(|fold| {
         fold.proj
             .alerts
@@ -107,7 +107,7 @@ struct AlertsPage {
 }
 
 /// `GET /alerts`.
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<Shared>,
     p: Principal,
     Query(filter): Query<AlertFilter>,
@@ -121,13 +121,13 @@ pub async fn list(
 
 /// Note field of ack/resolve.
 #[derive(Debug, Default, Deserialize)]
-pub struct NoteForm {
+pub(crate) struct NoteForm {
     #[serde(default)]
     note: String,
 }
 
 /// Acknowledges or resolves an alert for a principal (operator).
-pub async fn alert_command(
+pub(crate) async fn alert_command(
     state: &Shared,
     p: &Principal,
     alert: &str,
@@ -161,7 +161,7 @@ pub async fn alert_command(
 }
 
 /// `POST /alerts/{alert}/{ack|resolve}`.
-pub async fn act(
+pub(crate) async fn act(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -174,7 +174,7 @@ pub async fn act(
 
 /// One notification log line.
 #[derive(Debug, Clone)]
-pub struct NotificationRow {
+pub(crate) struct NotificationRow {
     /// Sequence.
     pub seq: u64,
     /// Time.
@@ -195,7 +195,7 @@ struct NotificationsPage {
 }
 
 /// `GET /notifications`: the notifier's decisions, newest first.
-pub async fn notifications(State(state): State<Shared>, p: Principal) -> Response {
+pub(crate) async fn notifications(State(state): State<Shared>, p: Principal) -> Response {
     let rows = state.hub.read_fold(|f| {
         f.notifications
             .iter()

@@ -2,8 +2,8 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use fleetbus_schemas::queries::{model, EventsQuery};
-use fleetbus_schemas::{Envelope, Severity};
+use fleetbus_schemas::queries::{model, EventsQuery, LogRecord};
+use fleetbus_schemas::Severity;
 use serde::{Deserialize, Serialize};
 
 use super::{render, PageError, PageResult};
@@ -12,18 +12,9 @@ use crate::hub::LiveEvent;
 use crate::views::{self, Nav};
 use crate::{Shared, WebError};
 
-/// One entry of `fleet.q.events`' answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LogEntry {
-    /// Log sequence.
-    pub seq: u64,
-    /// The event.
-    pub envelope: Envelope,
-}
-
 /// Timeline filters (also the API's query string).
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct EventFilter {
+pub(crate) struct EventFilter {
     /// Host.
     #[serde(default)]
     pub host: String,
@@ -52,7 +43,7 @@ pub struct EventFilter {
 
 /// One timeline row.
 #[derive(Debug, Clone, Serialize)]
-pub struct EventRow {
+pub(crate) struct EventRow {
     /// Sequence.
     pub seq: u64,
     /// Time.
@@ -110,7 +101,7 @@ fn matches(
 }
 
 /// A page of events, newest first, and the cursor of the next (older) page.
-pub async fn page(
+pub(crate) async fn page(
     state: &Shared,
     f: &EventFilter,
 ) -> Result<(Vec<EventRow>, Option<u64>), WebError> {
@@ -152,7 +143,7 @@ pub async fn page(
             before_seq: Some(f.before.unwrap_or(u64::MAX).min(oldest_in_memory)),
             limit: (limit + 1 - rows.len()) as u32,
         };
-        let older: Vec<LogEntry> = state.bus.query(model::EVENTS, &query).await?;
+        let older: Vec<LogRecord> = state.bus.query(model::EVENTS, &query).await?;
         rows.extend(
             older
                 .into_iter()
@@ -179,7 +170,7 @@ struct EventsPage {
 }
 
 /// `GET /events`.
-pub async fn timeline(
+pub(crate) async fn timeline(
     State(state): State<Shared>,
     p: Principal,
     Query(filter): Query<EventFilter>,
@@ -216,7 +207,7 @@ fn serde_urlencoded_filter(f: &EventFilter) -> String {
 }
 
 /// Percent-encodes a query value.
-pub fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -228,7 +219,7 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// Events as JSON rows (for the API).
-pub fn rows_json(rows: &[EventRow]) -> Vec<serde_json::Value> {
+pub(crate) fn rows_json(rows: &[EventRow]) -> Vec<serde_json::Value> {
     rows.iter()
         .map(|r| serde_json::to_value(r).unwrap_or_default())
         .collect()

@@ -7,7 +7,6 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use fleetbus_schemas::commands::job::JobCommand;
 use fleetbus_schemas::commands::Targets;
 use fleetbus_schemas::events::job::{JobRequest, OutputChunk, OutputStream};
@@ -25,11 +24,11 @@ use crate::views::{self, Nav};
 use crate::{Shared, WebError};
 
 /// Largest full output the download returns.
-pub const MAX_DOWNLOAD_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_DOWNLOAD_BYTES: usize = 64 * 1024 * 1024;
 
 /// A job as listed.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct JobRow {
+pub(crate) struct JobRow {
     /// Id.
     pub job: String,
     /// Host.
@@ -87,7 +86,7 @@ impl From<&JobRecord> for JobRow {
 
 /// Filters of the job list.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct JobFilter {
+pub(crate) struct JobFilter {
     /// Host.
     #[serde(default)]
     pub host: String,
@@ -103,7 +102,7 @@ pub struct JobFilter {
 }
 
 /// Jobs matching a filter, newest first.
-pub fn filtered(state: &Shared, f: &JobFilter) -> Vec<JobRow> {
+pub(crate) fn filtered(state: &Shared, f: &JobFilter) -> Vec<JobRow> {
     let limit = f.limit.unwrap_or(100).clamp(1, 1000);
     state.hub.read_fold(|fold| {
         fold.jobs
@@ -129,7 +128,7 @@ struct JobsPage {
 }
 
 /// `GET /jobs`.
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<Shared>,
     p: Principal,
     Query(filter): Query<JobFilter>,
@@ -158,13 +157,13 @@ struct JobPage {
 }
 
 /// Parses a job id; a malformed one is an unknown job.
-pub fn parse_job(s: &str) -> Result<JobId, WebError> {
+pub(crate) fn parse_job(s: &str) -> Result<JobId, WebError> {
     s.parse::<JobId>()
         .map_err(|_| WebError::NotFound(format!("unknown job {s:?}")))
 }
 
 /// `GET /jobs/{job}`: the console.
-pub async fn page(
+pub(crate) async fn page(
     State(state): State<Shared>,
     p: Principal,
     Path(job): Path<String>,
@@ -229,7 +228,7 @@ fn rerun_role(r: &JobRequest) -> UserRole {
 }
 
 /// Reads a job's whole output from the OUTPUT stream, in order, as (stream, text) pieces.
-pub async fn read_output(
+pub(crate) async fn read_output(
     state: &Shared,
     job: JobId,
 ) -> Result<Vec<(OutputStream, String)>, WebError> {
@@ -275,7 +274,7 @@ pub async fn read_output(
 }
 
 /// `GET /jobs/{job}/output.txt`: the full output (stdout and stderr interleaved as produced).
-pub async fn download(
+pub(crate) async fn download(
     State(state): State<Shared>,
     _p: Principal,
     Path(job): Path<String>,
@@ -301,7 +300,11 @@ pub async fn download(
 }
 
 /// Cancels a job for a principal.
-pub async fn cancel_job(state: &Shared, p: &Principal, job: JobId) -> Result<String, WebError> {
+pub(crate) async fn cancel_job(
+    state: &Shared,
+    p: &Principal,
+    job: JobId,
+) -> Result<String, WebError> {
     need(p, UserRole::Operator)?;
     let known = state.hub.read_fold(|f| f.jobs.get(&job).map(|r| r.phase));
     match known {
@@ -330,7 +333,7 @@ pub async fn cancel_job(state: &Shared, p: &Principal, job: JobId) -> Result<Str
 }
 
 /// `POST /jobs/{job}/cancel`.
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -352,7 +355,7 @@ pub async fn cancel(
 }
 
 /// Runs a job command and returns the jobs it started.
-pub async fn start_jobs(
+pub(crate) async fn start_jobs(
     state: &Shared,
     p: &Principal,
     command: JobCommand,
@@ -386,7 +389,7 @@ pub async fn start_jobs(
 }
 
 /// Where to go after starting jobs: the console of the only job, or the job list.
-pub fn after_start(headers: &HeaderMap, jobs: &[JobId]) -> Response {
+pub(crate) fn after_start(headers: &HeaderMap, jobs: &[JobId]) -> Response {
     let to = match jobs {
         [one] => format!("/jobs/{one}"),
         _ => "/jobs".to_owned(),
@@ -403,7 +406,7 @@ pub fn after_start(headers: &HeaderMap, jobs: &[JobId]) -> Response {
 }
 
 /// `POST /jobs/{job}/rerun`: the same request again.
-pub async fn rerun(
+pub(crate) async fn rerun(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -462,11 +465,6 @@ pub async fn rerun(
 }
 
 /// Is the job known and finished? (for SSE consumers)
-pub fn phase(state: &Shared, job: JobId) -> Option<JobPhase> {
+pub(crate) fn phase(state: &Shared, job: JobId) -> Option<JobPhase> {
     state.hub.read_fold(|f| f.jobs.get(&job).map(|r| r.phase))
-}
-
-/// Now, for templates that need it.
-pub fn now() -> chrono::DateTime<Utc> {
-    Utc::now()
 }

@@ -30,7 +30,7 @@ struct LoginPage {
 }
 
 /// The login form; sets the pre-login CSRF cookie it is checked against.
-pub async fn form() -> Response {
+pub(crate) async fn form() -> Response {
     let csrf = random_token();
     let page = LoginPage {
         csrf: csrf.clone(),
@@ -41,7 +41,7 @@ pub async fn form() -> Response {
 
 /// Login form fields.
 #[derive(Deserialize)]
-pub struct LoginForm {
+pub(crate) struct LoginForm {
     user: String,
     password: String,
 }
@@ -49,7 +49,7 @@ pub struct LoginForm {
 /// The client's address: the connection's peer, or behind a configured trusted proxy the
 /// address it forwarded (see [`crate::throttle::client_ip`]); `unknown` without a peer.
 #[derive(Debug, Clone)]
-pub struct ClientAddr(pub String);
+pub(crate) struct ClientAddr(pub String);
 
 impl axum::extract::FromRequestParts<Shared> for ClientAddr {
     type Rejection = std::convert::Infallible;
@@ -76,7 +76,7 @@ impl axum::extract::FromRequestParts<Shared> for ClientAddr {
 }
 
 /// Checks the password and starts a session.
-pub async fn submit(
+pub(crate) async fn submit(
     State(state): State<Shared>,
     ClientAddr(addr): ClientAddr,
     Form(form): Form<LoginForm>,
@@ -161,7 +161,11 @@ async fn login(state: &Shared, addr: &str, form: &LoginForm) -> Result<String, W
 }
 
 /// Ends the session.
-pub async fn logout(State(state): State<Shared>, headers: HeaderMap, _p: Principal) -> Response {
+pub(crate) async fn logout(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    _p: Principal,
+) -> Response {
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         state.sessions.remove(token);
     }
@@ -173,7 +177,7 @@ pub async fn logout(State(state): State<Shared>, headers: HeaderMap, _p: Princip
 }
 
 /// `200` when the bus and the query path answer, `503` otherwise.
-pub async fn healthz(State(state): State<Shared>) -> Response {
+pub(crate) async fn healthz(State(state): State<Shared>) -> Response {
     let bus = state.bus.is_connected();
     let query = if bus {
         state

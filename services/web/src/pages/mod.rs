@@ -1,15 +1,15 @@
 //! Server-rendered pages (askama). Every handler takes the [`Principal`] the authentication
 //! middleware resolved; without one, pages redirect to `/login`.
 
-pub mod admin;
-pub mod alerts;
-pub mod events;
-pub mod jobs;
-pub mod login;
-pub mod overview;
-pub mod schedules;
-pub mod tasks;
-pub mod users;
+pub(crate) mod admin;
+pub(crate) mod alerts;
+pub(crate) mod events;
+pub(crate) mod jobs;
+pub(crate) mod login;
+pub(crate) mod overview;
+pub(crate) mod schedules;
+pub(crate) mod tasks;
+pub(crate) mod users;
 
 use askama::Template;
 use axum::extract::FromRequestParts;
@@ -25,7 +25,7 @@ use crate::views::Nav;
 use crate::{Shared, WebError};
 
 /// All page routes.
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
@@ -88,7 +88,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 }
 
 /// `Forbidden` unless the principal has `role`.
-pub fn need(p: &Principal, role: UserRole) -> Result<(), WebError> {
+pub(crate) fn need(p: &Principal, role: UserRole) -> Result<(), WebError> {
     if p.can(role) {
         Ok(())
     } else {
@@ -101,7 +101,7 @@ pub fn need(p: &Principal, role: UserRole) -> Result<(), WebError> {
 }
 
 /// Renders a template as a page.
-pub fn render(t: &impl Template) -> Response {
+pub(crate) fn render(t: &impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
@@ -120,7 +120,7 @@ struct ErrorPage {
 }
 
 /// An error shown as a page (status kept).
-pub struct PageError(pub WebError, pub Option<Nav>);
+pub(crate) struct PageError(pub WebError, pub Option<Nav>);
 
 impl From<WebError> for PageError {
     fn from(e: WebError) -> Self {
@@ -141,12 +141,12 @@ impl IntoResponse for PageError {
 }
 
 /// A page handler's result.
-pub type PageResult = Result<Response, PageError>;
+pub(crate) type PageResult = Result<Response, PageError>;
 
 /// A small HTML fragment for the feedback box (escaped by the template).
 #[derive(Template)]
 #[template(path = "feedback.html")]
-pub struct Feedback {
+pub(crate) struct Feedback {
     /// `ok`, `error` or `pending`.
     pub kind: &'static str,
     /// The text.
@@ -157,7 +157,7 @@ pub struct Feedback {
 
 impl Feedback {
     /// The fragment for an error.
-    pub fn error(e: &WebError) -> Response {
+    pub(crate) fn error(e: &WebError) -> Response {
         (
             e.status(),
             render(&Feedback {
@@ -171,7 +171,7 @@ impl Feedback {
 }
 
 /// True when the request came from the page's script (answers with a fragment, not a page).
-pub fn wants_fragment(headers: &axum::http::HeaderMap) -> bool {
+pub(crate) fn wants_fragment(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get("x-requested-with")
         .and_then(|v| v.to_str().ok())
@@ -179,7 +179,7 @@ pub fn wants_fragment(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// After a form post without script: back to where the user came from (same origin only).
-pub fn back(to: &str) -> Response {
+pub(crate) fn back(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 

@@ -10,6 +10,7 @@ use fleetbus_schemas::commands::JobCommand;
 use fleetbus_schemas::events::service::ServiceAction;
 use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::JobEvent;
+use fleetbus_schemas::queries::config::{AgentConfigView, ConfigQuery};
 use fleetbus_schemas::queries::{model, AsOf, OverviewQuery};
 use fleetbus_schemas::{Command, Event, HostId, JobId, ServiceKey, ServiceName};
 use serde::Deserialize;
@@ -40,7 +41,7 @@ struct OverviewPage {
 
 /// A select option.
 #[derive(Debug, Clone)]
-pub struct Opt {
+pub(crate) struct Opt {
     /// Value and label.
     pub value: String,
     /// Selected?
@@ -48,7 +49,7 @@ pub struct Opt {
 }
 
 /// Options with the current value selected.
-pub fn opts(values: Vec<String>, current: &str) -> Vec<Opt> {
+pub(crate) fn opts(values: Vec<String>, current: &str) -> Vec<Opt> {
     values
         .into_iter()
         .map(|value| Opt {
@@ -65,7 +66,7 @@ struct HostRowFragment {
 }
 
 /// `GET /`: every host and service; `?as_of=` shows the fleet as it was then.
-pub async fn overview(
+pub(crate) async fn overview(
     State(state): State<Shared>,
     p: Principal,
     Query(filter): Query<OverviewFilter>,
@@ -153,7 +154,7 @@ fn build(
 }
 
 /// `GET /fragments/host/{host}`: one overview row (live updates replace it).
-pub async fn host_fragment(
+pub(crate) async fn host_fragment(
     State(state): State<Shared>,
     _p: Principal,
     Path(host): Path<String>,
@@ -197,7 +198,7 @@ struct PanelFragment {
 }
 
 /// `GET /hosts/{host}`: resources and service panels.
-pub async fn host_page(
+pub(crate) async fn host_page(
     State(state): State<Shared>,
     p: Principal,
     Path(host): Path<String>,
@@ -248,16 +249,12 @@ pub async fn host_page(
 /// The agent's managed-config status from ingest (`fleet.q.config {agent}`). An agent with
 /// neither a desired config nor a live one is unmanaged; a failed query is shown, not fatal.
 async fn config_drift(state: &Shared, agent: fleetbus_schemas::AgentId) -> views::DriftSection {
-    #[derive(serde::Serialize)]
-    struct ConfigQuery {
-        agent: fleetbus_schemas::AgentId,
-    }
-    let answer: Result<views::ConfigView, WebError> = state
+    let answer: Result<AgentConfigView, WebError> = state
         .bus
         .query(
-            "config",
+            model::CONFIG,
             &ConfigQuery {
-                agent: agent.clone(),
+                agent: Some(agent.clone()),
             },
         )
         .await;
@@ -274,7 +271,7 @@ async fn config_drift(state: &Shared, agent: fleetbus_schemas::AgentId) -> views
 }
 
 /// `GET /fragments/panel/{host}/{service}`: one service panel (live updates).
-pub async fn panel_fragment(
+pub(crate) async fn panel_fragment(
     State(state): State<Shared>,
     p: Principal,
     Path((host, service)): Path<(String, String)>,
@@ -296,7 +293,7 @@ pub async fn panel_fragment(
 }
 
 /// Parses `host` and `service` path segments; a malformed name is an unknown service.
-pub fn service_key(host: &str, service: &str) -> Result<ServiceKey, WebError> {
+pub(crate) fn service_key(host: &str, service: &str) -> Result<ServiceKey, WebError> {
     let unknown = || WebError::NotFound(format!("unknown service {host}:{service}"));
     Ok(ServiceKey::new(
         HostId::new(host).map_err(|_| unknown())?,
@@ -306,7 +303,7 @@ pub fn service_key(host: &str, service: &str) -> Result<ServiceKey, WebError> {
 
 /// What a service action led to.
 #[derive(Debug, Clone)]
-pub struct Started {
+pub(crate) struct Started {
     /// The job.
     pub job: JobId,
     /// Its one-line summary.
@@ -315,7 +312,7 @@ pub struct Started {
 
 /// Runs a service action for a principal: 404 unknown service, 403 action not allowed or role
 /// too low, 409 duplicate (with the running job), otherwise the queued job.
-pub async fn run_action(
+pub(crate) async fn run_action(
     state: &Shared,
     p: &Principal,
     key: &ServiceKey,
@@ -362,7 +359,7 @@ pub async fn run_action(
 }
 
 /// Maps a typed rejection to the error (and so the status) users see.
-pub fn rejection(reason: RejectKind, message: String) -> WebError {
+pub(crate) fn rejection(reason: RejectKind, message: String) -> WebError {
     match reason {
         RejectKind::NotFound => WebError::NotFound(message),
         RejectKind::Forbidden => WebError::Forbidden(message),
@@ -377,13 +374,13 @@ pub fn rejection(reason: RejectKind, message: String) -> WebError {
 
 /// Form of a service action.
 #[derive(Debug, Deserialize)]
-pub struct ActionForm {
+pub(crate) struct ActionForm {
     #[serde(default)]
     lines: Option<u32>,
 }
 
 /// `POST /services/{host}/{service}/{action}`: the panel buttons; answers the feedback box.
-pub async fn action(
+pub(crate) async fn action(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -411,7 +408,7 @@ pub async fn action(
 
 /// Lines for the logs viewer.
 #[derive(Debug, Deserialize)]
-pub struct LogsQuery {
+pub(crate) struct LogsQuery {
     #[serde(default)]
     lines: Option<u32>,
 }
@@ -427,7 +424,7 @@ struct LogsFragment {
 
 /// `GET /services/{host}/{service}/logs?lines=N` (capped at 500): runs the logs action and
 /// shows its output.
-pub async fn logs(
+pub(crate) async fn logs(
     State(state): State<Shared>,
     p: Principal,
     Path((host, service)): Path<(String, String)>,
@@ -446,7 +443,7 @@ pub async fn logs(
 }
 
 /// Runs `logs` and waits for the job to finish; returns its tail.
-pub async fn fetch_logs(
+pub(crate) async fn fetch_logs(
     state: &Shared,
     p: &Principal,
     host: &str,

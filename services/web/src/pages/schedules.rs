@@ -21,7 +21,7 @@ use crate::{Shared, WebError};
 
 /// One schedule as shown.
 #[derive(Debug, Clone, Serialize)]
-pub struct ScheduleRow {
+pub(crate) struct ScheduleRow {
     /// Id.
     pub id: String,
     /// Cron.
@@ -37,7 +37,7 @@ pub struct ScheduleRow {
 }
 
 /// All schedules.
-pub fn rows(state: &Shared) -> Vec<ScheduleRow> {
+pub(crate) fn rows(state: &Shared) -> Vec<ScheduleRow> {
     state.hub.read_fold(|f| {
         f.schedules
             .values()
@@ -62,7 +62,7 @@ struct SchedulesPage {
 }
 
 /// `GET /schedules`.
-pub async fn list(State(state): State<Shared>, p: Principal) -> Response {
+pub(crate) async fn list(State(state): State<Shared>, p: Principal) -> Response {
     let tasks = state
         .hub
         .read_fold(|f| f.tasks.keys().map(|t| t.to_string()).collect());
@@ -75,7 +75,7 @@ pub async fn list(State(state): State<Shared>, p: Principal) -> Response {
 
 /// The schedule form.
 #[derive(Debug, Deserialize)]
-pub struct ScheduleForm {
+pub(crate) struct ScheduleForm {
     id: String,
     cron: String,
     time_zone: String,
@@ -106,7 +106,7 @@ async fn send(state: &Shared, p: &Principal, command: ScheduleCommand) -> Result
 }
 
 /// `POST /schedules`: create, or update when the id exists (admin).
-pub async fn save(
+pub(crate) async fn save(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -164,7 +164,7 @@ pub async fn save(
 }
 
 /// `POST /schedules/{id}/{pause|resume|delete}` (admin).
-pub async fn act(
+pub(crate) async fn act(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -180,7 +180,7 @@ pub async fn act(
 }
 
 /// Pauses, resumes or deletes a schedule for a principal.
-pub async fn schedule_verb(
+pub(crate) async fn schedule_verb(
     state: &Shared,
     p: &Principal,
     id: &str,

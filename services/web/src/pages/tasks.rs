@@ -22,7 +22,7 @@ use crate::{Shared, WebError};
 
 /// One input of a task's run form.
 #[derive(Debug, Clone)]
-pub struct Field {
+pub(crate) struct Field {
     /// Parameter name.
     pub name: String,
     /// `text`, `number`, `select` or `checkbox`.
@@ -77,7 +77,7 @@ fn fields(params: &[ParamSpec]) -> Vec<Field> {
 
 /// A task as listed.
 #[derive(Debug, Clone)]
-pub struct TaskRow {
+pub(crate) struct TaskRow {
     /// Id.
     pub id: String,
     /// Description.
@@ -100,7 +100,7 @@ struct TasksPage {
 }
 
 /// `GET /tasks`: tasks with their run forms, the batch form and (admins) the ad-hoc form.
-pub async fn list(State(state): State<Shared>, p: Principal) -> Response {
+pub(crate) async fn list(State(state): State<Shared>, p: Principal) -> Response {
     let (tasks, hosts, adhoc_hosts) = state.hub.read_fold(|f| {
         let tasks = f
             .tasks
@@ -152,7 +152,7 @@ struct TaskEditPage {
 }
 
 /// `GET /tasks/{task}` (`new` for a blank form): the editor.
-pub async fn edit(
+pub(crate) async fn edit(
     State(state): State<Shared>,
     p: Principal,
     Path(task): Path<String>,
@@ -194,7 +194,7 @@ pub async fn edit(
 
 /// The task editor's fields.
 #[derive(Debug, Deserialize)]
-pub struct TaskForm {
+pub(crate) struct TaskForm {
     id: String,
     #[serde(default)]
     description: String,
@@ -225,7 +225,7 @@ async fn define(state: &Shared, p: &Principal, command: JobCommand) -> Result<()
 }
 
 /// `POST /tasks`: create or replace a task (admin).
-pub async fn save(
+pub(crate) async fn save(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -265,7 +265,12 @@ pub async fn save(
 }
 
 /// Answers a form post: a feedback fragment for scripts, a redirect otherwise.
-pub fn done(headers: &HeaderMap, result: Result<(), WebError>, ok: &str, back: &str) -> Response {
+pub(crate) fn done(
+    headers: &HeaderMap,
+    result: Result<(), WebError>,
+    ok: &str,
+    back: &str,
+) -> Response {
     match result {
         Ok(()) if super::wants_fragment(headers) => render(&Feedback {
             kind: "ok",
@@ -278,7 +283,7 @@ pub fn done(headers: &HeaderMap, result: Result<(), WebError>, ok: &str, back: &
 }
 
 /// `POST /tasks/{task}/delete` (admin).
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -294,7 +299,7 @@ pub async fn delete(
 }
 
 /// Parses comma/space separated host ids, tags and roles into targets.
-pub fn targets(hosts: &str, tags: &str, roles: &str) -> Result<Targets, WebError> {
+pub(crate) fn targets(hosts: &str, tags: &str, roles: &str) -> Result<Targets, WebError> {
     let split = |s: &str| -> Vec<String> {
         s.split([',', ' ', '\n'])
             .map(str::trim)
@@ -320,7 +325,10 @@ pub fn targets(hosts: &str, tags: &str, roles: &str) -> Result<Targets, WebError
 }
 
 /// Converts form text to a typed parameter value.
-pub fn param_value(spec: &ParamSpec, raw: Option<&str>) -> Result<serde_json::Value, WebError> {
+pub(crate) fn param_value(
+    spec: &ParamSpec,
+    raw: Option<&str>,
+) -> Result<serde_json::Value, WebError> {
     let bad = |why: String| WebError::BadRequest(format!("parameter {}: {why}", spec.name));
     match (&spec.ty, raw) {
         (ParamType::Boolean, v) => Ok(serde_json::Value::Bool(matches!(
@@ -353,7 +361,7 @@ pub fn param_value(spec: &ParamSpec, raw: Option<&str>) -> Result<serde_json::Va
 }
 
 /// `POST /tasks/{task}/run` (operator): fields `p.<name>`, `hosts`, `tags`, `roles`.
-pub async fn run(
+pub(crate) async fn run(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -394,7 +402,7 @@ pub async fn run(
 
 /// The batch form.
 #[derive(Debug, Deserialize)]
-pub struct BatchForm {
+pub(crate) struct BatchForm {
     script: String,
     #[serde(default)]
     hosts: String,
@@ -405,7 +413,7 @@ pub struct BatchForm {
 }
 
 /// `POST /batch` (admin, as the executor requires: a batch script is ad-hoc commands).
-pub async fn run_batch(
+pub(crate) async fn run_batch(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -436,13 +444,13 @@ pub async fn run_batch(
 
 /// The ad-hoc form.
 #[derive(Debug, Deserialize)]
-pub struct AdhocForm {
+pub(crate) struct AdhocForm {
     host: String,
     command: String,
 }
 
 /// `POST /adhoc` (admin; only hosts that allow it — the executor checks again).
-pub async fn run_adhoc(
+pub(crate) async fn run_adhoc(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,

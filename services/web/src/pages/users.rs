@@ -24,7 +24,7 @@ use crate::{Shared, WebError};
 
 /// A user as listed (no credential material).
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct UserRow {
+pub(crate) struct UserRow {
     /// Name.
     pub name: String,
     /// Role.
@@ -33,7 +33,7 @@ pub struct UserRow {
 
 /// Reads the user list from `fleet.q.users`. Accepts a map `{name: {role, …}}` or a list of
 /// `{user|name, role}`, and never keeps any other field.
-pub async fn users(state: &Shared) -> Result<Vec<UserRow>, WebError> {
+pub(crate) async fn users(state: &Shared) -> Result<Vec<UserRow>, WebError> {
     let value: serde_json::Value = state.bus.query(model::USERS, &UsersQuery {}).await?;
     let role_of = |v: &serde_json::Value| v["role"].as_str().unwrap_or("viewer").to_owned();
     let mut rows: Vec<UserRow> = match &value {
@@ -64,7 +64,7 @@ pub async fn users(state: &Shared) -> Result<Vec<UserRow>, WebError> {
 
 /// A token as listed.
 #[derive(Debug, Clone)]
-pub struct TokenRow {
+pub(crate) struct TokenRow {
     /// Id.
     pub id: String,
     /// Name.
@@ -99,7 +99,7 @@ struct UsersPage {
 }
 
 /// `GET /users` (admin).
-pub async fn list(State(state): State<Shared>, p: Principal) -> PageResult {
+pub(crate) async fn list(State(state): State<Shared>, p: Principal) -> PageResult {
     let nav = Nav::new(&p, "users");
     need(&p, UserRole::Admin).map_err(|e| PageError(e, Some(nav.clone())))?;
     let users = users(&state)
@@ -120,7 +120,7 @@ pub async fn list(State(state): State<Shared>, p: Principal) -> PageResult {
 
 /// Publishes a user command and waits briefly for a rejection. Password-bearing events travel
 /// on `fleet.sec.…`, which the web service cannot read, so silence means accepted.
-pub async fn user_command(
+pub(crate) async fn user_command(
     state: &Shared,
     p: &Principal,
     command: UserCommand,
@@ -130,7 +130,11 @@ pub async fn user_command(
 
 /// Publishes a command whose resulting event is secret (so never seen here) and waits briefly
 /// for a rejection; silence means accepted.
-pub async fn send_quiet(state: &Shared, p: &Principal, command: Command) -> Result<(), WebError> {
+pub(crate) async fn send_quiet(
+    state: &Shared,
+    p: &Principal,
+    command: Command,
+) -> Result<(), WebError> {
     let envelope = CommandEnvelope::new(p.actor(), command);
     let mut waiter = state.hub.wait_for(envelope.id);
     state.bus.publish_command(&envelope).await?;
@@ -149,14 +153,14 @@ pub async fn send_quiet(state: &Shared, p: &Principal, command: Command) -> Resu
 
 /// Add-user form.
 #[derive(Debug, Deserialize)]
-pub struct AddForm {
+pub(crate) struct AddForm {
     user: String,
     role: String,
     password: String,
 }
 
 /// Hashes a new password off the async runtime, after checking the rules.
-pub async fn new_hash(password: String) -> Result<String, WebError> {
+pub(crate) async fn new_hash(password: String) -> Result<String, WebError> {
     check_password_rules(&password).map_err(|e| WebError::BadRequest(e.into()))?;
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
@@ -165,7 +169,7 @@ pub async fn new_hash(password: String) -> Result<String, WebError> {
 }
 
 /// `POST /users` (admin).
-pub async fn add(
+pub(crate) async fn add(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -195,7 +199,7 @@ pub async fn add(
 
 /// Role / password form.
 #[derive(Debug, Default, Deserialize)]
-pub struct UserForm {
+pub(crate) struct UserForm {
     #[serde(default)]
     role: String,
     #[serde(default)]
@@ -203,7 +207,7 @@ pub struct UserForm {
 }
 
 /// `POST /users/{user}/{role|password|remove}` (admin).
-pub async fn act(
+pub(crate) async fn act(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -242,13 +246,13 @@ pub async fn act(
 
 /// New token form.
 #[derive(Debug, Deserialize)]
-pub struct TokenForm {
+pub(crate) struct TokenForm {
     name: String,
     role: String,
 }
 
 /// `POST /tokens` (admin): creates an API token, shown once.
-pub async fn create_token(
+pub(crate) async fn create_token(
     State(state): State<Shared>,
     p: Principal,
     axum::Form(form): axum::Form<TokenForm>,
@@ -282,7 +286,7 @@ pub async fn create_token(
 }
 
 /// `POST /tokens/{id}/revoke` (admin).
-pub async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(state): State<Shared>,
     p: Principal,
     headers: HeaderMap,
@@ -301,7 +305,7 @@ pub async fn revoke_token(
 }
 
 /// Applies role changes and removals seen on the bus to live sessions.
-pub async fn watch_sessions(state: Shared, shutdown: CancellationToken) {
+pub(crate) async fn watch_sessions(state: Shared, shutdown: CancellationToken) {
     let mut events = state.hub.subscribe();
     loop {
         let next = tokio::select! {

@@ -1,14 +1,14 @@
-//! The state ingest folds in the writer, in commit order: the shared projections plus the little
-//! ingest itself needs to validate commands (the last desired config per agent).
+//! The state ingest folds in the writer, in commit order, and snapshots in its log: the shared
+//! projections plus what ingest needs to validate commands and agents (the last desired config
+//! per agent, managed configs, defined checks). `fleetctl log verify|rebuild` folds the same.
 
 use std::collections::BTreeMap;
 
-use fleetbus_projections::Projections;
 use fleetbus_schemas::events::{ConfigEvent, Event};
 use fleetbus_schemas::{AgentId, Envelope};
 use serde::{Deserialize, Serialize};
 
-use crate::log::Fold;
+use crate::{Checks, Configs, Fold, Projections};
 
 /// The last desired config set for an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,12 +26,12 @@ pub struct State {
     pub projections: Projections,
     /// Desired config per agent (to number the next version).
     pub desired: BTreeMap<AgentId, Desired>,
-    /// Managed configs, snapshots and instructions (see [`crate::fleet`]).
+    /// Managed configs, snapshots and instructions (see [`crate::configs`]).
     #[serde(default)]
-    pub configs: crate::fleet::Configs,
-    /// Defined checks, to authorize pings (see [`crate::api::ping`]).
+    pub configs: Configs,
+    /// Defined checks, to authorize agents' pings (see [`crate::checks`]).
     #[serde(default)]
-    pub checks: crate::api::Checks,
+    pub checks: Checks,
 }
 
 impl Fold for State {

@@ -1,7 +1,7 @@
 //! Pure TOML operations of managed configs: parse, deep merge (template + overrides), the
 //! smallest overlay that turns a template into a given config, and value-based drift.
 
-use serde::{Deserialize, Serialize};
+pub use fleetbus_schemas::queries::config::{DiffKind, Difference};
 use toml::{Table, Value};
 
 /// Largest config text accepted anywhere (template, overrides, live, desired).
@@ -58,33 +58,6 @@ pub fn overlay(base: &Table, target: &Table) -> Table {
         }
     }
     out
-}
-
-/// How a key differs between the desired and the live config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiffKind {
-    /// Desired has it, the live config does not.
-    Missing,
-    /// The live config has it, desired does not.
-    Unexpected,
-    /// Both have it with different values (or types).
-    Changed,
-}
-
-/// One per-key difference. Values are JSON so the web UI and `--json` show them as they are.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Difference {
-    /// Dotted key path; array elements are numbered (`servers.0.port`).
-    pub path: String,
-    /// What kind of difference.
-    pub kind: DiffKind,
-    /// The desired value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub desired: Option<serde_json::Value>,
-    /// The live value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub live: Option<serde_json::Value>,
 }
 
 /// Value-based differences between `desired` and `live`, in key order. Key order and formatting

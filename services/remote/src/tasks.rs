@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use fleetbus_schemas::events::job::{ParamType, TaskSpec};
 use regex::Regex;
 
-use crate::error::ExecError;
 use crate::quote::quote;
 use crate::templates::with_priority;
+use crate::RemoteError;
 
 /// Characters a `sudo` task's template may not contain outside placeholders: sudo applies to one
 /// simple command, so anything that makes a compound command would escape it.
@@ -22,7 +22,7 @@ enum Piece {
     Param(String),
 }
 
-fn parse_template(template: &str) -> Result<Vec<Piece>, ExecError> {
+fn parse_template(template: &str) -> Result<Vec<Piece>, RemoteError> {
     let mut pieces = Vec::new();
     let mut text = String::new();
     let mut chars = template.chars().peekable();
@@ -45,7 +45,7 @@ fn parse_template(template: &str) -> Result<Vec<Piece>, ExecError> {
                             name.push(ch)
                         }
                         _ => {
-                            return Err(ExecError::Invalid(format!(
+                            return Err(RemoteError::Invalid(format!(
                                 "template placeholder {{{name}… is not closed or has characters other than [A-Za-z0-9_-]"
                             )))
                         }
@@ -57,7 +57,7 @@ fn parse_template(template: &str) -> Result<Vec<Piece>, ExecError> {
                 pieces.push(Piece::Param(name));
             }
             '}' => {
-                return Err(ExecError::Invalid(
+                return Err(RemoteError::Invalid(
                     "template has a lone '}' (write '}}' for a literal brace)".into(),
                 ))
             }
@@ -70,9 +70,9 @@ fn parse_template(template: &str) -> Result<Vec<Piece>, ExecError> {
     Ok(pieces)
 }
 
-fn anchored(pattern: &str) -> Result<Regex, ExecError> {
+fn anchored(pattern: &str) -> Result<Regex, RemoteError> {
     Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-        ExecError::Invalid(format!(
+        RemoteError::Invalid(format!(
             "parameter pattern {pattern:?} is not a valid regex: {e}"
         ))
     })
@@ -80,15 +80,15 @@ fn anchored(pattern: &str) -> Result<Regex, ExecError> {
 
 /// Checks a task definition: placeholders match declared params, patterns compile, ranges are
 /// sane, defaults are valid, and `sudo` templates are one simple command.
-pub fn validate(spec: &TaskSpec) -> Result<(), ExecError> {
+pub fn validate(spec: &TaskSpec) -> Result<(), RemoteError> {
     let pieces = parse_template(&spec.template)?;
     if spec.template.trim().is_empty() {
-        return Err(ExecError::Invalid("task template is empty".into()));
+        return Err(RemoteError::Invalid("task template is empty".into()));
     }
     let mut seen = std::collections::BTreeSet::new();
     for p in &spec.params {
         if !seen.insert(p.name.as_str()) {
-            return Err(ExecError::Invalid(format!(
+            return Err(RemoteError::Invalid(format!(
                 "parameter {} is declared twice",
                 p.name
             )));
@@ -98,13 +98,13 @@ pub fn validate(spec: &TaskSpec) -> Result<(), ExecError> {
                 anchored(pattern)?;
             }
             ParamType::Integer { min, max } if min > max => {
-                return Err(ExecError::Invalid(format!(
+                return Err(RemoteError::Invalid(format!(
                     "parameter {}: min {min} is greater than max {max}",
                     p.name
                 )))
             }
             ParamType::Enum { values } if values.is_empty() => {
-                return Err(ExecError::Invalid(format!(
+                return Err(RemoteError::Invalid(format!(
                     "parameter {}: enum has no values",
                     p.name
                 )))
@@ -118,12 +118,12 @@ pub fn validate(spec: &TaskSpec) -> Result<(), ExecError> {
     for piece in &pieces {
         match piece {
             Piece::Param(name) if !seen.contains(name.as_str()) => {
-                return Err(ExecError::Invalid(format!(
+                return Err(RemoteError::Invalid(format!(
                     "template uses {{{name}}} but no parameter {name} is declared"
                 )))
             }
             Piece::Text(t) if spec.sudo && t.contains(SUDO_FORBIDDEN) => {
-                return Err(ExecError::Invalid(format!(
+                return Err(RemoteError::Invalid(format!(
                     "a sudo task must be one simple command; the template text {t:?} contains shell syntax"
                 )))
             }
@@ -131,18 +131,18 @@ pub fn validate(spec: &TaskSpec) -> Result<(), ExecError> {
         }
     }
     if spec.sudo && !spec.template.trim_start().starts_with('/') {
-        return Err(ExecError::Invalid(
+        return Err(RemoteError::Invalid(
             "a sudo task must start with the absolute path of its program (sudoers matches exact paths)".into(),
         ));
     }
     if let Some(n) = spec.nice {
         if !(-20..=19).contains(&n) {
-            return Err(ExecError::Invalid(format!("nice {n} is outside -20..19")));
+            return Err(RemoteError::Invalid(format!("nice {n} is outside -20..19")));
         }
     }
     if let Some(c) = spec.ionice_class {
         if !(1..=3).contains(&c) {
-            return Err(ExecError::Invalid(format!(
+            return Err(RemoteError::Invalid(format!(
                 "ionice class {c} is outside 1..3"
             )));
         }
@@ -151,9 +151,9 @@ pub fn validate(spec: &TaskSpec) -> Result<(), ExecError> {
 }
 
 /// The text a valid value stands for (before quoting).
-fn render_value(name: &str, ty: &ParamType, v: &serde_json::Value) -> Result<String, ExecError> {
+fn render_value(name: &str, ty: &ParamType, v: &serde_json::Value) -> Result<String, RemoteError> {
     let bad = |expected: String| {
-        ExecError::Invalid(format!(
+        RemoteError::Invalid(format!(
             "parameter {name}: {} is not {expected}",
             truncate(&v.to_string())
         ))
@@ -211,11 +211,11 @@ pub struct RenderedTask {
 pub fn render(
     spec: &TaskSpec,
     values: &BTreeMap<String, serde_json::Value>,
-) -> Result<RenderedTask, ExecError> {
+) -> Result<RenderedTask, RemoteError> {
     validate(spec)?;
     for k in values.keys() {
         if !spec.params.iter().any(|p| &p.name == k) {
-            return Err(ExecError::Invalid(format!(
+            return Err(RemoteError::Invalid(format!(
                 "task {} has no parameter {k} (it takes: {})",
                 spec.task,
                 spec.params
@@ -231,7 +231,7 @@ pub fn render(
         let v = values
             .get(&p.name)
             .or(p.default.as_ref())
-            .ok_or_else(|| ExecError::Invalid(format!("parameter {} is required", p.name)))?;
+            .ok_or_else(|| RemoteError::Invalid(format!("parameter {} is required", p.name)))?;
         resolved.insert(p.name.as_str(), quote(&render_value(&p.name, &p.ty, v)?)?);
     }
     let mut cmd = String::new();

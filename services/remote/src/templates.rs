@@ -8,8 +8,8 @@
 
 use fleetbus_schemas::events::service::{ServiceAction, ServiceManager, ServiceSpec};
 
-use crate::error::ExecError;
 use crate::quote::quote;
+use crate::RemoteError;
 
 /// The most log lines an action returns.
 pub const MAX_LOG_LINES: u32 = 500;
@@ -62,7 +62,7 @@ impl RemoteCommand {
 }
 
 /// Checks a systemd unit name: `[A-Za-z0-9:_.@\\-]`, not starting with `-`, at most 255 bytes.
-pub fn validate_unit(unit: &str) -> Result<(), ExecError> {
+pub fn validate_unit(unit: &str) -> Result<(), RemoteError> {
     let ok = !unit.is_empty()
         && unit.len() <= 255
         && !unit.starts_with('-')
@@ -72,7 +72,7 @@ pub fn validate_unit(unit: &str) -> Result<(), ExecError> {
     if ok {
         Ok(())
     } else {
-        Err(ExecError::Invalid(format!(
+        Err(RemoteError::Invalid(format!(
             "systemd unit {unit:?} is not a valid unit name (expected e.g. nginx.service)"
         )))
     }
@@ -80,7 +80,7 @@ pub fn validate_unit(unit: &str) -> Result<(), ExecError> {
 
 /// Checks an absolute path used as a runit service dir or log path: `/`-rooted, only
 /// `[A-Za-z0-9._/-]`, no `..` component, no `-` at the start of a component.
-pub fn validate_abs_path(what: &str, path: &str) -> Result<(), ExecError> {
+pub fn validate_abs_path(what: &str, path: &str) -> Result<(), RemoteError> {
     let ok = path.starts_with('/')
         && path.len() <= 4096
         && path
@@ -92,14 +92,14 @@ pub fn validate_abs_path(what: &str, path: &str) -> Result<(), ExecError> {
     if ok {
         Ok(())
     } else {
-        Err(ExecError::Invalid(format!(
+        Err(RemoteError::Invalid(format!(
             "{what} {path:?} must be an absolute path of [A-Za-z0-9._/-] without '..'"
         )))
     }
 }
 
 /// Validates a service's handle and log path for its manager.
-pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ExecError> {
+pub fn validate_spec(spec: &ServiceSpec) -> Result<(), RemoteError> {
     match spec.manager {
         ServiceManager::Systemd => validate_unit(&spec.unit)?,
         ServiceManager::Runit => validate_abs_path("runit service dir", &spec.unit)?,
@@ -120,12 +120,12 @@ fn runit_log_target(spec: &ServiceSpec) -> String {
 }
 
 /// The command line for `action` on `spec` (not checked against the allowlist: see
-/// [`crate::inventory`]). `lines` applies to logs and is capped at [`MAX_LOG_LINES`].
+/// the executor's `inventory`). `lines` applies to logs and is capped at [`MAX_LOG_LINES`].
 pub fn action_command(
     spec: &ServiceSpec,
     action: ServiceAction,
     lines: Option<u32>,
-) -> Result<RemoteCommand, ExecError> {
+) -> Result<RemoteCommand, RemoteError> {
     validate_spec(spec)?;
     let n = lines.unwrap_or(DEFAULT_LOG_LINES).clamp(1, MAX_LOG_LINES);
     let unit = quote(&spec.unit)?;
@@ -186,15 +186,15 @@ pub fn with_priority(
     line: &str,
     nice: Option<i8>,
     ionice_class: Option<u8>,
-) -> Result<String, ExecError> {
+) -> Result<String, RemoteError> {
     if let Some(n) = nice {
         if !(-20..=19).contains(&n) {
-            return Err(ExecError::Invalid(format!("nice {n} is outside -20..19")));
+            return Err(RemoteError::Invalid(format!("nice {n} is outside -20..19")));
         }
     }
     if let Some(c) = ionice_class {
         if !(1..=3).contains(&c) {
-            return Err(ExecError::Invalid(format!(
+            return Err(RemoteError::Invalid(format!(
                 "ionice class {c} is outside 1..3 (1 realtime, 2 best-effort, 3 idle)"
             )));
         }

@@ -4,9 +4,9 @@
 use fleetbus_schemas::events::job::TaskSpec;
 use fleetbus_schemas::events::service::ServiceSpec;
 
-use crate::error::ExecError;
 use crate::tasks::privileged_variants;
 use crate::templates::action_command;
+use crate::RemoteError;
 
 /// The most exact variants generated for one sudo task.
 pub const MAX_TASK_VARIANTS: usize = 64;
@@ -41,9 +41,9 @@ pub fn for_host(
     user: &str,
     services: &[ServiceSpec],
     tasks: &[TaskSpec],
-) -> Result<String, ExecError> {
+) -> Result<String, RemoteError> {
     if !valid_user(user) {
-        return Err(ExecError::Invalid(format!(
+        return Err(RemoteError::Invalid(format!(
             "login user {user:?} is not a valid unix user name"
         )));
     }

@@ -7,10 +7,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use fleetbus_schemas::events::config::Instruction;
 use fleetbus_schemas::events::{AgentEvent, ConfigEvent, Event};
-use fleetbus_schemas::{AgentId, Envelope, EventId};
+use fleetbus_schemas::{AgentId, Envelope};
 use serde::{Deserialize, Serialize};
 
-use super::merge::{self, Difference};
+pub mod merge;
+
+pub use fleetbus_schemas::queries::config::{
+    Ack, Desired, Difference, DriftState, DriftView, Management, Pending, SnapshotMeta,
+};
 
 /// A config template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,29 +29,6 @@ pub struct Template {
     pub actor: String,
     /// When.
     pub time: DateTime<Utc>,
-}
-
-/// An agent's current desired config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Desired {
-    /// Version (per agent, monotonic).
-    pub version: u64,
-    /// The whole desired TOML text.
-    pub toml: String,
-    /// SHA-256 (hex) of the text.
-    pub hash: String,
-    /// The template it is built from.
-    pub template: Option<String>,
-    /// The agent's overrides (`None`: `toml` is the whole config).
-    pub overrides: Option<String>,
-    /// The agent's own volatile key paths.
-    pub volatile: Vec<String>,
-    /// Who set it.
-    pub actor: String,
-    /// When.
-    pub time: DateTime<Utc>,
-    /// Log sequence of the event.
-    pub seq: u64,
 }
 
 /// The config an agent last said it runs.
@@ -76,45 +57,6 @@ pub struct LastReport {
     pub config_hash: Option<String>,
 }
 
-/// An instruction and its outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pending {
-    /// The `InstructionIssued` event id (what the agent acknowledges).
-    pub id: EventId,
-    /// Target version (agent version for updates, desired version for pushes).
-    pub target: String,
-    /// Who asked.
-    pub actor: String,
-    /// When.
-    pub issued: DateTime<Utc>,
-    /// The agent's answer, once it came.
-    pub ack: Option<Ack>,
-}
-
-/// An agent's answer to an instruction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ack {
-    /// Whether it worked.
-    pub ok: bool,
-    /// The agent's words.
-    pub message: String,
-    /// When.
-    pub time: DateTime<Utc>,
-}
-
-/// Metadata of one stored snapshot (the bytes live encrypted in the object store).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotMeta {
-    /// Object name in the `snapshots` bucket.
-    pub object: String,
-    /// Ciphertext size in bytes.
-    pub size: u64,
-    /// SHA-256 (hex) of the plaintext.
-    pub hash: String,
-    /// When it was stored.
-    pub time: DateTime<Utc>,
-}
-
 /// Everything fleetbus holds about one agent's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentConfig {
@@ -134,18 +76,6 @@ pub struct AgentConfig {
     pub snapshots: Vec<SnapshotMeta>,
     /// argon2id hash of the retrieval passphrase. Credential material: never in a reply.
     pub passphrase_hash: Option<String>,
-}
-
-/// Whether fleetbus manages an agent's configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Management {
-    /// Has a desired config and reports.
-    Managed,
-    /// Reports, but fleetbus holds no config for it.
-    ReportOnly,
-    /// Has a desired config but never reported.
-    Pending,
 }
 
 impl AgentConfig {
@@ -393,55 +323,16 @@ impl Configs {
     }
 }
 
-/// How an agent's live config relates to its desired config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DriftState {
-    /// Live values equal desired values and the agent confirmed the version.
-    InSync,
-    /// Values equal, the agent has not yet reported the new version.
-    Applying,
-    /// Values differ (see `differences`).
-    Drifted,
-    /// The agent has not sent its live config yet.
-    Unknown,
-    /// Not managed: there is nothing to drift from.
-    Unmanaged,
-}
-
-/// Drift of one agent, as `fleetctl config drift` and the web UI show it (JSON at the edges).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DriftView {
-    /// The agent.
-    pub agent: AgentId,
-    /// Managed, report-only or pending.
-    pub management: Management,
-    /// The summary.
-    pub state: DriftState,
-    /// Desired version.
-    pub desired_version: Option<u64>,
-    /// Desired text hash.
-    pub desired_hash: Option<String>,
-    /// The template in use.
-    pub template: Option<String>,
-    /// The version the agent last said it applied.
-    pub applied_version: Option<u64>,
-    /// Hash of the live config the agent sent last.
-    pub live_hash: Option<String>,
-    /// Whether the agent ever sent its live config.
-    pub live_known: bool,
-    /// Key paths left out of the comparison.
-    pub volatile: Vec<String>,
-    /// Per-key differences.
-    pub differences: Vec<Difference>,
-    /// Why the comparison could not be made (a config that no longer parses).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetbus_schemas::EventId;
+
+    /// SHA-256 (hex) of a config text, as ingest's `decide::text_hash` computes it.
+    fn text_hash(text: &str) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    }
     use fleetbus_schemas::events::agent::{AgentReport, Resources};
     use fleetbus_schemas::{Actor, HostId};
 
@@ -458,7 +349,7 @@ mod tests {
             agent: agent(),
             version,
             toml: toml.into(),
-            hash: super::super::decide::text_hash(toml),
+            hash: text_hash(toml),
             template: None,
             overrides: None,
             volatile: vec![],
@@ -575,7 +466,7 @@ mod tests {
             env(Event::Config(ConfigEvent::LiveReported {
                 agent: agent(),
                 version,
-                hash: super::super::decide::text_hash(toml),
+                hash: text_hash(toml),
                 toml: toml.into(),
             }))
         };

@@ -347,7 +347,7 @@ fn anchors_are_checked_against_the_chain_and_pin_checkpoints() {
     append(&store, 20, &mut state, 10);
     let (head, cp) = store.anchor_point().expect("anchor point");
     let log_id = store.log_id().expect("log id");
-    let good = crate::anchor::anchor_event(&log_id, &head, cp.as_ref());
+    let good = crate::anchor_event(&log_id, &head, cp.as_ref());
     store
         .append_batch(&[anchor_entry(good)], &mut state, 10)
         .expect("append");
@@ -359,7 +359,7 @@ fn anchors_are_checked_against_the_chain_and_pin_checkpoints() {
     // A claim that is not this chain's: the anchor entry is named.
     let mut wrong = head;
     wrong.seq = 12;
-    let lie = crate::anchor::anchor_event(&log_id, &wrong, cp.as_ref());
+    let lie = crate::anchor_event(&log_id, &wrong, cp.as_ref());
     store
         .append_batch(&[anchor_entry(lie)], &mut state, 0)
         .expect("append");
@@ -374,7 +374,7 @@ fn anchors_are_checked_against_the_chain_and_pin_checkpoints() {
     let mut state = Seen::default();
     append(&store, 20, &mut state, 10);
     let (head, cp) = store.anchor_point().expect("anchor point");
-    let event = crate::anchor::anchor_event(&store.log_id().expect("id"), &head, cp.as_ref());
+    let event = crate::anchor_event(&store.log_id().expect("id"), &head, cp.as_ref());
     store
         .append_batch(&[anchor_entry(event)], &mut state, 10)
         .expect("append");

@@ -54,7 +54,7 @@ async fn clicks_change_real_services_and_batch_output_streams_from_the_target() 
         host_key_fingerprint: None,
     };
     let (spec, services) = target.specs();
-    let sudoers = fleetbus_executor::sudoers::for_host(spec.host.as_str(), "fleet", &services, &[])
+    let sudoers = fleetbus_remote::sudoers::for_host(spec.host.as_str(), "fleet", &services, &[])
         .expect("sudoers");
     let _sudoers = SudoersFile::install(
         &format!("fleetbus-web-test-{n}-{}", std::process::id()),

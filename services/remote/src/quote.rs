@@ -5,13 +5,13 @@
 //! written as `'\''` (close, escaped quote, reopen). NUL cannot be passed through a shell at all
 //! and is refused. This is the same rule as Python's `shlex.quote`.
 
-use crate::error::ExecError;
+use crate::RemoteError;
 
 /// Quotes one word for `sh`. Plain words made only of `[A-Za-z0-9@%+=:,./_-]` are returned as is
 /// (so templates stay readable in logs and sudoers lines); everything else is single-quoted.
-pub fn quote(word: &str) -> Result<String, ExecError> {
+pub fn quote(word: &str) -> Result<String, RemoteError> {
     if word.contains('\0') {
-        return Err(ExecError::Invalid(
+        return Err(RemoteError::Invalid(
             "a value contains a NUL byte, which cannot be passed to a shell".into(),
         ));
     }
@@ -32,13 +32,14 @@ pub fn quote(word: &str) -> Result<String, ExecError> {
 }
 
 /// Bytes that never mean anything to `sh` (no quoting, globbing, expansion or operators).
-pub(crate) fn is_plain(b: u8) -> bool {
+pub fn is_plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b)
 }
 
 /// Quotes each word and joins them with spaces.
-pub fn join<S: AsRef<str>>(words: &[S]) -> Result<String, ExecError> {
-    let quoted: Result<Vec<String>, ExecError> = words.iter().map(|w| quote(w.as_ref())).collect();
+pub fn join<S: AsRef<str>>(words: &[S]) -> Result<String, RemoteError> {
+    let quoted: Result<Vec<String>, RemoteError> =
+        words.iter().map(|w| quote(w.as_ref())).collect();
     Ok(quoted?.join(" "))
 }
 
@@ -113,7 +114,7 @@ mod tests {
 
     #[test]
     fn nul_is_refused() {
-        assert!(matches!(quote("a\0b"), Err(ExecError::Invalid(_))));
+        assert!(matches!(quote("a\0b"), Err(RemoteError::Invalid(_))));
     }
 
     #[test]

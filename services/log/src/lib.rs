@@ -1,5 +1,6 @@
 //! The event log: an append-only, hash-chained redb file with a dedup index, a time index and
-//! periodic projection snapshots. Ingest is its only writer.
+//! periodic projection snapshots. Ingest is its only writer; `fleetctl log` reads, verifies and
+//! rebuilds it offline. This crate is the file format and nothing else: no bus, no async.
 //!
 //! # Entry format (for outside verifiers)
 //!
@@ -26,14 +27,23 @@
 //! While ingest runs, the same entries are readable over the bus through the `events` query
 //! (`after_seq` paging) and the head through the `log_head` query.
 
+pub mod anchor;
 pub mod checkpoint;
+mod entry;
+mod error;
 mod open;
 mod rebuild;
 mod repair;
 mod tables;
 mod verify;
 
+pub use anchor::anchor_event;
 pub use checkpoint::Checkpoint;
+use entry::{encode_entry, split_entry, stored_envelope};
+pub use entry::{entry_hash, Entry};
+pub use error::LogError;
+/// The projection state a log folds and snapshots (defined with the folds).
+pub use fleetbus_projections::Fold;
 pub use open::{open_verified, Opened};
 pub use rebuild::RebuildReport;
 pub use repair::RepairReport;
@@ -45,9 +55,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleetbus_schemas::{Envelope, EventId};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use tables::{
     CHECKPOINTS, DEDUP, ENTRIES, HEAD_KEY, LOG_ID_KEY, META, POSITIONS, SNAPSHOTS, TIME_INDEX,
@@ -64,189 +71,6 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The `prev_hash` of entry 1.
 pub const GENESIS_HASH: Hash = [0; HASH_LEN];
-
-/// Why the log could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LogError {
-    /// The database file could not be opened (missing directory, locked by a running ingest, …).
-    #[error("cannot open event log {}: {reason}", path.display())]
-    Open {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A redb operation failed.
-    #[error("event log storage: {0}")]
-    Storage(String),
-    /// A stored value is not in the documented format.
-    #[error("event log entry {seq} is corrupt: {reason}")]
-    Corrupt {
-        /// The entry (or snapshot) sequence.
-        seq: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A snapshot could not be encoded or decoded.
-    #[error("projection snapshot at seq {seq}: {reason}")]
-    Snapshot {
-        /// The snapshot's sequence.
-        seq: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The log does not verify: ingest refuses to serve it (`fleetbus-ingest --repair` is the
-    /// explicit way out).
-    #[error("event log does not verify: {part} {seq}: {problem}")]
-    Unverified {
-        /// What is bad: `entry`, `snapshot`, `dedup index`, `time index`, `head` or `anchor`.
-        part: &'static str,
-        /// The entry or snapshot sequence (for an index row: the entry it points at).
-        seq: u64,
-        /// What mismatched.
-        problem: String,
-    },
-    /// An entry cannot be stored (e.g. a subject longer than 65,535 bytes).
-    #[error("cannot append event {id}: {reason}")]
-    Invalid {
-        /// The event.
-        id: EventId,
-        /// Why.
-        reason: String,
-    },
-}
-
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for LogError {
-            fn from(e: $t) -> Self {
-                LogError::Storage(e.to_string())
-            }
-        }
-    )*};
-}
-storage_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-/// A projection state that can be folded over the log and snapshotted.
-///
-/// `apply` must be a pure function of the state and the entry (no clock, no I/O), so that a
-/// rebuild from the log gives exactly the live state.
-pub trait Fold: Default + Serialize + DeserializeOwned + PartialEq + Send + 'static {
-    /// Folds one log entry into the state.
-    fn apply(&mut self, seq: u64, envelope: &Envelope);
-}
-
-/// One stored log entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Its sequence (1-based, gapless).
-    pub seq: u64,
-    /// The subject it was published on.
-    pub subject: String,
-    /// The envelope bytes exactly as published (MessagePack).
-    pub envelope: Vec<u8>,
-    /// The previous entry's hash.
-    pub prev_hash: Hash,
-    /// This entry's hash.
-    pub hash: Hash,
-}
-
-/// The hash of an entry: `SHA-256(prev_hash || seq BE || subject_len u16 BE || subject || envelope)`.
-pub fn entry_hash(prev_hash: &Hash, seq: u64, subject: &str, envelope: &[u8]) -> Hash {
-    let mut h = Sha256::new();
-    h.update(prev_hash);
-    h.update(seq.to_be_bytes());
-    // Subjects are capped at u16::MAX on append; the cast cannot truncate for stored entries.
-    h.update((subject.len() as u16).to_be_bytes());
-    h.update(subject.as_bytes());
-    h.update(envelope);
-    h.finalize().into()
-}
-
-const ENTRY_HEADER: usize = HASH_LEN * 2 + 2;
-
-impl Entry {
-    /// The stored value: `prev_hash | hash | subject_len u16 BE | subject | envelope`.
-    pub fn encode(&self) -> Vec<u8> {
-        encode_entry(&self.prev_hash, &self.hash, &self.subject, &self.envelope)
-    }
-
-    /// Parses a stored value.
-    pub fn decode(seq: u64, value: &[u8]) -> Result<Entry, LogError> {
-        let (subject, envelope) = split_entry(seq, value)?;
-        let mut prev_hash = GENESIS_HASH;
-        prev_hash.copy_from_slice(&value[..HASH_LEN]);
-        let mut hash = GENESIS_HASH;
-        hash.copy_from_slice(&value[HASH_LEN..HASH_LEN * 2]);
-        Ok(Entry {
-            seq,
-            subject: subject.to_owned(),
-            envelope: envelope.to_vec(),
-            prev_hash,
-            hash,
-        })
-    }
-
-    /// The hash this entry should have, recomputed from its contents.
-    pub fn computed_hash(&self) -> Hash {
-        entry_hash(&self.prev_hash, self.seq, &self.subject, &self.envelope)
-    }
-
-    /// Decodes the envelope.
-    pub fn envelope(&self) -> Result<Envelope, LogError> {
-        decode_envelope(self.seq, &self.envelope)
-    }
-}
-
-/// Splits a stored value into its subject and envelope bytes without copying them.
-fn split_entry(seq: u64, value: &[u8]) -> Result<(&str, &[u8]), LogError> {
-    let corrupt = |reason: &str| LogError::Corrupt {
-        seq,
-        reason: reason.to_owned(),
-    };
-    if value.len() < ENTRY_HEADER {
-        return Err(corrupt("shorter than the 66-byte header"));
-    }
-    let subject_len = u16::from_be_bytes([value[HASH_LEN * 2], value[HASH_LEN * 2 + 1]]) as usize;
-    let rest = &value[ENTRY_HEADER..];
-    if rest.len() < subject_len {
-        return Err(corrupt("subject length runs past the end of the entry"));
-    }
-    let subject =
-        std::str::from_utf8(&rest[..subject_len]).map_err(|_| corrupt("subject is not UTF-8"))?;
-    Ok((subject, &rest[subject_len..]))
-}
-
-/// Decodes the envelope of a stored value in place (the refold path: no copy of the entry).
-fn stored_envelope(seq: u64, value: &[u8]) -> Result<Envelope, LogError> {
-    let (_, envelope) = split_entry(seq, value)?;
-    decode_envelope(seq, envelope)
-}
-
-fn decode_envelope(seq: u64, bytes: &[u8]) -> Result<Envelope, LogError> {
-    fleetbus_schemas::decode(bytes).map_err(|e| LogError::Corrupt {
-        seq,
-        reason: format!("envelope does not decode: {e}"),
-    })
-}
-
-fn encode_entry(prev_hash: &Hash, hash: &Hash, subject: &str, envelope: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(ENTRY_HEADER + subject.len() + envelope.len());
-    v.extend_from_slice(prev_hash);
-    v.extend_from_slice(hash);
-    v.extend_from_slice(&(subject.len() as u16).to_be_bytes());
-    v.extend_from_slice(subject.as_bytes());
-    v.extend_from_slice(envelope);
-    v
-}
 
 /// The log's last entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
