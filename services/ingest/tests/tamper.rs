@@ -13,7 +13,7 @@ use fleetbus_ingest::{Config, State};
 use fleetbus_log::{self as log, Checkpoint, LogError, LogStore, Part};
 use fleetbus_schemas::AgentId;
 use fleetbus_testkit::NatsServer;
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use sha2::{Digest, Sha256};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");

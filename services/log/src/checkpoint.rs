@@ -11,7 +11,7 @@
 //! were changed no longer matches its row, and a row changed to match breaks every later digest
 //! and the digests published in head anchors.
 
-use redb::{ReadableTable, ReadableTableMetadata, Table};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
 use sha2::{Digest, Sha256};
 
 use super::tables::{CHECKPOINTS, ENTRIES, SNAPSHOTS};

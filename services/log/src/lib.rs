@@ -35,6 +35,7 @@ mod open;
 mod rebuild;
 mod repair;
 mod tables;
+mod upgrade;
 mod verify;
 
 pub use anchor::anchor_event;
@@ -54,7 +55,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleetbus_schemas::{Envelope, EventId};
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use tables::{
     CHECKPOINTS, DEDUP, ENTRIES, HEAD_KEY, LOG_ID_KEY, META, POSITIONS, SNAPSHOTS, TIME_INDEX,
@@ -190,10 +191,16 @@ impl LogStore {
             reason,
         };
         // redb's read cache would otherwise grow to 1 GiB as queries page through the log.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| open_err(e.to_string()))?;
+        let mut builder = Database::builder();
+        builder.set_cache_size(CACHE_BYTES);
+        let db = match builder.create(&path) {
+            Err(redb::DatabaseError::UpgradeRequired(2)) => {
+                upgrade::v2_to_v3(&path)?;
+                builder.create(&path)
+            }
+            other => other,
+        }
+        .map_err(|e| open_err(e.to_string()))?;
         // Create every table once so readers never see "table does not exist".
         let txn = db.begin_write()?;
         {
@@ -222,7 +229,8 @@ impl LogStore {
     pub fn position(&self, stream: &str) -> Result<u64, LogError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(POSITIONS)?;
-        Ok(table.get(stream)?.map(|v| v.value()).unwrap_or(0))
+        let seq = table.get(stream)?.map(|v| v.value()).unwrap_or(0);
+        Ok(seq)
     }
 
     /// The file path.
@@ -242,27 +250,30 @@ impl LogStore {
     pub fn head(&self) -> Result<Head, LogError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        match meta.get(HEAD_KEY)? {
+        let head = match meta.get(HEAD_KEY)? {
             Some(v) => Head::decode(v.value()),
             None => Ok(Head::EMPTY),
-        }
+        };
+        head
     }
 
     /// The sequence an event id was stored under, if it is in the log.
     pub fn lookup(&self, id: EventId) -> Result<Option<u64>, LogError> {
         let txn = self.db.begin_read()?;
         let dedup = txn.open_table(DEDUP)?;
-        Ok(dedup.get(u128::from(id.0))?.map(|v| v.value()))
+        let seq = dedup.get(u128::from(id.0))?.map(|v| v.value());
+        Ok(seq)
     }
 
     /// One entry.
     pub fn entry(&self, seq: u64) -> Result<Option<Entry>, LogError> {
         let txn = self.db.begin_read()?;
         let entries = txn.open_table(ENTRIES)?;
-        entries
+        let entry = entries
             .get(seq)?
             .map(|v| Entry::decode(seq, v.value()))
-            .transpose()
+            .transpose();
+        entry
     }
 
     /// Entries with `seq >= from_seq`, oldest first, from one consistent read snapshot.
@@ -270,7 +281,7 @@ impl LogStore {
         let txn = self.db.begin_read()?;
         let entries = txn.open_table(ENTRIES)?;
         Ok(Export {
-            range: entries.range(from_seq..)?,
+            range: entries.range_owned(from_seq..)?,
             reverse: false,
         })
     }
@@ -280,7 +291,7 @@ impl LogStore {
         let txn = self.db.begin_read()?;
         let entries = txn.open_table(ENTRIES)?;
         Ok(Export {
-            range: entries.range(..before_seq)?,
+            range: entries.range_owned(..before_seq)?,
             reverse: true,
         })
     }
@@ -345,7 +356,7 @@ impl LogStore {
     /// Stores a snapshot of `state` at the current head (used at clean shutdown).
     pub fn save_snapshot<S: Fold>(&self, state: &S) -> Result<u64, LogError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)?;
         let seq;
         {
             let meta = txn.open_table(META)?;
@@ -391,7 +402,7 @@ impl LogStore {
     ) -> Result<Staged, LogError> {
         let mut out = Vec::with_capacity(batch.len());
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)?;
         let head;
         {
             let mut meta = txn.open_table(META)?;
@@ -505,7 +516,7 @@ impl Staged {
 
 /// Log entries in sequence order (see [`LogStore::export`]).
 pub struct Export {
-    range: redb::Range<'static, u64, &'static [u8]>,
+    range: redb::OwnedRange<u64, &'static [u8]>,
     reverse: bool,
 }
 

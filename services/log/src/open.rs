@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use sha2::{Digest, Sha256};
 
 use super::tables::{CHECKPOINTS, ENTRIES, HEAD_KEY, META, SNAPSHOTS};
@@ -109,8 +109,8 @@ impl LogStore {
                 let bytes = snapshots
                     .get(p)?
                     .ok_or_else(|| bad(p, "anchored snapshot is missing".into()))?;
-                let row = txn
-                    .open_table(CHECKPOINTS)?
+                let checkpoints = txn.open_table(CHECKPOINTS)?;
+                let row = checkpoints
                     .get(p)?
                     .ok_or_else(|| bad(p, "anchored checkpoint is missing".into()))?;
                 let cp = Checkpoint::decode(p, row.value())?;

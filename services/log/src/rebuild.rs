@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use fleetbus_schemas::Envelope;
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 
 use super::tables::{ENTRIES, SNAPSHOTS};

@@ -136,7 +136,7 @@ impl LogStore {
     fn truncate_from(&self, seq: u64, out: &mut RepairReport) -> Result<(), LogError> {
         let keep = seq.saturating_sub(1);
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)?;
         {
             let mut entries = txn.open_table(ENTRIES)?;
             let mut removed = 0u64;
@@ -187,7 +187,7 @@ impl LogStore {
 
     fn reset_head(&self, out: &mut RepairReport) -> Result<(), LogError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)?;
         {
             let entries = txn.open_table(ENTRIES)?;
             let (seq, hash) = match entries.last()? {
@@ -217,7 +217,7 @@ impl LogStore {
 
     fn rebuild_dedup(&self, out: &mut RepairReport) -> Result<(), LogError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)?;
         txn.delete_table(DEDUP)?;
         {
             let entries = txn.open_table(ENTRIES)?;
@@ -238,7 +238,7 @@ impl LogStore {
     fn drop_bad_time_rows(&self, out: &mut RepairReport) -> Result<(), LogError> {
         let head = self.head()?.seq;
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)?;
         {
             let mut time = txn.open_table(TIME_INDEX)?;
             let mut floor = 0u64;
@@ -262,7 +262,7 @@ impl LogStore {
     /// Drops the snapshot at `seq` and every later one (their checkpoints chain on it).
     fn drop_snapshots_from(&self, seq: u64, out: &mut RepairReport) -> Result<(), LogError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)?;
         {
             let mut dropped = 0u64;
             txn.open_table(SNAPSHOTS)?.retain_in(seq.., |_, _| {

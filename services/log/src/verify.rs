@@ -8,7 +8,7 @@
 
 use fleetbus_schemas::events::system::SystemEvent;
 use fleetbus_schemas::{Envelope, Event, EventId};
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
