@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::events::host::HostEvent;
 use fleetbus_schemas::events::service::ServiceEvent;
 use fleetbus_schemas::events::system::SystemEvent;
@@ -78,55 +79,6 @@ fn initial_inventory(config: &Config, cache: &std::path::Path) -> Inventory {
     inv
 }
 
-/// Replays the followed subjects from the `EVENTS` stream, in log order. Needs read access to
-/// `EVENTS`; without it (the default `executor` permissions) this fails within a few seconds
-/// and the caller keeps the cached inventory.
-async fn replay(js: &jetstream::Context) -> Result<Vec<Envelope>, ExecError> {
-    use jetstream::consumer;
-    let stream = js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .map_err(bus_err)?;
-    let mut all: Vec<(u64, Envelope)> = Vec::new();
-    for filter in FOLLOWED {
-        let c = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: filter.to_string(),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await
-            .map_err(bus_err)?;
-        let mut left = c.cached_info().num_pending as usize;
-        while left > 0 {
-            let batch = left.min(1000);
-            let mut msgs = c
-                .fetch()
-                .max_messages(batch)
-                .messages()
-                .await
-                .map_err(bus_err)?;
-            let mut got = 0;
-            while let Some(m) = msgs.next().await {
-                let m = m.map_err(bus_err)?;
-                got += 1;
-                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                if let Ok(env) = fleetbus_schemas::decode::<Envelope>(&m.payload) {
-                    all.push((seq, env));
-                }
-            }
-            if got == 0 {
-                break;
-            }
-            left = left.saturating_sub(got);
-        }
-    }
-    all.sort_by_key(|(seq, _)| *seq);
-    Ok(all.into_iter().map(|(_, e)| e).collect())
-}
-
 /// Runs the executor until `shutdown` is cancelled, then drains running jobs (up to 10 s, then
 /// cancels them) and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ExecError> {
@@ -153,12 +105,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
     let js = jetstream::new(client.clone());
     let bus = bus::Bus::new(js.clone());
 
-    // Follow registry events before anything else, so nothing published from now on is missed.
-    let mut subs = Vec::new();
-    for s in FOLLOWED {
-        subs.push(client.subscribe(s).await.map_err(bus_err)?);
-    }
-    let mut followed = futures::stream::select_all(subs);
+    // One in-order reader of the followed subjects: it replays them from the start of EVENTS,
+    // then follows. One name per process, so replicas never delete each other's reader.
+    let mut followed = StreamReader::new(
+        js.clone(),
+        subjects::EVENTS_STREAM,
+        format!("executor-{}", ulid::Ulid::new()),
+        1,
+        shutdown.clone(),
+    )
+    .filter_subjects(FOLLOWED);
 
     let cache = state.join("inventory.json");
     let inventory = initial_inventory(&config, &cache);
@@ -189,15 +145,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
         inventory,
         save,
     );
-    match tokio::time::timeout(Duration::from_secs(3), replay(&js)).await {
-        Ok(Ok(events)) => {
-            info!(events = events.len(), "inventory replayed from EVENTS");
-            for e in &events {
-                engine.apply_event(&e.event).await;
-            }
-        }
-        Ok(Err(e)) => info!(error = %e, "no EVENTS replay; using the cached inventory"),
-        Err(_) => info!("no EVENTS replay (no answer); using the cached inventory"),
+    // Replay what the log holds (the reader keeps its place if this takes too long or EVENTS
+    // is not there yet: whatever is left arrives below like any new event).
+    let mut replayed = Vec::new();
+    let caught_up = tokio::time::timeout(
+        Duration::from_secs(3),
+        followed.catch_up(|m| match fleetbus_schemas::decode::<Envelope>(&m.payload) {
+            Ok(env) => replayed.push(env),
+            Err(e) => warn!(subject = %m.subject, error = %e, "ignoring undecodable event"),
+        }),
+    )
+    .await;
+    match caught_up {
+        Ok(_) => info!(events = replayed.len(), "inventory replayed from EVENTS"),
+        Err(_) => info!(
+            events = replayed.len(),
+            "EVENTS replay unfinished after 3 s; starting from the cached inventory and following"
+        ),
+    }
+    for env in &replayed {
+        engine.apply_event(&env.event).await;
     }
     let me = Actor::service(bus::SOURCE);
     bus.event(
@@ -233,7 +200,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
                     warn!(error = %e, "cannot publish host key event");
                 }
             }
-            Some(msg) = followed.next() => {
+            msg = followed.next() => {
+                // `None` only once shutdown is requested.
+                let Some(msg) = msg else { break };
                 match fleetbus_schemas::decode::<Envelope>(&msg.payload) {
                     Ok(env) => engine.apply_event(&env.event).await,
                     Err(e) => warn!(subject = %msg.subject, error = %e, "ignoring undecodable event"),

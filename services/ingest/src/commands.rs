@@ -613,43 +613,16 @@ async fn process(
     }
     // Publish, then wait for the commit; on failure leave the command unacked (redelivered,
     // and the derived ids make the retry idempotent).
-    let waiters: Vec<_> = events
-        .iter()
-        .map(|e| (e.id, shared.hub.wait(e.id)))
-        .collect();
-    let committed = async {
-        let published = crate::bus::publish_all(js, &events).await?;
-        for ((id, _), p) in waiters.iter().zip(&published) {
-            if p.duplicate {
-                if let Ok(Some(seq)) = shared.store.lookup(*id) {
-                    shared
-                        .hub
-                        .resolve(*id, crate::log::Appended::Duplicate(seq));
-                }
-            }
-        }
-        for (_, rx) in waiters {
-            tokio::select! {
-                r = tokio::time::timeout(Duration::from_secs(30), rx) => {
-                    if !matches!(r, Ok(Ok(_))) {
-                        return Err(IngestError::Bus("events of the command were not committed in time".into()));
-                    }
-                }
-                () = shutdown.cancelled() => return Err(IngestError::Bus("shutting down".into())),
-            }
-        }
-        Ok::<(), IngestError>(())
-    };
-    match committed.await {
-        Ok(()) => {
+    let committed =
+        crate::commit::publish_and_wait(shared, js, &events, Duration::from_secs(30), shutdown)
+            .await;
+    match committed {
+        Ok(_) => {
             if let Err(e) = message.ack().await {
                 tracing::warn!(%subject, error = %e, "cannot ack command; it will be redelivered");
             }
         }
         Err(e) => {
-            for e2 in &events {
-                shared.hub.forget(e2.id);
-            }
             tracing::warn!(%subject, error = %e, "command outcome not committed; leaving it for redelivery");
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))

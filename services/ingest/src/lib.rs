@@ -11,6 +11,7 @@ pub mod anchor;
 pub mod api;
 pub mod bus;
 pub mod commands;
+pub mod commit;
 pub mod config;
 pub mod fleet;
 pub mod health;
@@ -48,6 +49,9 @@ pub enum IngestError {
     /// A bus operation failed.
     #[error("bus: {0}")]
     Bus(String),
+    /// Publishing or asking on the bus failed.
+    #[error("bus: {0}")]
+    BusIo(#[from] fleetbus_runtime::bus::BusError),
     /// The agent API could not listen.
     #[error("http listen on {addr}: {reason}")]
     Listen {

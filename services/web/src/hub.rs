@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use fleetbus_runtime::reader::{ReaderStatus, StreamReader};
-use fleetbus_schemas::events::SystemEvent;
 use fleetbus_schemas::subjects::EVENTS_STREAM;
 use fleetbus_schemas::{CommandId, Envelope, Event};
 use futures::StreamExt;
@@ -22,6 +21,26 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::fold::WebFold;
+
+/// The answers to one command as the hub hears them (see [`Hub::wait_for`]).
+pub struct Waiter<'a> {
+    hub: &'a Hub,
+    id: CommandId,
+    rx: mpsc::UnboundedReceiver<Arc<LiveEvent>>,
+}
+
+impl fleetbus_runtime::bus::Answers for Waiter<'_> {
+    async fn next_answer(&mut self) -> Option<(String, Envelope)> {
+        let event = self.rx.recv().await?;
+        Some((event.env.subject(), event.env.clone()))
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.hub.forget(self.id);
+    }
+}
 
 /// One event as the web service passes it on.
 #[derive(Debug)]
@@ -183,18 +202,19 @@ impl Hub {
         f(&fold)
     }
 
-    /// Registers interest in the events caused by a command (before publishing it).
-    pub fn wait_for(&self, id: CommandId) -> mpsc::UnboundedReceiver<Arc<LiveEvent>> {
+    /// Registers interest in the events caused by a command (before publishing it); dropping
+    /// the waiter drops the interest.
+    pub fn wait_for(&self, id: CommandId) -> Waiter<'_> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
-        rx
+        Waiter { hub: self, id, rx }
     }
 
     /// Drops interest in a command.
-    pub fn forget(&self, id: CommandId) {
+    fn forget(&self, id: CommandId) {
         self.waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -212,7 +232,7 @@ impl Hub {
             let hint = match &env.event {
                 Event::Job(j) => j
                     .job()
-                    .and_then(|id| fold.jobs.get(&id))
+                    .and_then(|id| fold.jobs().get(&id))
                     .map(|r| r.host.to_string()),
                 _ => None,
             };
@@ -226,13 +246,7 @@ impl Hub {
             ring.push_back(event.clone());
         }
         self.last_seq.store(seq, Ordering::Release);
-        let cause = match &event.env.event {
-            Event::System(SystemEvent::CommandRejected {
-                command: Some(id), ..
-            }) => Some(*id),
-            _ => event.env.causation,
-        };
-        if let Some(id) = cause {
+        if let Some(id) = fleetbus_runtime::bus::answers(&event.env) {
             let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(tx) = waiters.get(&id) {
                 let _ = tx.send(event.clone());

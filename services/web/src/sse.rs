@@ -7,16 +7,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use fleetbus_schemas::events::job::{OutputChunk, OutputStream};
-use fleetbus_schemas::subjects::{job_output, OUTPUT_STREAM};
-use futures::StreamExt;
+use fleetbus_runtime::bus::JobOutput;
+use fleetbus_schemas::events::job::OutputStream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -183,24 +181,8 @@ pub async fn job_live(
     let chunk_tx = tx.clone();
     let chunk_shutdown = shutdown.clone();
     tokio::spawn(async move {
-        let consumer = async {
-            let stream = js
-                .get_stream(OUTPUT_STREAM)
-                .await
-                .map_err(|e| e.to_string())?;
-            let consumer = stream
-                .create_consumer(pull::OrderedConfig {
-                    filter_subject: job_output(job),
-                    deliver_policy: DeliverPolicy::All,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
-        }
-        .await;
-        let mut messages = match consumer {
-            Ok(m) => m,
+        let mut output = match JobOutput::open(&js, job).await {
+            Ok(o) => o,
             Err(e) => {
                 tracing::warn!(job = %job, error = %e, "cannot read job output");
                 return;
@@ -208,14 +190,11 @@ pub async fn job_live(
         };
         loop {
             let next = tokio::select! {
-                m = messages.next() => m,
+                c = output.next() => c,
                 () = chunk_shutdown.cancelled() => return,
                 () = chunk_tx.closed() => return,
             };
-            let Some(Ok(msg)) = next else { return };
-            let Ok(chunk) = fleetbus_schemas::decode::<OutputChunk>(&msg.payload) else {
-                continue;
-            };
+            let Some(chunk) = next else { return };
             if chunk.seq <= after {
                 continue;
             }
