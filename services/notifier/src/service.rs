@@ -23,8 +23,7 @@ use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::{NotificationEvent, SystemEvent};
 use fleetbus_schemas::subjects::{COMMANDS_STREAM, EVENTS_STREAM};
 use fleetbus_schemas::{
-    Actor, ActorKind, ChannelId, Command, CommandEnvelope, CommandId, Envelope, Event, EventId,
-    RecipientId, UserRole,
+    Actor, ChannelId, Command, CommandEnvelope, CommandId, Envelope, Event, EventId, RecipientId,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -623,26 +622,10 @@ impl Dispatcher {
     }
 }
 
-/// Mutes are an operator's tool; rules, recipients and channels are an admin's.
+/// Mutes are an operator's tool; rules, recipients and channels are an admin's
+/// (`fleetbus_runtime::authz`, the one policy).
 fn authorize(actor: &Actor, c: &NotifyCommand) -> Result<(), String> {
-    let needed = match c {
-        NotifyCommand::SetMute(_) | NotifyCommand::DeleteMute { .. } => UserRole::Operator,
-        _ => UserRole::Admin,
-    };
-    match actor.kind {
-        ActorKind::Service => Ok(()),
-        ActorKind::Agent => Err(format!(
-            "agents may not manage notifications ({})",
-            actor.name
-        )),
-        ActorKind::User => match actor.role {
-            Some(role) if role >= needed => Ok(()),
-            role => Err(format!(
-                "user {} has role {:?}, this command needs {needed:?} or higher",
-                actor.name, role
-            )),
-        },
-    }
+    fleetbus_runtime::authz::authorize(actor, &Command::Notify(c.clone())).map_err(|e| e.0)
 }
 
 /// Publishes one event, retrying (JetStream's duplicate window makes a retry harmless).
@@ -651,6 +634,7 @@ async fn publish_envelope(js: &Context, env: &Envelope) -> Result<(), String> {
     let never = CancellationToken::new();
     match bus::publish_retrying(js, vec![message], 5, &never)
         .await
+        .failed
         .pop()
     {
         None => Ok(()),
@@ -661,6 +645,7 @@ async fn publish_envelope(js: &Context, env: &Envelope) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetbus_schemas::UserRole;
 
     #[test]
     fn decision_event_ids_are_deterministic_and_keep_the_decision_time() {

@@ -231,25 +231,33 @@ pub async fn publish_all(
     out
 }
 
+/// What [`publish_retrying`] did.
+#[derive(Debug, Default)]
+pub struct Retried {
+    /// `(subject, id)` of the messages JetStream dropped as duplicates within its window.
+    pub duplicates: Vec<(String, String)>,
+    /// What could not be published, with the last reason.
+    pub failed: Vec<(Outgoing, BusError)>,
+}
+
 /// Publishes every message with all acks in flight, retrying the failed ones (JetStream's
 /// duplicate window makes a retry harmless) up to `attempts` times with a growing pause, until
-/// `shutdown`. Returns what could not be published, with the last reason.
+/// `shutdown`.
 pub async fn publish_retrying(
     js: &jetstream::Context,
     messages: Vec<Outgoing>,
     attempts: u32,
     shutdown: &CancellationToken,
-) -> Vec<(Outgoing, BusError)> {
+) -> Retried {
     let mut pending = messages;
     let mut failed = Vec::new();
+    let mut duplicates = Vec::new();
     for attempt in 1..=attempts.max(1) {
         let results = publish_all(js, &pending).await;
         failed = Vec::new();
         for (message, result) in pending.into_iter().zip(results) {
             match result {
-                Ok(ack) if ack.duplicate => {
-                    tracing::debug!(subject = %message.subject, id = %message.id, "duplicate suppressed by jetstream");
-                }
+                Ok(ack) if ack.duplicate => duplicates.push((message.subject, message.id)),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(subject = %message.subject, id = %message.id, attempt, error = %e, "publish failed");
@@ -266,7 +274,7 @@ pub async fn publish_retrying(
         }
         pending = failed.iter().map(|(m, _)| m.clone()).collect();
     }
-    failed
+    Retried { duplicates, failed }
 }
 
 /// Asks `fleet.q.<model>` and returns the raw reply payload.

@@ -3,8 +3,10 @@
 //! NATS connections with NKey auth ([`nats::connect`]), in-order stream readers that resume from
 //! a caller-kept position ([`reader::StreamReader`]), and the HTTP server loop with timeouts and
 //! a connection limit ([`http::serve`]), and the bus toolkit: publishing with `Nats-Msg-Id`,
-//! queries, commands awaited until their events are committed, job output ([`bus`]).
+//! queries, commands awaited until their events are committed, job output ([`bus`]), and who
+//! may send which command ([`authz`]).
 
+pub mod authz;
 pub mod bus;
 pub mod config;
 pub mod http;

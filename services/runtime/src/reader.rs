@@ -85,7 +85,8 @@ impl StreamReader {
         self
     }
 
-    /// Reads only these subjects (wildcards allowed) instead of the whole stream.
+    /// Reads only these subjects (wildcards allowed) instead of the whole stream. The server
+    /// filters (nats-server 2.10 and later); the reader also skips anything else it is sent.
     pub fn filter_subjects(
         mut self,
         subjects: impl IntoIterator<Item = impl Into<String>>,
@@ -122,7 +123,11 @@ impl StreamReader {
                         self.expected += 1;
                         self.pending = info.pending;
                         self.next_seq = info.stream_sequence + 1;
-                        return Some(message);
+                        // A server before 2.10 ignores several filters and sends everything.
+                        if self.wanted(&message.subject) {
+                            return Some(message);
+                        }
+                        continue;
                     }
                     Ok(info) => format!(
                         "delivery {} where {} was due (a message was dropped)",
@@ -163,6 +168,10 @@ impl StreamReader {
             apply(&message);
             replayed += 1;
         }
+    }
+
+    fn wanted(&self, subject: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| subject_matches(f, subject))
     }
 
     /// The stream's last sequence, retrying until the stream answers or shutdown.
@@ -281,5 +290,47 @@ impl StreamReader {
             .messages()
             .await
             .map_err(|e| format!("pull {}: {e}", self.name))
+    }
+}
+
+/// Does `subject` match the NATS subject `pattern` (`*`: one token, `>`: the rest)?
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn subjects_match_nats_wildcards() {
+        assert!(subject_matches(
+            "fleet.evt.host.>",
+            "fleet.evt.host.web-1.registered"
+        ));
+        assert!(!subject_matches("fleet.evt.host.>", "fleet.evt.host"));
+        assert!(subject_matches(
+            "fleet.evt.service.*.registered",
+            "fleet.evt.service.a:b.registered"
+        ));
+        assert!(!subject_matches(
+            "fleet.evt.service.*.registered",
+            "fleet.evt.service.a.b.registered"
+        ));
+        assert!(!subject_matches(
+            "fleet.evt.job.*.task_saved",
+            "fleet.evt.job.x.task_saved.y"
+        ));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.c"));
     }
 }

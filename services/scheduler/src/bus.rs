@@ -246,9 +246,11 @@ impl Scheduler {
         if messages.is_empty() {
             return;
         }
-        for (message, error) in
-            publish_retrying(&self.js, messages, PUBLISH_ATTEMPTS, shutdown).await
-        {
+        let done = publish_retrying(&self.js, messages, PUBLISH_ATTEMPTS, shutdown).await;
+        for (subject, id) in done.duplicates {
+            tracing::debug!(%subject, %id, "duplicate suppressed by jetstream");
+        }
+        for (message, error) in done.failed {
             tracing::error!(subject = %message.subject, id = %message.id, %error, "publish gave up");
         }
     }
