@@ -30,7 +30,6 @@ use std::time::Duration;
 use async_nats::jetstream;
 use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::events::host::HostEvent;
-use fleetbus_schemas::events::service::ServiceEvent;
 use fleetbus_schemas::events::system::SystemEvent;
 use fleetbus_schemas::{subjects, Actor, Envelope, Event};
 use futures::StreamExt;
@@ -63,20 +62,12 @@ fn bus_err(e: impl std::fmt::Display) -> ExecError {
     ExecError::Bus(e.to_string())
 }
 
-/// The inventory from the cache file plus the config's hosts.
-fn initial_inventory(config: &Config, cache: &std::path::Path) -> Inventory {
-    let mut inv: Inventory = std::fs::read(cache)
+/// The inventory cache: what the last run folded from the log (the replay brings it up to date).
+fn cached_inventory(cache: &std::path::Path) -> Inventory {
+    std::fs::read(cache)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    for h in &config.hosts {
-        let (host, services) = h.specs();
-        inv.apply(&Event::Host(HostEvent::Registered(host)));
-        for s in services {
-            inv.apply(&Event::Service(ServiceEvent::Registered(s)));
-        }
-    }
-    inv
+        .unwrap_or_default()
 }
 
 /// Runs the executor until `shutdown` is cancelled, then drains running jobs (up to 10 s, then
@@ -117,7 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
     .filter_subjects(FOLLOWED);
 
     let cache = state.join("inventory.json");
-    let inventory = initial_inventory(&config, &cache);
+    let inventory = cached_inventory(&cache);
     let cache_path = cache.clone();
     let save: Box<dyn Fn(&Inventory) + Send + Sync> = Box::new(move |inv: &Inventory| {
         let inv = inv.clone();

@@ -18,7 +18,8 @@ struct Args {
 
 #[derive(clap::Subcommand)]
 enum Cmd {
-    /// Print the scoped sudoers lines for a host of the config.
+    /// Print the scoped sudoers lines for a registered host (from the inventory the executor
+    /// folded from the log) and the config's privileged verbs.
     Sudoers {
         /// The host id.
         #[arg(long)]
@@ -32,12 +33,29 @@ fn main() -> anyhow::Result<()> {
         fleetbus_runtime::config::load(args.config.as_deref(), "executor")
             .context("loading the executor config")?;
     if let Some(Cmd::Sudoers { host }) = args.cmd {
-        let h = config
-            .hosts
-            .iter()
-            .find(|h| h.id.as_str() == host)
-            .with_context(|| format!("no host {host} in the config"))?;
-        let (spec, services) = h.specs();
+        // Hosts come from the log only: the executor's inventory cache is its fold of it.
+        let cache = config.state_dir().join("inventory.json");
+        let inventory: fleetbus_executor::inventory::Inventory = std::fs::read(&cache)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .with_context(|| {
+                format!(
+                    "no inventory at {}: the executor learns hosts from the log (`fleetctl host import`); start it once",
+                    cache.display()
+                )
+            })?;
+        let host: fleetbus_schemas::HostId = host.parse().context("--host")?;
+        let spec = inventory.hosts.get(&host).with_context(|| {
+            format!(
+                "no host {host} in the executor's inventory ({}); register it with `fleetctl host add` or `host import`",
+                cache.display()
+            )
+        })?;
+        let services: Vec<_> = inventory
+            .services
+            .get(&host)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
         let tasks: Vec<_> = config.verbs.values().cloned().collect();
         print!(
             "{}",
