@@ -84,7 +84,8 @@ pub async fn live(
     let mut rx = state.hub.subscribe();
     let (tx, out) = mpsc::channel::<Result<SseEvent, Infallible>>(512);
     let shutdown = state.shutdown.clone();
-    tokio::spawn(async move {
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
         let mut sent = resume.unwrap_or_else(|| state.hub.last_seq());
         if resume.is_some() {
             let Ok(()) = send_backlog(&state, &q, &tx, &mut sent).await else {
@@ -180,7 +181,8 @@ pub async fn job_live(
     // Output chunks.
     let chunk_tx = tx.clone();
     let chunk_shutdown = shutdown.clone();
-    tokio::spawn(async move {
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
         let mut output = match JobOutput::open(&js, job).await {
             Ok(o) => o,
             Err(e) => {
@@ -213,7 +215,7 @@ pub async fn job_live(
         }
     });
     // Lifecycle events (no id: they do not move the resume point of the output).
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             let next = tokio::select! {
                 e = rx.recv() => e,
