@@ -11,11 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use fleetbus_runtime::reader::{ReaderStatus, StreamReader};
 use fleetbus_schemas::subjects::EVENTS_STREAM;
 use fleetbus_schemas::{CommandId, Envelope, Event};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -311,45 +309,40 @@ impl Hub {
 }
 
 /// Reads events `after < seq <= upto` straight from the stream (for resumes older than the
-/// ring buffer), at most `limit` of them.
+/// ring buffer), at most `limit` of them, through a [`StreamReader`] (waiting at most 5 s for
+/// each; a stream that cannot be read gives fewer).
 pub async fn replay(
     js: &async_nats::jetstream::Context,
     after: u64,
     upto: u64,
     limit: usize,
-) -> Result<Vec<Arc<LiveEvent>>, String> {
+) -> Vec<Arc<LiveEvent>> {
     let mut out = Vec::new();
     if upto <= after {
-        return Ok(out);
+        return out;
     }
-    let stream = js
-        .get_stream(EVENTS_STREAM)
-        .await
-        .map_err(|e| format!("get stream: {e}"))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("create consumer: {e}"))?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let stop = CancellationToken::new();
+    let mut reader = StreamReader::new(
+        js.clone(),
+        EVENTS_STREAM,
+        format!("web-replay-{}", ulid::Ulid::new()),
+        after + 1,
+        stop.clone(),
+    );
     while out.len() < limit {
-        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
-        let Ok(Some(Ok(message))) = next else { break };
-        let Ok(info) = message.info() else { break };
-        let (seq, pending) = (info.stream_sequence, info.pending);
+        let next = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+        let Ok(Some(message)) = next else { break };
+        let seq = reader.next_seq() - 1;
         if seq > upto {
             break;
         }
         if let Ok(env) = fleetbus_schemas::decode::<Envelope>(&message.payload) {
             out.push(Arc::new(LiveEvent::new(seq, env)));
         }
-        if seq == upto || pending == 0 {
+        if seq == upto {
             break;
         }
     }
-    Ok(out)
+    stop.cancel();
+    out
 }

@@ -136,12 +136,15 @@ async fn send_backlog(
             .first()
             .map(|e| e.seq - 1)
             .unwrap_or_else(|| state.hub.last_seq());
-        match replay(state.bus.jetstream(), *sent, upto, MAX_REPLAY).await {
-            Ok(old) => backlog.extend(old),
-            Err(e) => {
-                tracing::warn!(error = %e, after = *sent, "cannot replay events for a resuming client")
-            }
+        let old = replay(state.bus.jetstream(), *sent, upto, MAX_REPLAY).await;
+        if old.is_empty() {
+            tracing::warn!(
+                after = *sent,
+                upto,
+                "no events replayed for a resuming client"
+            );
         }
+        backlog.extend(old);
     }
     backlog.extend(memory);
     for e in backlog {
