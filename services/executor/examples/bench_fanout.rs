@@ -20,13 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetbus_bus_config::Role;
-use fleetbus_executor::config::{StaticHost, StaticService};
 use fleetbus_executor::ssh::known_hosts::KnownHosts;
 use fleetbus_executor::ssh::{SshPool, SshSettings, Target};
 use fleetbus_schemas::commands::JobCommand;
-use fleetbus_schemas::events::host::HostKeyPolicy;
+use fleetbus_schemas::events::host::{HostEvent, HostKeyPolicy, HostSpec};
 use fleetbus_schemas::events::job::{JobEvent, OutputChunk};
-use fleetbus_schemas::events::service::{ServiceAction, ServiceManager};
+use fleetbus_schemas::events::service::{ServiceAction, ServiceEvent, ServiceManager, ServiceSpec};
 use fleetbus_schemas::{
     Actor, Command as BusCommand, CommandEnvelope, Envelope, Event, HostId, UserRole,
 };
@@ -449,42 +448,46 @@ async fn main() -> anyhow::Result<()> {
     config.limits.max_concurrent = 128;
     config.limits.max_per_host = 4;
     config.ssh.coalesce_window_ms = window.as_millis() as u64;
-    config.hosts = hosts
+    // The executor knows hosts only from the log: registered as events below.
+    let registry: Vec<(HostSpec, Vec<ServiceSpec>)> = hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| StaticHost {
-            id: targets[i].host.clone(),
-            address: h.sshd.ip().to_string(),
-            port: h.sshd.port(),
-            user: "fleet".into(),
-            host_key_policy: HostKeyPolicy::AcceptNew,
-            tags: vec![],
-            roles: vec![],
-            allow_adhoc: true,
-            services: h
+        .map(|(i, h)| {
+            let host = HostSpec {
+                host: targets[i].host.clone(),
+                address: h.sshd.ip().to_string(),
+                port: h.sshd.port(),
+                user: "fleet".into(),
+                tags: vec![],
+                roles: vec![],
+                host_key_policy: HostKeyPolicy::AcceptNew,
+                allow_adhoc: true,
+                disabled: false,
+            };
+            let services = h
                 .dirs
                 .iter()
                 .enumerate()
-                .map(|(s, d)| StaticService {
+                .map(|(s, d)| ServiceSpec {
+                    host: targets[i].host.clone(),
                     name: format!("svc{s}").parse().expect("literal service name"),
                     manager: ServiceManager::Runit,
                     unit: d.clone(),
                     actions: vec![ServiceAction::Status],
                     log_path: None,
+                    expected_running: true,
                 })
-                .collect(),
-            key_path: None,
-            host_key_fingerprint: None,
+                .collect();
+            (host, services)
         })
         .collect();
     // Status actions run `sudo -n /usr/bin/sv status <dir>`: allow exactly those.
     let mut sudoers = String::new();
-    for h in &config.hosts {
-        let (spec, services) = h.specs();
+    for (spec, services) in &registry {
         sudoers.push_str(&fleetbus_executor::sudoers::for_host(
             spec.host.as_str(),
             "fleet",
-            &services,
+            services,
             &[],
         )?);
     }
@@ -495,6 +498,19 @@ async fn main() -> anyhow::Result<()> {
     let mut evts = client.subscribe("fleet.evt.job.>").await?;
     let mut outs = client.subscribe("fleet.out.job.>").await?;
     let mut started = client.subscribe("fleet.evt.system.>").await?;
+    for (host, services) in registry {
+        let mut events = vec![Event::Host(HostEvent::Registered(host))];
+        events.extend(
+            services
+                .into_iter()
+                .map(|s| Event::Service(ServiceEvent::Registered(s))),
+        );
+        for event in events {
+            let env = Envelope::new("bench", Actor::user("bench", UserRole::Admin), None, event);
+            fleetbus_runtime::bus::publish(&js, &fleetbus_runtime::bus::Outgoing::event(&env)?)
+                .await?;
+        }
+    }
     let token = CancellationToken::new();
     let exec = tokio::spawn(fleetbus_executor::run(config, token.clone()));
     tokio::time::timeout(Duration::from_secs(30), started.next()).await?;

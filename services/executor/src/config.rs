@@ -5,10 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fleetbus_runtime::nats::NatsConfig;
-use fleetbus_schemas::events::host::{HostKeyPolicy, HostSpec};
 use fleetbus_schemas::events::job::TaskSpec;
-use fleetbus_schemas::events::service::{ServiceAction, ServiceManager, ServiceSpec};
-use fleetbus_schemas::{HostId, ServiceName};
+use fleetbus_schemas::HostId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExecError;
@@ -36,9 +34,6 @@ pub struct Config {
     /// Privileged verbs defined here, by name (`CLEAR-CACHE`), as task definitions.
     #[serde(default)]
     pub verbs: BTreeMap<String, TaskSpec>,
-    /// Hosts known without registry events (tests, benchmarks, the demo fleet's hosts.toml).
-    #[serde(default)]
-    pub hosts: Vec<StaticHost>,
 }
 
 fn one() -> u32 {
@@ -113,94 +108,6 @@ impl Default for Limits {
     }
 }
 
-/// A host from the config file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticHost {
-    /// Its id.
-    pub id: HostId,
-    /// Address.
-    pub address: String,
-    /// SSH port.
-    #[serde(default = "ssh_port")]
-    pub port: u16,
-    /// Login user.
-    pub user: String,
-    /// Host key policy.
-    #[serde(default)]
-    pub host_key_policy: HostKeyPolicy,
-    /// Tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Roles.
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// Ad-hoc commands allowed.
-    #[serde(default)]
-    pub allow_adhoc: bool,
-    /// Services.
-    #[serde(default)]
-    pub services: Vec<StaticService>,
-    /// Informational (the demo fleet writes it): the key file and host key fingerprint.
-    #[serde(default)]
-    pub key_path: Option<String>,
-    /// Informational: `SHA256:…` of the host key.
-    #[serde(default)]
-    pub host_key_fingerprint: Option<String>,
-}
-
-fn ssh_port() -> u16 {
-    22
-}
-
-/// A service of a config host.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticService {
-    /// Its name.
-    pub name: ServiceName,
-    /// Its manager.
-    pub manager: ServiceManager,
-    /// Unit name or absolute runit dir.
-    pub unit: String,
-    /// Allowed actions.
-    pub actions: Vec<ServiceAction>,
-    /// Log file or svlogd dir (runit).
-    #[serde(default)]
-    pub log_path: Option<String>,
-}
-
-impl StaticHost {
-    /// As registry specs.
-    pub fn specs(&self) -> (HostSpec, Vec<ServiceSpec>) {
-        let host = HostSpec {
-            host: self.id.clone(),
-            address: self.address.clone(),
-            port: self.port,
-            user: self.user.clone(),
-            tags: self.tags.clone(),
-            roles: self.roles.clone(),
-            host_key_policy: self.host_key_policy,
-            allow_adhoc: self.allow_adhoc,
-            disabled: false,
-        };
-        let services = self
-            .services
-            .iter()
-            .map(|s| ServiceSpec {
-                host: self.id.clone(),
-                name: s.name.clone(),
-                manager: s.manager,
-                unit: s.unit.clone(),
-                actions: s.actions.clone(),
-                log_path: s.log_path.clone(),
-                expected_running: true,
-            })
-            .collect();
-        (host, services)
-    }
-}
-
 impl Config {
     /// Defaults that run the demo.
     pub fn demo() -> Self {
@@ -211,7 +118,6 @@ impl Config {
             ssh: SshConfig::default(),
             limits: Limits::default(),
             verbs: BTreeMap::new(),
-            hosts: Vec::new(),
         }
     }
 
@@ -264,13 +170,6 @@ impl Config {
             crate::tasks::validate(spec)
                 .map_err(|e| ExecError::Config(format!("verbs.{name}: {e}")))?;
         }
-        for h in &self.hosts {
-            for s in h.specs().1 {
-                crate::templates::validate_spec(&s).map_err(|e| {
-                    ExecError::Config(format!("hosts.{}.services.{}: {e}", h.id, s.name))
-                })?;
-            }
-        }
         Ok(())
     }
 
@@ -300,24 +199,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_demo_hosts_file_parses() {
+    fn hosts_are_not_config_they_come_from_the_log() {
         let text = r#"
             [[hosts]]
             id = "demo-1"
             address = "127.0.0.2"
-            port = 2201
             user = "fleet"
-            host_key_policy = "accept_new"
-            tags = ["demo"]
-            [[hosts.services]]
-            name = "web"
-            manager = "runit"
-            unit = "/srv/demo-1/sv/web"
-            actions = ["status", "restart", "logs"]
         "#;
-        let c: Config = toml::from_str(text).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.hosts[0].specs().1[0].actions.len(), 3);
+        assert!(toml::from_str::<Config>(text).is_err());
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        Config::demo().validate().unwrap();
     }
 }

@@ -136,6 +136,9 @@ pub enum ExecError {
     /// NATS or JetStream failed.
     #[error("bus: {0}")]
     Bus(String),
+    /// Publishing or reading the bus failed.
+    #[error(transparent)]
+    BusIo(#[from] fleetbus_runtime::bus::BusError),
 }
 
 impl From<fleetbus_remote::RemoteError> for ExecError {

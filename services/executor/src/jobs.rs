@@ -14,9 +14,7 @@ use fleetbus_schemas::events::job::{
 };
 use fleetbus_schemas::events::service::{ServiceAction, ServiceEvent, ServiceSpec};
 use fleetbus_schemas::events::system::SystemEvent;
-use fleetbus_schemas::{
-    Actor, ActorKind, CommandEnvelope, CommandId, Event, HostId, JobId, UserRole,
-};
+use fleetbus_schemas::{Actor, CommandEnvelope, CommandId, Event, HostId, JobId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -96,36 +94,10 @@ fn executor_actor() -> Actor {
     Actor::service(SOURCE)
 }
 
-enum Need {
-    Operate,
-    Admin,
-}
-
-fn authorize(actor: &Actor, need: Need, what: &str) -> Result<(), Rejection> {
-    let ok = match (actor.kind, need) {
-        (ActorKind::Agent, _) => false,
-        (ActorKind::Service, Need::Operate) => true,
-        (ActorKind::Service, Need::Admin) => false,
-        (ActorKind::User, Need::Operate) => actor.role >= Some(UserRole::Operator),
-        (ActorKind::User, Need::Admin) => actor.role == Some(UserRole::Admin),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Rejection::Forbidden(format!(
-            "{} {:?} ({}) may not {what}",
-            match actor.kind {
-                ActorKind::User => "user",
-                ActorKind::Agent => "agent",
-                ActorKind::Service => "service",
-            },
-            actor.name,
-            actor
-                .role
-                .map(|r| format!("role {r:?}").to_lowercase())
-                .unwrap_or_else(|| "no role".into())
-        )))
-    }
+/// The one authorization policy (`fleetbus_runtime::authz`), as a rejection.
+fn authorize(actor: &Actor, command: &JobCommand) -> Result<(), Rejection> {
+    fleetbus_runtime::authz::authorize(actor, &fleetbus_schemas::Command::Job(command.clone()))
+        .map_err(|e| Rejection::Forbidden(e.0))
 }
 
 fn invalid(e: impl Into<ExecError>) -> Rejection {
@@ -408,88 +380,62 @@ impl Engine {
             }
             Ok(Resolved::Jobs(out))
         };
+        authorize(actor, cmd)?;
         match cmd {
             JobCommand::RunAction {
                 host,
                 service,
                 action,
                 lines,
-            } => {
-                authorize(actor, Need::Operate, "run service actions")?;
-                one(
-                    host,
-                    JobRequest::Action {
-                        service: service.clone(),
-                        action: *action,
-                        lines: *lines,
-                    },
-                )
-            }
+            } => one(
+                host,
+                JobRequest::Action {
+                    service: service.clone(),
+                    action: *action,
+                    lines: *lines,
+                },
+            ),
             JobCommand::RunTask {
                 task,
                 params,
                 targets,
-            } => {
-                authorize(actor, Need::Operate, "run tasks")?;
-                many(
-                    targets,
-                    JobRequest::Task {
-                        task: task.clone(),
-                        params: params.clone(),
-                    },
-                )
-            }
-            JobCommand::RunBatch { script, targets } => {
-                authorize(
-                    actor,
-                    Need::Admin,
-                    "run batch scripts (they are ad-hoc commands)",
-                )?;
-                many(
-                    targets,
-                    JobRequest::Batch {
-                        script: script.clone(),
-                    },
-                )
-            }
+            } => many(
+                targets,
+                JobRequest::Task {
+                    task: task.clone(),
+                    params: params.clone(),
+                },
+            ),
+            JobCommand::RunBatch { script, targets } => many(
+                targets,
+                JobRequest::Batch {
+                    script: script.clone(),
+                },
+            ),
             JobCommand::RunVerb {
                 verb,
                 args,
                 targets,
-            } => {
-                authorize(actor, Need::Operate, "run privileged verbs")?;
-                many(
-                    targets,
-                    JobRequest::Verb {
-                        verb: verb.clone(),
-                        args: args.clone(),
-                    },
-                )
-            }
-            JobCommand::RunAdhoc { host, command } => {
-                authorize(actor, Need::Admin, "run ad-hoc commands")?;
-                one(
-                    host,
-                    JobRequest::Adhoc {
-                        command: command.clone(),
-                    },
-                )
-            }
-            JobCommand::ReadResources { host } => {
-                authorize(actor, Need::Operate, "read host resources")?;
-                one(host, JobRequest::Resources)
-            }
-            JobCommand::Cancel { job } => {
-                authorize(actor, Need::Operate, "cancel jobs")?;
-                Ok(Resolved::Cancel(*job))
-            }
+            } => many(
+                targets,
+                JobRequest::Verb {
+                    verb: verb.clone(),
+                    args: args.clone(),
+                },
+            ),
+            JobCommand::RunAdhoc { host, command } => one(
+                host,
+                JobRequest::Adhoc {
+                    command: command.clone(),
+                },
+            ),
+            JobCommand::ReadResources { host } => one(host, JobRequest::Resources),
+            JobCommand::Cancel { job } => Ok(Resolved::Cancel(*job)),
             JobCommand::SaveTask(spec) => {
-                authorize(actor, Need::Admin, "define tasks")?;
                 tasks::validate(spec).map_err(invalid)?;
                 Ok(Resolved::SaveTask(spec.clone()))
             }
             JobCommand::DeleteTask { task } => {
-                authorize(actor, Need::Admin, "delete tasks")?;
                 inv.task(task)?;
                 Ok(Resolved::DeleteTask(task.clone()))
             }

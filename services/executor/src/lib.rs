@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::events::host::HostEvent;
-use fleetbus_schemas::events::service::ServiceEvent;
 use fleetbus_schemas::events::system::SystemEvent;
 use fleetbus_schemas::{subjects, Actor, Envelope, Event};
 use futures::StreamExt;
@@ -54,69 +54,12 @@ fn bus_err(e: impl std::fmt::Display) -> ExecError {
     ExecError::Bus(e.to_string())
 }
 
-/// The inventory from the cache file plus the config's hosts.
-fn initial_inventory(config: &Config, cache: &std::path::Path) -> Inventory {
-    let mut inv: Inventory = std::fs::read(cache)
+/// The inventory cache: what the last run folded from the log (the replay brings it up to date).
+fn cached_inventory(cache: &std::path::Path) -> Inventory {
+    std::fs::read(cache)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    for h in &config.hosts {
-        let (host, services) = h.specs();
-        inv.apply(&Event::Host(HostEvent::Registered(host)));
-        for s in services {
-            inv.apply(&Event::Service(ServiceEvent::Registered(s)));
-        }
-    }
-    inv
-}
-
-/// Replays the followed subjects from the `EVENTS` stream, in log order. Needs read access to
-/// `EVENTS`; without it (the default `executor` permissions) this fails within a few seconds
-/// and the caller keeps the cached inventory.
-async fn replay(js: &jetstream::Context) -> Result<Vec<Envelope>, ExecError> {
-    use jetstream::consumer;
-    let stream = js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .map_err(bus_err)?;
-    let mut all: Vec<(u64, Envelope)> = Vec::new();
-    for filter in FOLLOWED {
-        let c = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: filter.to_string(),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await
-            .map_err(bus_err)?;
-        let mut left = c.cached_info().num_pending as usize;
-        while left > 0 {
-            let batch = left.min(1000);
-            let mut msgs = c
-                .fetch()
-                .max_messages(batch)
-                .messages()
-                .await
-                .map_err(bus_err)?;
-            let mut got = 0;
-            while let Some(m) = msgs.next().await {
-                let m = m.map_err(bus_err)?;
-                got += 1;
-                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                if let Ok(env) = fleetbus_schemas::decode::<Envelope>(&m.payload) {
-                    all.push((seq, env));
-                }
-            }
-            if got == 0 {
-                break;
-            }
-            left = left.saturating_sub(got);
-        }
-    }
-    all.sort_by_key(|(seq, _)| *seq);
-    Ok(all.into_iter().map(|(_, e)| e).collect())
+        .unwrap_or_default()
 }
 
 /// Runs the executor until `shutdown` is cancelled, then drains running jobs (up to 10 s, then
@@ -145,15 +88,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
     let js = jetstream::new(client.clone());
     let bus = bus::Bus::new(js.clone());
 
-    // Follow registry events before anything else, so nothing published from now on is missed.
-    let mut subs = Vec::new();
-    for s in FOLLOWED {
-        subs.push(client.subscribe(s).await.map_err(bus_err)?);
-    }
-    let mut followed = futures::stream::select_all(subs);
+    // One in-order reader of the followed subjects: it replays them from the start of EVENTS,
+    // then follows. One name per process, so replicas never delete each other's reader.
+    let mut followed = StreamReader::new(
+        js.clone(),
+        subjects::EVENTS_STREAM,
+        format!("executor-{}", ulid::Ulid::new()),
+        1,
+        shutdown.clone(),
+    )
+    .filter_subjects(FOLLOWED);
 
     let cache = state.join("inventory.json");
-    let inventory = initial_inventory(&config, &cache);
+    let inventory = cached_inventory(&cache);
     let cache_path = cache.clone();
     let save: Box<dyn Fn(&Inventory) + Send + Sync> = Box::new(move |inv: &Inventory| {
         let inv = inv.clone();
@@ -181,15 +128,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
         inventory,
         save,
     );
-    match tokio::time::timeout(Duration::from_secs(3), replay(&js)).await {
-        Ok(Ok(events)) => {
-            info!(events = events.len(), "inventory replayed from EVENTS");
-            for e in &events {
-                engine.apply_event(&e.event).await;
-            }
-        }
-        Ok(Err(e)) => info!(error = %e, "no EVENTS replay; using the cached inventory"),
-        Err(_) => info!("no EVENTS replay (no answer); using the cached inventory"),
+    // Replay what the log holds (the reader keeps its place if this takes too long or EVENTS
+    // is not there yet: whatever is left arrives below like any new event).
+    let mut replayed = Vec::new();
+    let caught_up = tokio::time::timeout(
+        Duration::from_secs(3),
+        followed.catch_up(|m| match fleetbus_schemas::decode::<Envelope>(&m.payload) {
+            Ok(env) => replayed.push(env),
+            Err(e) => warn!(subject = %m.subject, error = %e, "ignoring undecodable event"),
+        }),
+    )
+    .await;
+    match caught_up {
+        Ok(_) => info!(events = replayed.len(), "inventory replayed from EVENTS"),
+        Err(_) => info!(
+            events = replayed.len(),
+            "EVENTS replay unfinished after 3 s; starting from the cached inventory and following"
+        ),
+    }
+    for env in &replayed {
+        engine.apply_event(&env.event).await;
     }
     let me = Actor::service(bus::SOURCE);
     bus.event(
@@ -225,7 +183,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
                     warn!(error = %e, "cannot publish host key event");
                 }
             }
-            Some(msg) = followed.next() => {
+            msg = followed.next() => {
+                // `None` only once shutdown is requested.
+                let Some(msg) = msg else { break };
                 match fleetbus_schemas::decode::<Envelope>(&msg.payload) {
                     Ok(env) => engine.apply_event(&env.event).await,
                     Err(e) => warn!(subject = %msg.subject, error = %e, "ignoring undecodable event"),
@@ -268,4 +228,40 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
         let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
     }
     Ok(())
+}
+
+/// `fleetbus-executor sudoers --host H`: the sudoers lines `host` needs for its services and
+/// the configured verbs, from the executor's inventory cache (its fold of the log).
+pub fn sudoers_from_inventory(config: &Config, host: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    // Hosts come from the log only: the executor's inventory cache is its fold of it.
+    let cache = config.state_dir().join("inventory.json");
+    let inventory: inventory::Inventory = std::fs::read(&cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .with_context(|| {
+            format!(
+                "no inventory at {}: the executor learns hosts from the log (`fleetctl host import`); start it once",
+                cache.display()
+            )
+        })?;
+    let host: fleetbus_schemas::HostId = host.parse().context("--host")?;
+    let spec = inventory.hosts.get(&host).with_context(|| {
+        format!(
+            "no host {host} in the executor's inventory ({}); register it with `fleetctl host add` or `host import`",
+            cache.display()
+        )
+    })?;
+    let services: Vec<_> = inventory
+        .services
+        .get(&host)
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    let tasks: Vec<_> = config.verbs.values().cloned().collect();
+    Ok(sudoers::for_host(
+        spec.host.as_str(),
+        &spec.user,
+        &services,
+        &tasks,
+    )?)
 }

@@ -18,7 +18,8 @@ struct Args {
 
 #[derive(clap::Subcommand)]
 enum Cmd {
-    /// Print the scoped sudoers lines for a host of the config.
+    /// Print the scoped sudoers lines for a registered host (from the inventory the executor
+    /// folded from the log) and the config's privileged verbs.
     Sudoers {
         /// The host id.
         #[arg(long)]
@@ -32,21 +33,9 @@ fn main() -> anyhow::Result<()> {
         fleetbus_runtime::config::load(args.config.as_deref(), "executor")
             .context("loading the executor config")?;
     if let Some(Cmd::Sudoers { host }) = args.cmd {
-        let h = config
-            .hosts
-            .iter()
-            .find(|h| h.id.as_str() == host)
-            .with_context(|| format!("no host {host} in the config"))?;
-        let (spec, services) = h.specs();
-        let tasks: Vec<_> = config.verbs.values().cloned().collect();
         print!(
             "{}",
-            fleetbus_executor::sudoers::for_host(
-                spec.host.as_str(),
-                &spec.user,
-                &services,
-                &tasks
-            )?
+            fleetbus_executor::sudoers_from_inventory(&config, &host)?
         );
         return Ok(());
     }

@@ -64,6 +64,7 @@ async fn kill_9_mid_job_marks_jobs_restarted_and_reruns_only_idempotent_ones() -
     let host = Host::start(30)?;
     let mut rig = Rig::start().await?;
     let config = rig.config(vec![host.static_host(false)], host.key());
+    rig.register_hosts().await?;
     let conf = rig.state.path().join("executor.toml");
     std::fs::write(&conf, toml::to_string(&toml::Value::try_from(&config)?)?)?;
 

@@ -4,11 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
+use fleetbus_runtime::bus::{self, BusError};
 use fleetbus_schemas::events::system::SystemEvent;
-use fleetbus_schemas::queries::{model, CommittedQuery, COMMITTED_WAIT_MAX_MS};
-use fleetbus_schemas::{Actor, Command, CommandEnvelope, Envelope, Event, EventId, UserRole};
-use futures::StreamExt;
+use fleetbus_schemas::subjects;
+use fleetbus_schemas::{Actor, Command, CommandEnvelope, Envelope, Event, UserRole};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -128,114 +127,82 @@ impl Ctx {
     }
 
     /// Publishes `command` as `admin` into the COMMANDS stream and waits for the first event
-    /// caused by it. A `CommandRejected` for it becomes [`CtlError::Rejected`].
+    /// caused by it, then until that event is in the log, so the next query shows it
+    /// (read-your-writes: `host add` then `host ls` lists the host). A `CommandRejected` for it
+    /// becomes [`CtlError::Rejected`].
     pub async fn send(&self, command: Command) -> Result<Outcome, CtlError> {
         let envelope = CommandEnvelope::new(Actor::user("admin", UserRole::Admin), command);
         let client = self.client().await?;
-        // Subscribe before publishing so the result cannot slip past.
-        let mut events = client
-            .subscribe(fleetbus_schemas::subjects::EVENTS_ALL)
-            .await
-            .map_err(|e| CtlError::nats("subscribe fleet.evt.>", e))?;
-        let mut secrets = client
-            .subscribe(fleetbus_schemas::subjects::SECRETS_ALL)
-            .await
-            .map_err(|e| CtlError::nats("subscribe fleet.sec.>", e))?;
-        client
-            .flush()
-            .await
-            .map_err(|e| CtlError::nats("flush", e))?;
-        let payload =
-            fleetbus_schemas::encode(&envelope).map_err(|e| CtlError::nats("encode command", e))?;
-        let subject = envelope.subject();
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", envelope.id.to_string().as_str());
         let js = self.jetstream().await?;
-        let ack = js
-            .publish_with_headers(subject.clone(), headers, payload.into())
-            .await
-            .map_err(|e| CtlError::nats(format!("publish {subject}"), e))?;
-        tokio::time::timeout(self.timeout(), ack)
-            .await
-            .map_err(|_| CtlError::Timeout(format!("no JetStream ack for {subject} within {}s: is the COMMANDS stream there (`fleetctl bus apply`)?", self.global.timeout)))?
-            .map_err(|e| CtlError::nats(format!("publish {subject} (is the COMMANDS stream there? run `fleetctl bus apply`)"), e))?;
-        tracing::debug!(command_id = %envelope.id, %subject, "command published");
-
         let id = envelope.id;
-        let wait = async {
-            loop {
-                let msg = tokio::select! {
-                    m = events.next() => m,
-                    m = secrets.next() => m,
-                };
-                let Some(msg) = msg else {
-                    return Err(CtlError::nats("wait for result", "subscription closed"));
-                };
-                let Ok(event) = fleetbus_schemas::decode::<Envelope>(&msg.payload) else {
-                    continue;
-                };
-                let about_it = event.causation == Some(id)
-                    || matches!(&event.event, Event::System(SystemEvent::CommandRejected { command: Some(c), .. }) if *c == id);
-                if about_it {
-                    return Ok((event, msg.subject.to_string()));
-                }
-            }
+        let subject = envelope.subject();
+        let mut heard =
+            bus::Subscribed::new(client, &[subjects::EVENTS_ALL, subjects::SECRETS_ALL], id)
+                .await
+                .map_err(|e| CtlError::nats("wait for result", e))?;
+        let wait = bus::CommandWait {
+            timeout: self.timeout(),
+            answer: self.timeout(),
+            settle: None,
+            committed: true,
         };
-        let (event, subject) = tokio::time::timeout(self.timeout(), wait)
+        let outcome = bus::send_command(client, &js, &envelope, &wait, &mut heard)
             .await
-            .map_err(|_| {
-                CtlError::Timeout(format!(
-                    "command {id} was queued on {subject} but no event named it within {}s (is the service that handles `{}` commands running?)",
-                    self.global.timeout,
-                    envelope.command.area()
-                ))
-            })??;
-        if let Event::System(SystemEvent::CommandRejected {
-            component,
-            reason,
-            message,
-            ..
-        }) = &event.event
-        {
-            let kind = serde_json::to_value(reason)
-                .ok()
-                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(String::from))
-                .unwrap_or_else(|| "rejected".into());
-            if self.global.json {
-                print_json(&serde_json::json!({
-                    "command_id": id.to_string(),
-                    "rejected": true,
-                    "subject": subject,
-                    "event": event,
-                }));
+            .map_err(|e| match e {
+                BusError::AckTimeout { .. } => CtlError::Timeout(format!("no JetStream ack for {subject} within {}s: is the COMMANDS stream there (`fleetctl bus apply`)?", self.global.timeout)),
+                other => CtlError::nats(format!("publish {subject} (is the COMMANDS stream there? run `fleetctl bus apply`)"), other),
+            })?;
+        match outcome {
+            bus::CommandOutcome::Done { events, committed } => {
+                let Some((subject, event)) = events.into_iter().next() else {
+                    return Err(CtlError::nats("wait for result", "no event"));
+                };
+                if let Some(Err(e)) = committed {
+                    eprintln!(
+                        "fleetctl: warning: event {} was published but is not in the log yet: {e}",
+                        event.id
+                    );
+                }
+                Ok(Outcome {
+                    command: envelope,
+                    event,
+                    subject,
+                })
             }
-            return Err(CtlError::Rejected {
-                id: id.to_string(),
-                component: component.clone(),
-                kind,
-                message: message.clone(),
-            });
-        }
-        self.wait_committed(event.id).await;
-        Ok(Outcome {
-            command: envelope,
-            event,
-            subject,
-        })
-    }
-
-    /// Waits until event `id` is in the log, so the next query shows it (read-your-writes:
-    /// `host add` then `host ls` lists the host). The command took effect when its event was
-    /// published; if the log does not have it within the timeout (ingest down or behind), say
-    /// so and go on.
-    async fn wait_committed(&self, id: EventId) {
-        let wait_ms = u32::try_from(self.timeout().as_millis())
-            .unwrap_or(u32::MAX)
-            .saturating_sub(500)
-            .min(COMMITTED_WAIT_MAX_MS);
-        let query = CommittedQuery { id, wait_ms };
-        if let Err(e) = self.query(model::COMMITTED, &query).await {
-            eprintln!("fleetctl: warning: event {id} was published but is not in the log yet: {e}");
+            bus::CommandOutcome::Rejected { subject, event } => {
+                let Event::System(SystemEvent::CommandRejected {
+                    component,
+                    reason,
+                    message,
+                    ..
+                }) = &event.event
+                else {
+                    return Err(CtlError::nats("wait for result", "not a rejection"));
+                };
+                let kind = serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(String::from))
+                    .unwrap_or_else(|| "rejected".into());
+                if self.global.json {
+                    print_json(&serde_json::json!({
+                        "command_id": id.to_string(),
+                        "rejected": true,
+                        "subject": subject,
+                        "event": event,
+                    }));
+                }
+                Err(CtlError::Rejected {
+                    id: id.to_string(),
+                    component: component.clone(),
+                    kind,
+                    message: message.clone(),
+                })
+            }
+            bus::CommandOutcome::Pending => Err(CtlError::Timeout(format!(
+                "command {id} was queued on {subject} but no event named it within {}s (is the service that handles `{}` commands running?)",
+                self.global.timeout,
+                envelope.command.area()
+            ))),
         }
     }
 
@@ -245,52 +212,35 @@ impl Ctx {
         model: &str,
         request: &R,
     ) -> Result<serde_json::Value, CtlError> {
-        let payload =
-            fleetbus_schemas::encode(request).map_err(|e| CtlError::nats("encode query", e))?;
         let client = self.client().await?;
-        let subject = fleetbus_schemas::subjects::query(model);
-        let reply = tokio::time::timeout(
-            self.timeout(),
-            client.request(subject.clone(), payload.into()),
-        )
-        .await
-        .map_err(|_| {
-            CtlError::Timeout(format!(
-                "no reply on {subject} within {}s (is ingest running?)",
-                self.global.timeout
-            ))
-        })?
-        .map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => CtlError::Query {
-                model: model.into(),
-                message: format!("nobody answers {subject} (is ingest running?)"),
-            },
-            _ => CtlError::nats(format!("request {subject}"), e),
-        })?;
-        let value: serde_json::Value =
-            rmp_serde::from_slice(&reply.payload).map_err(|e| CtlError::Query {
-                model: model.into(),
-                message: format!("undecodable reply: {e}"),
-            })?;
-        if let Some(ok) = value.get("ok") {
-            return Ok(ok.clone());
-        }
-        let message = value
-            .get("error")
-            .map(|e| {
-                format!(
-                    "{}: {}",
-                    e.get("kind").and_then(|k| k.as_str()).unwrap_or("error"),
-                    e.get("message")
-                        .and_then(|m| m.as_str())
-                        .unwrap_or_default()
-                )
+        bus::query::<serde_json::Value>(client, model, request, self.timeout())
+            .await
+            .map_err(|e| match e {
+                BusError::Timeout { subject, .. } => CtlError::Timeout(format!(
+                    "no reply on {subject} within {}s (is ingest running?)",
+                    self.global.timeout
+                )),
+                BusError::NoResponders { subject } => CtlError::Query {
+                    model: model.into(),
+                    message: format!("nobody answers {subject} (is ingest running?)"),
+                },
+                BusError::Query { source, .. } => CtlError::Query {
+                    model: model.into(),
+                    message: format!(
+                        "{}: {}",
+                        serde_json::to_value(source.kind)
+                            .ok()
+                            .and_then(|k| k.as_str().map(String::from))
+                            .unwrap_or_else(|| "error".into()),
+                        source.message
+                    ),
+                },
+                BusError::Reply { source, .. } => CtlError::Query {
+                    model: model.into(),
+                    message: format!("undecodable reply: {source}"),
+                },
+                other => CtlError::nats(format!("query {model}"), other),
             })
-            .unwrap_or_else(|| format!("unexpected reply {value}"));
-        Err(CtlError::Query {
-            model: model.into(),
-            message,
-        })
     }
 
     /// Prints `human` or, with `--json`, `json`.

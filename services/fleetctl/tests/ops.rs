@@ -312,16 +312,28 @@ fn do_runs_a_verb_through_the_executor_and_reports_rejections() {
         .client_key()
         .map(|k| k.private.clone())
         .expect("generated client key");
+    // The executor knows hosts only from the log: register the target through ingest.
+    rig.start_ingest();
+    let port = sshd.port().to_string();
+    rig.ctl_ok(&[
+        "host",
+        "add",
+        "do-1",
+        "--address",
+        &sshd.ip().to_string(),
+        "--port",
+        &port,
+        "--user",
+        "fleet",
+        "--tag",
+        "lab",
+    ]);
     let conf = rig.state.path().join("executor.toml");
     let text = format!(
-        "version = 1\nstate_dir = \"{}\"\n{}\n[ssh]\nkey = \"{}\"\n\n\
-         [[hosts]]\nid = \"do-1\"\naddress = \"{}\"\nport = {}\nuser = \"fleet\"\n\
-         host_key_policy = \"accept_new\"\ntags = [\"lab\"]\n",
+        "version = 1\nstate_dir = \"{}\"\n{}\n[ssh]\nkey = \"{}\"\n",
         rig.state.path().join("executor").display(),
         rig.nats_section(Role::Executor, "executor"),
         key.display(),
-        sshd.ip(),
-        sshd.port()
     );
     std::fs::write(&conf, text).expect("write executor config");
     let log = rig.spawn("fleetbus-executor", conf, "executor.log");

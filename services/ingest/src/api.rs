@@ -16,6 +16,7 @@
 //! lie within the configured skew of ingest's clock ([`validate::TimeWindow`]).
 
 mod agent;
+pub mod auth;
 pub mod ping;
 pub mod validate;
 
@@ -38,9 +39,9 @@ use fleetbus_schemas::events::agent::{AgentEventKind, Resources, ServiceObservat
 use fleetbus_schemas::{AgentId, Envelope, EventId, HostId, ServiceName, Severity};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
+use crate::commit::publish_and_wait;
 use crate::config::Limits;
 use crate::writer::Shared;
 use fleetbus_log::Appended;
@@ -306,31 +307,6 @@ pub fn app(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-fn sha256_hex(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        AppError::Unauthorized("missing 'Authorization: Bearer <agent key>' header".into())
-    })?;
-    let value = value
-        .to_str()
-        .map_err(|_| AppError::Unauthorized("Authorization header is not ASCII".into()))?;
-    let key = value
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            AppError::Unauthorized("expected 'Authorization: Bearer <agent key>'".into())
-        })?;
-    Ok(key)
-}
-
-fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
 impl ApiState {
     /// Finds the agent owning the presented key. With `expected`, the key must be that agent's.
     fn authenticate(
@@ -338,40 +314,7 @@ impl ApiState {
         headers: &HeaderMap,
         expected: Option<&AgentId>,
     ) -> Result<AgentId, AppError> {
-        let key = bearer(headers)?;
-        let hash = sha256_hex(key);
-        let state = self.shared.read_state();
-        let agents = &state.projections.registry.agents;
-        if let Some(agent) = expected {
-            if let Some(stored) = agents.get(agent).and_then(|a| a.key_hash.as_deref()) {
-                if ct_eq(stored, &hash) {
-                    return Ok(agent.clone());
-                }
-            }
-        }
-        // Slow path: whose key is it? Compare with every key so the answer says why.
-        let mut owner = None;
-        for (id, record) in agents {
-            if let Some(stored) = record.key_hash.as_deref() {
-                if ct_eq(stored, &hash) {
-                    owner = Some(id.clone());
-                }
-            }
-        }
-        match (owner, expected) {
-            (Some(owner), None) => Ok(owner),
-            (Some(owner), Some(expected)) => Err(AppError::Forbidden(format!(
-                "this key belongs to agent '{owner}', not '{expected}'"
-            ))),
-            (None, Some(expected))
-                if agents.get(expected).is_some_and(|a| a.key_hash.is_none()) =>
-            {
-                Err(AppError::Forbidden(format!(
-                    "the key of agent '{expected}' was revoked"
-                )))
-            }
-            (None, _) => Err(AppError::Unauthorized("unknown agent key".into())),
-        }
+        auth::authenticate(&self.shared, headers, expected)
     }
 
     fn rate_limit(&self, agent: &AgentId) -> Result<(), AppError> {
@@ -431,70 +374,28 @@ impl ApiState {
         let before = envelopes.len();
         envelopes.retain(|e| seen.insert(e.id));
         let repeated = before - envelopes.len();
-        let hub = &self.shared.hub;
-        let waiters: Vec<_> = envelopes.iter().map(|e| (e.id, hub.wait(e.id))).collect();
-        let published = match crate::bus::publish_all(&self.js, &envelopes).await {
-            Ok(p) => p,
-            Err(e) => {
-                for (id, _) in &waiters {
-                    hub.forget(*id);
-                }
-                return Err(AppError::Unavailable(format!(
-                    "{e}; resend with the same ids"
-                )));
-            }
-        };
-        // JetStream dropped these as duplicates, so they will not come through the consumer
-        // again: if the log has them, answer from the log; otherwise the first copy is on its
-        // way and its commit wakes us.
-        let dups: Vec<EventId> = envelopes
-            .iter()
-            .zip(&published)
-            .filter(|(_, p)| p.duplicate)
-            .map(|(e, _)| e.id)
-            .collect();
-        if !dups.is_empty() {
-            let store = self.shared.store.clone();
-            let found = tokio::task::spawn_blocking(move || {
-                dups.into_iter()
-                    .filter_map(|id| store.lookup(id).ok().flatten().map(|seq| (id, seq)))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-            for (id, seq) in found {
-                hub.resolve(id, Appended::Duplicate(seq));
-            }
-        }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.limits.commit_timeout_ms);
         let mut reply = SubmitReply {
             accepted: 0,
             duplicates: repeated,
             seq: 0,
             blocked,
         };
-        let mut waiters = waiters.into_iter();
-        while let Some((id, rx)) = waiters.next() {
-            match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(outcome)) => {
-                    match outcome {
-                        Appended::New(_) => reply.accepted += 1,
-                        Appended::Duplicate(_) => reply.duplicates += 1,
-                    }
-                    reply.seq = reply.seq.max(outcome.seq());
-                }
-                _ => {
-                    hub.forget(id);
-                    for (id, _) in waiters {
-                        hub.forget(id);
-                    }
-                    return Err(AppError::Unavailable(format!(
-                        "event {id} was not committed to the log within {} ms; resend with the same ids",
-                        self.limits.commit_timeout_ms
-                    )));
-                }
+        let timeout = Duration::from_millis(self.limits.commit_timeout_ms);
+        let outcomes = publish_and_wait(
+            &self.shared,
+            &self.js,
+            &envelopes,
+            timeout,
+            &CancellationToken::new(),
+        )
+        .await
+        .map_err(|e| AppError::Unavailable(format!("{e}; resend with the same ids")))?;
+        for outcome in outcomes {
+            match outcome {
+                Appended::New(_) => reply.accepted += 1,
+                Appended::Duplicate(_) => reply.duplicates += 1,
             }
+            reply.seq = reply.seq.max(outcome.seq());
         }
         Ok(reply)
     }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::Publish};
-use bytes::Bytes;
+use async_nats::jetstream;
+use fleetbus_runtime::bus::{self, Outgoing};
 use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::Envelope;
 use futures::StreamExt;
@@ -29,29 +29,19 @@ pub(crate) async fn publish_all(
     js: &jetstream::Context,
     envelopes: &[Envelope],
 ) -> Result<Vec<Published>, IngestError> {
-    let mut futures = Vec::with_capacity(envelopes.len());
-    for env in envelopes {
-        let bytes = fleetbus_schemas::encode(env)
-            .map_err(|e| IngestError::Bus(format!("encode event {}: {e}", env.id)))?;
-        let publish = Publish::build()
-            .payload(Bytes::from(bytes))
-            .message_id(env.id.to_string());
-        let ack = js
-            .send_publish(env.subject(), publish)
-            .await
-            .map_err(|e| IngestError::Bus(format!("publish {}: {e}", env.subject())))?;
-        futures.push(ack);
-    }
-    let mut out = Vec::with_capacity(futures.len());
-    for ack in futures {
-        let ack = ack
-            .await
-            .map_err(|e| IngestError::Bus(format!("publish ack: {e}")))?;
-        out.push(Published {
-            duplicate: ack.duplicate,
-        });
-    }
-    Ok(out)
+    let messages = envelopes
+        .iter()
+        .map(Outgoing::event)
+        .collect::<Result<Vec<_>, _>>()?;
+    bus::publish_all(js, &messages)
+        .await
+        .into_iter()
+        .map(|ack| {
+            Ok(Published {
+                duplicate: ack?.duplicate,
+            })
+        })
+        .collect()
 }
 
 /// The messages of one durable pull consumer, across restarts: a missing consumer is retried

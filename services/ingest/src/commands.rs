@@ -16,8 +16,7 @@ use fleetbus_schemas::events::service::{ServiceEvent, ServiceManager, ServiceSpe
 use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::{AgentEvent, AlertEvent, Event, HostEvent, SystemEvent, UserEvent};
 use fleetbus_schemas::{
-    Actor, ActorKind, Command, CommandEnvelope, CommandId, Envelope, EventId, UserRole,
-    SCHEMA_VERSION,
+    Actor, Command, CommandEnvelope, CommandId, Envelope, EventId, SCHEMA_VERSION,
 };
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -101,24 +100,10 @@ pub(crate) fn rejected_event(
     }
 }
 
-fn require_role(actor: &Actor, needed: UserRole) -> Result<(), Rejection> {
-    match actor.kind {
-        ActorKind::Service => Ok(()),
-        ActorKind::Agent => Err(reject(
-            RejectKind::Forbidden,
-            "agents may not send commands",
-        )),
-        ActorKind::User => match actor.role {
-            Some(role) if role >= needed => Ok(()),
-            _ => Err(reject(
-                RejectKind::Forbidden,
-                format!(
-                    "user '{}' needs the {needed:?} role for this command",
-                    actor.name
-                ),
-            )),
-        },
-    }
+/// The one authorization policy (`fleetbus_runtime::authz`), as a rejection.
+pub(crate) fn authorize(actor: &Actor, command: &Command) -> Result<(), Rejection> {
+    fleetbus_runtime::authz::authorize(actor, command)
+        .map_err(|e| reject(RejectKind::Forbidden, e.0))
 }
 
 fn is_name(v: &str) -> bool {
@@ -228,90 +213,87 @@ pub(crate) fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>,
     let not_found = |m: String| reject(RejectKind::NotFound, m);
     let conflict = |m: String| reject(RejectKind::Conflict, m);
     let invalid = |m: String| reject(RejectKind::Invalid, m);
+    authorize(&cmd.actor, &cmd.command)?;
     match &cmd.command {
-        Command::Host(c) => {
-            require_role(&cmd.actor, UserRole::Admin)?;
-            match c {
-                HostCommand::Add(spec) => {
-                    check_host_spec(spec)?;
-                    if reg.hosts.contains_key(&spec.host) {
-                        return Err(conflict(format!("host '{}' already exists", spec.host)));
-                    }
-                    Ok(vec![Event::Host(HostEvent::Registered(spec.clone()))])
+        Command::Host(c) => match c {
+            HostCommand::Add(spec) => {
+                check_host_spec(spec)?;
+                if reg.hosts.contains_key(&spec.host) {
+                    return Err(conflict(format!("host '{}' already exists", spec.host)));
                 }
-                HostCommand::Update(spec) => {
-                    check_host_spec(spec)?;
-                    if !reg.hosts.contains_key(&spec.host) {
-                        return Err(not_found(format!("host '{}' is not registered", spec.host)));
-                    }
-                    Ok(vec![Event::Host(HostEvent::Updated(spec.clone()))])
-                }
-                HostCommand::Remove { host } => {
-                    if !reg.hosts.contains_key(host) {
-                        return Err(not_found(format!("host '{host}' is not registered")));
-                    }
-                    Ok(vec![Event::Host(HostEvent::Removed { host: host.clone() })])
-                }
-                HostCommand::AddService(spec) => {
-                    check_service_spec(spec)?;
-                    if !reg.hosts.contains_key(&spec.host) {
-                        return Err(not_found(format!("host '{}' is not registered", spec.host)));
-                    }
-                    let event = if reg.services.contains_key(&spec.key()) {
-                        ServiceEvent::Updated(spec.clone())
-                    } else {
-                        ServiceEvent::Registered(spec.clone())
-                    };
-                    Ok(vec![Event::Service(event)])
-                }
-                HostCommand::RemoveService { host, name } => {
-                    let key = fleetbus_schemas::ServiceKey::new(host.clone(), name.clone());
-                    if !reg.services.contains_key(&key) {
-                        return Err(not_found(format!("service '{key}' is not registered")));
-                    }
-                    Ok(vec![Event::Service(ServiceEvent::Removed {
-                        host: host.clone(),
-                        name: name.clone(),
-                    })])
-                }
-                HostCommand::TrustKey {
-                    host,
-                    algorithm,
-                    fingerprint,
-                } => {
-                    if !reg.hosts.contains_key(host) {
-                        return Err(not_found(format!("host '{host}' is not registered")));
-                    }
-                    if !fingerprint.starts_with("SHA256:")
-                        || fingerprint.len() > 100
-                        || fingerprint
-                            .chars()
-                            .any(|c| c.is_control() || c.is_whitespace())
-                    {
-                        return Err(invalid(format!(
-                            "fingerprint {fingerprint:?} is not SHA256:<base64>"
-                        )));
-                    }
-                    if algorithm.is_empty()
-                        || algorithm.len() > 64
-                        || !algorithm
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'@'))
-                    {
-                        return Err(invalid(format!(
-                            "algorithm {algorithm:?} is not an SSH key type"
-                        )));
-                    }
-                    Ok(vec![Event::Host(HostEvent::KeyPinned {
-                        host: host.clone(),
-                        algorithm: algorithm.clone(),
-                        fingerprint: fingerprint.clone(),
-                    })])
-                }
+                Ok(vec![Event::Host(HostEvent::Registered(spec.clone()))])
             }
-        }
+            HostCommand::Update(spec) => {
+                check_host_spec(spec)?;
+                if !reg.hosts.contains_key(&spec.host) {
+                    return Err(not_found(format!("host '{}' is not registered", spec.host)));
+                }
+                Ok(vec![Event::Host(HostEvent::Updated(spec.clone()))])
+            }
+            HostCommand::Remove { host } => {
+                if !reg.hosts.contains_key(host) {
+                    return Err(not_found(format!("host '{host}' is not registered")));
+                }
+                Ok(vec![Event::Host(HostEvent::Removed { host: host.clone() })])
+            }
+            HostCommand::AddService(spec) => {
+                check_service_spec(spec)?;
+                if !reg.hosts.contains_key(&spec.host) {
+                    return Err(not_found(format!("host '{}' is not registered", spec.host)));
+                }
+                let event = if reg.services.contains_key(&spec.key()) {
+                    ServiceEvent::Updated(spec.clone())
+                } else {
+                    ServiceEvent::Registered(spec.clone())
+                };
+                Ok(vec![Event::Service(event)])
+            }
+            HostCommand::RemoveService { host, name } => {
+                let key = fleetbus_schemas::ServiceKey::new(host.clone(), name.clone());
+                if !reg.services.contains_key(&key) {
+                    return Err(not_found(format!("service '{key}' is not registered")));
+                }
+                Ok(vec![Event::Service(ServiceEvent::Removed {
+                    host: host.clone(),
+                    name: name.clone(),
+                })])
+            }
+            HostCommand::TrustKey {
+                host,
+                algorithm,
+                fingerprint,
+            } => {
+                if !reg.hosts.contains_key(host) {
+                    return Err(not_found(format!("host '{host}' is not registered")));
+                }
+                if !fingerprint.starts_with("SHA256:")
+                    || fingerprint.len() > 100
+                    || fingerprint
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace())
+                {
+                    return Err(invalid(format!(
+                        "fingerprint {fingerprint:?} is not SHA256:<base64>"
+                    )));
+                }
+                if algorithm.is_empty()
+                    || algorithm.len() > 64
+                    || !algorithm
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'@'))
+                {
+                    return Err(invalid(format!(
+                        "algorithm {algorithm:?} is not an SSH key type"
+                    )));
+                }
+                Ok(vec![Event::Host(HostEvent::KeyPinned {
+                    host: host.clone(),
+                    algorithm: algorithm.clone(),
+                    fingerprint: fingerprint.clone(),
+                })])
+            }
+        },
         Command::Agent(c) => {
-            require_role(&cmd.actor, UserRole::Admin)?;
             let known = |agent| {
                 if reg.agents.contains_key(agent) {
                     Ok(())
@@ -391,7 +373,6 @@ pub(crate) fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>,
             }
         }
         Command::User(c) => {
-            require_role(&cmd.actor, UserRole::Admin)?;
             let exists = |user| {
                 if reg.users.contains_key(user) {
                     Ok(())
@@ -440,7 +421,6 @@ pub(crate) fn decide(state: &State, cmd: &CommandEnvelope) -> Result<Vec<Event>,
             }
         }
         Command::Alert(c) => {
-            require_role(&cmd.actor, UserRole::Operator)?;
             let (alert, note) = match c {
                 AlertCommand::Ack { alert, note } | AlertCommand::Resolve { alert, note } => {
                     (alert, note)
@@ -613,43 +593,16 @@ async fn process(
     }
     // Publish, then wait for the commit; on failure leave the command unacked (redelivered,
     // and the derived ids make the retry idempotent).
-    let waiters: Vec<_> = events
-        .iter()
-        .map(|e| (e.id, shared.hub.wait(e.id)))
-        .collect();
-    let committed = async {
-        let published = crate::bus::publish_all(js, &events).await?;
-        for ((id, _), p) in waiters.iter().zip(&published) {
-            if p.duplicate {
-                if let Ok(Some(seq)) = shared.store.lookup(*id) {
-                    shared
-                        .hub
-                        .resolve(*id, fleetbus_log::Appended::Duplicate(seq));
-                }
-            }
-        }
-        for (_, rx) in waiters {
-            tokio::select! {
-                r = tokio::time::timeout(Duration::from_secs(30), rx) => {
-                    if !matches!(r, Ok(Ok(_))) {
-                        return Err(IngestError::Bus("events of the command were not committed in time".into()));
-                    }
-                }
-                () = shutdown.cancelled() => return Err(IngestError::Bus("shutting down".into())),
-            }
-        }
-        Ok::<(), IngestError>(())
-    };
-    match committed.await {
-        Ok(()) => {
+    let committed =
+        crate::commit::publish_and_wait(shared, js, &events, Duration::from_secs(30), shutdown)
+            .await;
+    match committed {
+        Ok(_) => {
             if let Err(e) = message.ack().await {
                 tracing::warn!(%subject, error = %e, "cannot ack command; it will be redelivered");
             }
         }
         Err(e) => {
-            for e2 in &events {
-                shared.hub.forget(e2.id);
-            }
             tracing::warn!(%subject, error = %e, "command outcome not committed; leaving it for redelivery");
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -663,6 +616,7 @@ mod tests {
     use super::*;
     use fleetbus_schemas::events::host::HostKeyPolicy;
     use fleetbus_schemas::HostId;
+    use fleetbus_schemas::UserRole;
 
     fn spec(host: &str) -> HostSpec {
         HostSpec {

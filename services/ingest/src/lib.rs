@@ -11,6 +11,7 @@ pub(crate) mod anchor;
 pub mod api;
 pub(crate) mod bus;
 pub(crate) mod commands;
+pub(crate) mod commit;
 pub mod config;
 pub(crate) mod fleet;
 pub(crate) mod health;
@@ -47,6 +48,9 @@ pub enum IngestError {
     /// A bus operation failed.
     #[error("bus: {0}")]
     Bus(String),
+    /// Publishing or asking on the bus failed.
+    #[error("bus: {0}")]
+    BusIo(#[from] fleetbus_runtime::bus::BusError),
     /// The agent API could not listen.
     #[error("http listen on {addr}: {reason}")]
     Listen {

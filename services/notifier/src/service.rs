@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, Context};
 use chrono::{DateTime, Utc};
 use fleetbus_bus_config::{CommandArea, Retention};
+use fleetbus_runtime::bus;
 use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::commands::NotifyCommand;
 use fleetbus_schemas::events::notification::SuppressedBy;
@@ -22,8 +23,7 @@ use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::{NotificationEvent, SystemEvent};
 use fleetbus_schemas::subjects::{COMMANDS_STREAM, EVENTS_STREAM};
 use fleetbus_schemas::{
-    Actor, ActorKind, ChannelId, Command, CommandEnvelope, CommandId, Envelope, Event, EventId,
-    RecipientId, UserRole,
+    Actor, ChannelId, Command, CommandEnvelope, CommandId, Envelope, Event, EventId, RecipientId,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -89,16 +89,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Noti
     let js = jetstream::new(client.clone());
     let deliverer = Deliverer::new(Some(client.clone()), secrets, config.retry.clone())?;
 
-    let mut events_stream = js
-        .get_stream(EVENTS_STREAM)
-        .await
-        .map_err(|e| nats_err("get stream EVENTS")(&e))?;
-    let replay_until = events_stream
-        .info()
-        .await
-        .map_err(|e| nats_err("EVENTS info")(&e))?
-        .state
-        .last_sequence;
     // Recreates its consumer by itself (a gap, a missed 1 s heartbeat, a server restart), so
     // decisions resume within seconds of the bus coming back. One name per process.
     let mut events = StreamReader::new(
@@ -133,8 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Noti
         shadow: catalog,
         ledger: HashSet::new(),
         in_flight: HashSet::new(),
-        replaying: replay_until > 0,
-        replay_until,
+        replaying: true,
         pending: Vec::new(),
         recent: HashMap::new(),
         digests: HashMap::new(),
@@ -146,7 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Noti
         cancel_deliveries: CancellationToken::new(),
         config: config.clone(),
     };
-    tracing::info!(replay_until, "notifier replaying the event log");
+    tracing::info!("notifier replaying the event log");
     d.publish(
         Event::System(SystemEvent::ComponentStarted {
             component: COMPONENT.into(),
@@ -155,9 +144,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Noti
         None,
         None,
     );
-    if !d.replaying {
-        d.finish_replay();
+    // Decisions made while replaying wait until the whole log is folded (see `finish_replay`).
+    if events.catch_up(|msg| d.on_message(msg)).await.is_none() {
+        // `None` only once shutdown is requested.
+        return Ok(());
     }
+    d.finish_replay();
 
     let mut tick = tokio::time::interval(Duration::from_millis(config.tick_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,14 +159,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Noti
             msg = events.next() => {
                 // `None` only once shutdown is requested.
                 let Some(msg) = msg else { break };
-                let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
-                match fleetbus_schemas::decode::<Envelope>(&msg.payload) {
-                    Ok(env) => d.on_event(&env),
-                    Err(e) => tracing::warn!(seq, subject = %msg.subject, error = %e, "undecodable event skipped"),
-                }
-                if d.replaying && seq >= d.replay_until {
-                    d.finish_replay();
-                }
+                d.on_message(&msg);
             }
             msg = commands.next() => {
                 let Some(msg) = msg else {
@@ -241,7 +226,6 @@ struct Dispatcher {
     ledger: HashSet<String>,
     in_flight: HashSet<String>,
     replaying: bool,
-    replay_until: u64,
     pending: Vec<Decision>,
     recent: HashMap<Key, VecDeque<Instant>>,
     digests: HashMap<Key, (Instant, Vec<Outgoing>)>,
@@ -255,6 +239,16 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
+    fn on_message(&mut self, msg: &jetstream::Message) {
+        match fleetbus_schemas::decode::<Envelope>(&msg.payload) {
+            Ok(env) => self.on_event(&env),
+            Err(e) => {
+                let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+                tracing::warn!(seq, subject = %msg.subject, error = %e, "undecodable event skipped");
+            }
+        }
+    }
+
     fn on_event(&mut self, env: &Envelope) {
         if let Event::Notification(n) = &env.event {
             if let Some(r) = n.notification() {
@@ -628,52 +622,30 @@ impl Dispatcher {
     }
 }
 
-/// Mutes are an operator's tool; rules, recipients and channels are an admin's.
+/// Mutes are an operator's tool; rules, recipients and channels are an admin's
+/// (`fleetbus_runtime::authz`, the one policy).
 fn authorize(actor: &Actor, c: &NotifyCommand) -> Result<(), String> {
-    let needed = match c {
-        NotifyCommand::SetMute(_) | NotifyCommand::DeleteMute { .. } => UserRole::Operator,
-        _ => UserRole::Admin,
-    };
-    match actor.kind {
-        ActorKind::Service => Ok(()),
-        ActorKind::Agent => Err(format!(
-            "agents may not manage notifications ({})",
-            actor.name
-        )),
-        ActorKind::User => match actor.role {
-            Some(role) if role >= needed => Ok(()),
-            role => Err(format!(
-                "user {} has role {:?}, this command needs {needed:?} or higher",
-                actor.name, role
-            )),
-        },
-    }
+    fleetbus_runtime::authz::authorize(actor, &Command::Notify(c.clone())).map_err(|e| e.0)
 }
 
+/// Publishes one event, retrying (JetStream's duplicate window makes a retry harmless).
 async fn publish_envelope(js: &Context, env: &Envelope) -> Result<(), String> {
-    let payload = fleetbus_schemas::encode(env).map_err(|e| e.to_string())?;
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", env.id.to_string().as_str());
-    let mut last = String::new();
-    for attempt in 0..5u32 {
-        match js
-            .publish_with_headers(env.subject(), headers.clone(), payload.clone().into())
-            .await
-        {
-            Ok(ack) => match ack.await {
-                Ok(_) => return Ok(()),
-                Err(e) => last = e.to_string(),
-            },
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+    let message = bus::Outgoing::event(env).map_err(|e| e.to_string())?;
+    let never = CancellationToken::new();
+    match bus::publish_retrying(js, vec![message], 5, &never)
+        .await
+        .failed
+        .pop()
+    {
+        None => Ok(()),
+        Some((_, e)) => Err(e.to_string()),
     }
-    Err(last)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetbus_schemas::UserRole;
 
     #[test]
     fn decision_event_ids_are_deterministic_and_keep_the_decision_time() {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use fleetbus_schemas::commands::job::TaskSpec;
-use fleetbus_schemas::events::job::{JobEvent, JobOutcome, RunType};
+use fleetbus_schemas::events::job::{JobEvent, JobOutcome, JobRequest, RunType};
 use fleetbus_schemas::events::Event;
 use fleetbus_schemas::{Actor, CommandId, Envelope, HostId, JobId, TaskId};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,18 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Lowercase name (as on the wire).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Restarted => "restarted",
+        }
+    }
+
     /// True once the job will not change any more.
     pub fn is_final(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
@@ -50,6 +62,9 @@ pub struct JobView {
     pub run_type: RunType,
     /// One-line description.
     pub summary: String,
+    /// What it runs (absent in views folded before it was kept).
+    #[serde(default)]
+    pub request: Option<JobRequest>,
     /// State.
     pub state: JobState,
     /// Who asked.
@@ -94,6 +109,7 @@ impl Jobs {
             host,
             run_type,
             summary,
+            request,
             ..
         } = event
         {
@@ -102,6 +118,7 @@ impl Jobs {
                 host: host.clone(),
                 run_type: *run_type,
                 summary: summary.clone(),
+                request: Some(request.clone()),
                 state: JobState::Queued,
                 actor: env.actor.clone(),
                 command: env.causation,

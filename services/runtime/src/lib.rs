@@ -2,8 +2,12 @@
 //! setup ([`init_tracing`]), config loading with environment overrides ([`config::load`]), and
 //! NATS connections with NKey auth ([`nats::connect`]), in-order stream readers that resume from
 //! a caller-kept position ([`reader::StreamReader`]), and the HTTP server loop with timeouts and
-//! a connection limit ([`http::serve`]).
+//! a connection limit ([`http::serve`]), and the bus toolkit: publishing with `Nats-Msg-Id`,
+//! queries, commands awaited until their events are committed, job output ([`bus`]), and who
+//! may send which command ([`authz`]).
 
+pub mod authz;
+pub mod bus;
 pub mod config;
 pub mod http;
 pub mod nats;

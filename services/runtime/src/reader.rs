@@ -41,6 +41,10 @@ pub struct StreamReader {
     stream: String,
     name: String,
     batch: usize,
+    /// Subjects to read (empty: all of the stream).
+    filters: Vec<String>,
+    /// Messages left for the consumer when last told (at create, then with each delivery).
+    pending: u64,
     /// Stream sequence of the next message to return.
     next_seq: u64,
     /// Consumer sequence the next delivery must carry (1 after each create).
@@ -65,6 +69,8 @@ impl StreamReader {
             stream: stream.into(),
             name: name.into(),
             batch: 1000,
+            filters: Vec::new(),
+            pending: 0,
             next_seq: from_seq.max(1),
             expected: 1,
             messages: None,
@@ -76,6 +82,16 @@ impl StreamReader {
     /// Messages requested per pull (default 1000).
     pub fn batch(mut self, batch: usize) -> Self {
         self.batch = batch.max(1);
+        self
+    }
+
+    /// Reads only these subjects (wildcards allowed) instead of the whole stream. The server
+    /// filters (nats-server 2.10 and later); the reader also skips anything else it is sent.
+    pub fn filter_subjects(
+        mut self,
+        subjects: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.filters = subjects.into_iter().map(Into::into).collect();
         self
     }
 
@@ -105,8 +121,13 @@ impl StreamReader {
                 Some(Ok(message)) => match message.info() {
                     Ok(info) if info.consumer_sequence == self.expected => {
                         self.expected += 1;
+                        self.pending = info.pending;
                         self.next_seq = info.stream_sequence + 1;
-                        return Some(message);
+                        // A server before 2.10 ignores several filters and sends everything.
+                        if self.wanted(&message.subject) {
+                            return Some(message);
+                        }
+                        continue;
                     }
                     Ok(info) => format!(
                         "delivery {} where {} was due (a message was dropped)",
@@ -122,6 +143,64 @@ impl StreamReader {
             self.status
                 .send_replace(ReaderStatus::Recovering(problem.clone()));
             self.messages = None;
+        }
+    }
+
+    /// Replays: hands `apply` every message up to the end of the stream as it was when called,
+    /// and returns how many there were; `None` once shutdown is requested. Afterwards
+    /// [`StreamReader::next`] follows what comes next: the one way to "replay, then follow".
+    pub async fn catch_up(&mut self, mut apply: impl FnMut(&jetstream::Message)) -> Option<u64> {
+        let until = self.last_sequence().await?;
+        let mut replayed = 0;
+        loop {
+            if self.next_seq > until {
+                return Some(replayed);
+            }
+            if self.messages.is_none() {
+                self.messages = Some(self.open().await?);
+            }
+            // With subject filters the last messages of the stream may not be ours: the
+            // consumer's own count says when nothing of ours is left.
+            if self.pending == 0 {
+                return Some(replayed);
+            }
+            let message = self.next().await?;
+            apply(&message);
+            replayed += 1;
+        }
+    }
+
+    fn wanted(&self, subject: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| subject_matches(f, subject))
+    }
+
+    /// The stream's last sequence, retrying until the stream answers or shutdown.
+    async fn last_sequence(&mut self) -> Option<u64> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let info = async {
+                let mut stream = self
+                    .js
+                    .get_stream(&self.stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let info = stream.info().await.map_err(|e| e.to_string())?;
+                Ok::<u64, String>(info.state.last_sequence)
+            };
+            let reason = tokio::select! {
+                r = info => match r {
+                    Ok(last) => return Some(last),
+                    Err(reason) => reason,
+                },
+                () = self.shutdown.cancelled() => return None,
+            };
+            tracing::warn!(stream = %self.stream, %reason, "cannot read the stream's state yet; retrying");
+            self.status.send_replace(ReaderStatus::Recovering(reason));
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.shutdown.cancelled() => return None,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -189,6 +268,7 @@ impl StreamReader {
         let created = stream
             .create_consumer(consumer::pull::Config {
                 name: Some(self.name.clone()),
+                filter_subjects: self.filters.clone(),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: self.next_seq,
                 },
@@ -201,6 +281,7 @@ impl StreamReader {
             })
             .await
             .map_err(|e| format!("create consumer {}: {e}", self.name))?;
+        self.pending = created.cached_info().num_pending;
         created
             .stream()
             .max_messages_per_batch(self.batch)
@@ -209,5 +290,47 @@ impl StreamReader {
             .messages()
             .await
             .map_err(|e| format!("pull {}: {e}", self.name))
+    }
+}
+
+/// Does `subject` match the NATS subject `pattern` (`*`: one token, `>`: the rest)?
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn subjects_match_nats_wildcards() {
+        assert!(subject_matches(
+            "fleet.evt.host.>",
+            "fleet.evt.host.web-1.registered"
+        ));
+        assert!(!subject_matches("fleet.evt.host.>", "fleet.evt.host"));
+        assert!(subject_matches(
+            "fleet.evt.service.*.registered",
+            "fleet.evt.service.a:b.registered"
+        ));
+        assert!(!subject_matches(
+            "fleet.evt.service.*.registered",
+            "fleet.evt.service.a.b.registered"
+        ));
+        assert!(!subject_matches(
+            "fleet.evt.job.*.task_saved",
+            "fleet.evt.job.x.task_saved.y"
+        ));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.c"));
     }
 }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, context::Publish};
+use async_nats::jetstream::{self, consumer};
+use fleetbus_runtime::bus::{publish_retrying, BusError, Outgoing};
 use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::subjects::{COMMANDS_STREAM, EVENTS_STREAM, OUTPUT_STREAM};
-use fleetbus_schemas::{decode, encode, Actor, CommandEnvelope, Envelope};
+use fleetbus_schemas::{decode, Actor, CommandEnvelope, Envelope};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,16 @@ pub const COMMAND_CONSUMERS: [&str; 2] = [
 
 /// Attempts per publish before giving up on it (JetStream dedup makes retries harmless).
 const PUBLISH_ATTEMPTS: u32 = 5;
+
+/// The messages that could be encoded; the others are logged and dropped.
+fn encode_all(messages: impl Iterator<Item = Result<Outgoing, BusError>>) -> Vec<Outgoing> {
+    messages
+        .filter_map(|m| {
+            m.map_err(|error| tracing::error!(%error, "cannot encode; dropped"))
+                .ok()
+        })
+        .collect()
+}
 
 /// One scheduler process on the bus.
 pub struct Scheduler {
@@ -64,17 +75,6 @@ impl Scheduler {
 
     /// Replays the log, then runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
-        let mut events_stream = self
-            .js
-            .get_stream(EVENTS_STREAM)
-            .await
-            .map_err(|e| SchedulerError::js("get stream EVENTS", e))?;
-        let last_seq = events_stream
-            .info()
-            .await
-            .map_err(|e| SchedulerError::js("stream EVENTS info", e))?
-            .state
-            .last_sequence;
         // Recreates its consumer by itself (a gap, a missed 1 s heartbeat, a server restart)
         // from the last event it returned. One name per process.
         let mut events = StreamReader::new(
@@ -87,17 +87,15 @@ impl Scheduler {
 
         // Catch up with the log before deciding anything: the state is a fold of it.
         let started = std::time::Instant::now();
-        let mut replayed: u64 = 0;
-        let mut seq: u64 = 0;
-        while seq < last_seq {
+        let Some(replayed) = events
+            .catch_up(|msg| {
+                self.fold(&msg.payload);
+            })
+            .await
+        else {
             // `None` only once shutdown is requested.
-            let Some(msg) = events.next().await else {
-                return Ok(());
-            };
-            seq = events.next_seq() - 1;
-            self.fold(&msg.payload);
-            replayed += 1;
-        }
+            return Ok(());
+        };
         tracing::info!(
             events = replayed,
             schedules = self.core.schedule_count(),
@@ -223,17 +221,7 @@ impl Scheduler {
         if out.is_empty() {
             return;
         }
-        let commands: Vec<(String, String, Result<Vec<u8>, String>)> = out
-            .commands
-            .iter()
-            .map(|c| {
-                (
-                    c.subject(),
-                    c.id.to_string(),
-                    encode(c).map_err(|e| e.to_string()),
-                )
-            })
-            .collect();
+        let commands = encode_all(out.commands.iter().map(Outgoing::command));
         let had_commands = !commands.is_empty();
         self.publish_all(commands, shutdown).await;
         if had_commands {
@@ -242,17 +230,7 @@ impl Scheduler {
         if !out.purge_jobs.is_empty() {
             self.purge_output(&out.purge_jobs).await;
         }
-        let events: Vec<(String, String, Result<Vec<u8>, String>)> = out
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.subject(),
-                    e.id.to_string(),
-                    encode(e).map_err(|err| err.to_string()),
-                )
-            })
-            .collect();
+        let events = encode_all(out.events.iter().map(Outgoing::event));
         self.publish_all(events, shutdown).await;
     }
 
@@ -267,58 +245,16 @@ impl Scheduler {
     }
 
     /// Publishes with `Nats-Msg-Id`, keeping every ack in flight, retrying failures.
-    async fn publish_all(
-        &self,
-        items: Vec<(String, String, Result<Vec<u8>, String>)>,
-        shutdown: &CancellationToken,
-    ) {
-        let mut pending: Vec<(String, String, Vec<u8>)> = Vec::with_capacity(items.len());
-        for (subject, id, payload) in items {
-            match payload {
-                Ok(p) => pending.push((subject, id, p)),
-                Err(e) => {
-                    tracing::error!(subject = %subject, id = %id, error = %e, "cannot encode; dropped")
-                }
-            }
+    async fn publish_all(&self, messages: Vec<Outgoing>, shutdown: &CancellationToken) {
+        if messages.is_empty() {
+            return;
         }
-        let mut attempt = 0;
-        while !pending.is_empty() && attempt < PUBLISH_ATTEMPTS {
-            attempt += 1;
-            let mut acks = Vec::with_capacity(pending.len());
-            for (subject, id, payload) in &pending {
-                let publish = Publish::build()
-                    .message_id(id)
-                    .payload(payload.clone().into());
-                acks.push(self.js.send_publish(subject.clone(), publish).await);
-            }
-            let mut failed = Vec::new();
-            for (item, ack) in pending.into_iter().zip(acks) {
-                let result = match ack {
-                    Ok(fut) => fut.await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
-                    Ok(ack) => {
-                        if ack.duplicate {
-                            tracing::debug!(subject = %item.0, id = %item.1, "duplicate suppressed by jetstream");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(subject = %item.0, id = %item.1, attempt, error = %e, "publish failed");
-                        failed.push(item);
-                    }
-                }
-            }
-            pending = failed;
-            if !pending.is_empty() {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))) => {}
-                }
-            }
+        let done = publish_retrying(&self.js, messages, PUBLISH_ATTEMPTS, shutdown).await;
+        for (subject, id) in done.duplicates {
+            tracing::debug!(%subject, %id, "duplicate suppressed by jetstream");
         }
-        for (subject, id, _) in pending {
-            tracing::error!(subject = %subject, id = %id, "publish gave up");
+        for (message, error) in done.failed {
+            tracing::error!(subject = %message.subject, id = %message.id, %error, "publish gave up");
         }
     }
 

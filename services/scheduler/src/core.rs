@@ -23,8 +23,8 @@ use fleetbus_schemas::events::{
     SystemEvent,
 };
 use fleetbus_schemas::{
-    Actor, ActorKind, AgentId, CheckId, Command, CommandEnvelope, CommandId, Envelope, Event,
-    EventId, HostId, JobId, ScheduleId, ServiceName, Severity, TaskId, UserRole, SCHEMA_VERSION,
+    Actor, AgentId, CheckId, Command, CommandEnvelope, CommandId, Envelope, Event, EventId, HostId,
+    JobId, ScheduleId, ServiceName, Severity, TaskId, SCHEMA_VERSION,
 };
 
 use crate::ids;
@@ -961,9 +961,9 @@ impl Core {
         actor: &Actor,
     ) -> Result<Vec<Event>, (RejectKind, String)> {
         let wrap = |e| vec![Event::Schedule(e)];
+        authorize(actor, Command::Schedule(c.clone()))?;
         match c {
             ScheduleCommand::Create(spec) => {
-                authorize(actor, UserRole::Admin, "create schedules")?;
                 if self.schedules.contains_key(&spec.schedule) {
                     return Err((
                         RejectKind::Conflict,
@@ -974,27 +974,23 @@ impl Core {
                 Ok(wrap(ScheduleEvent::Created(spec.clone())))
             }
             ScheduleCommand::Update(spec) => {
-                authorize(actor, UserRole::Admin, "change schedules")?;
                 self.known_schedule(&spec.schedule)?;
                 self.validate_schedule(now, spec)?;
                 Ok(wrap(ScheduleEvent::Updated(spec.clone())))
             }
             ScheduleCommand::Pause { schedule } => {
-                authorize(actor, UserRole::Operator, "pause schedules")?;
                 self.known_schedule(schedule)?;
                 Ok(wrap(ScheduleEvent::Paused {
                     schedule: schedule.clone(),
                 }))
             }
             ScheduleCommand::Resume { schedule } => {
-                authorize(actor, UserRole::Operator, "resume schedules")?;
                 self.known_schedule(schedule)?;
                 Ok(wrap(ScheduleEvent::Resumed {
                     schedule: schedule.clone(),
                 }))
             }
             ScheduleCommand::Delete { schedule } => {
-                authorize(actor, UserRole::Admin, "delete schedules")?;
                 self.known_schedule(schedule)?;
                 Ok(wrap(ScheduleEvent::Deleted {
                     schedule: schedule.clone(),
@@ -1048,9 +1044,9 @@ impl Core {
         c: &CheckCommand,
         actor: &Actor,
     ) -> Result<Vec<Event>, (RejectKind, String)> {
+        authorize(actor, Command::Check(c.clone()))?;
         match c {
             CheckCommand::Define(spec) => {
-                authorize(actor, UserRole::Admin, "define checks")?;
                 match &spec.kind {
                     CheckKind::Heartbeat { period_s, grace_s } => {
                         if *period_s == 0 || *period_s > 366 * 86_400 || *grace_s > 366 * 86_400 {
@@ -1079,14 +1075,12 @@ impl Core {
                 Ok(vec![Event::Check(CheckEvent::Defined(spec.clone()))])
             }
             CheckCommand::Delete { check } => {
-                authorize(actor, UserRole::Admin, "delete checks")?;
                 self.known_check(check)?;
                 Ok(vec![Event::Check(CheckEvent::Deleted {
                     check: check.clone(),
                 })])
             }
             CheckCommand::Pause { check } | CheckCommand::Resume { check } => {
-                authorize(actor, UserRole::Operator, "pause or resume checks")?;
                 let from = self.known_check(check)?;
                 let to = if matches!(c, CheckCommand::Pause { .. }) {
                     CheckState::Paused
@@ -1147,19 +1141,9 @@ fn no_empty_targets(t: &Targets) -> Result<(), (RejectKind, String)> {
     }
 }
 
-fn authorize(actor: &Actor, needs: UserRole, what: &str) -> Result<(), (RejectKind, String)> {
-    match actor.kind {
-        ActorKind::Service => Ok(()),
-        ActorKind::User if actor.role.is_some_and(|r| r >= needs) => Ok(()),
-        _ => Err((
-            RejectKind::Forbidden,
-            format!(
-                "{} may not {what}: needs role {} or higher",
-                actor.name,
-                format!("{needs:?}").to_lowercase()
-            ),
-        )),
-    }
+/// The one authorization policy (`fleetbus_runtime::authz`), as a rejection.
+fn authorize(actor: &Actor, command: Command) -> Result<(), (RejectKind, String)> {
+    fleetbus_runtime::authz::authorize(actor, &command).map_err(|e| (RejectKind::Forbidden, e.0))
 }
 
 /// A deadline `HH:MM` in a zone, as a daily cron schedule (same DST rules as schedules).

@@ -204,7 +204,7 @@ async fn job(
     state
         .hub
         .read_fold(|f| {
-            f.jobs.get(&id).map(|r| {
+            f.jobs().get(&id).map(|r| {
                 let mut v = serde_json::to_value(JobRow::from(r)).unwrap_or_default();
                 v["tail"] = r
                     .outcome
@@ -252,7 +252,7 @@ async fn job_cancel(
 
 async fn task_list(State(state): State<Shared>, _p: Principal) -> Json<Value> {
     Json(state.hub.read_fold(|f| {
-        serde_json::to_value(f.tasks.values().collect::<Vec<_>>()).unwrap_or_default()
+        serde_json::to_value(f.tasks().values().collect::<Vec<_>>()).unwrap_or_default()
     }))
 }
 
@@ -276,7 +276,7 @@ async fn task_run(
         .map_err(|_| WebError::NotFound(format!("unknown task {task:?}")))?;
     let spec = state
         .hub
-        .read_fold(|f| f.tasks.get(&id).cloned())
+        .read_fold(|f| f.tasks().get(&id).cloned())
         .ok_or_else(|| WebError::NotFound(format!("unknown task {id}")))?;
     if body.targets.is_empty() {
         return Err(WebError::BadRequest(

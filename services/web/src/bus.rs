@@ -1,20 +1,19 @@
-//! The web service's only way to the rest of fleetbus: read-model queries on `fleet.q.*`,
-//! commands on `fleet.cmd.*` (JetStream, `Nats-Msg-Id` = command id) and the outcome of a
-//! command, told by the first events whose causation is the command's id.
+//! The web service's only way to the rest of fleetbus, through [`fleetbus_runtime::bus`]:
+//! read-model queries on `fleet.q.*`, commands on `fleet.cmd.*` (JetStream, `Nats-Msg-Id` =
+//! command id) and the outcome of a command, told by the first events whose causation is the
+//! command's id (heard through the hub).
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use fleetbus_runtime::bus::{self, BusError, CommandOutcome, CommandWait};
 use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::SystemEvent;
-use fleetbus_schemas::queries::{
-    model, Committed, CommittedQuery, QueryError, QueryErrorKind, Reply, COMMITTED_WAIT_MAX_MS,
-};
-use fleetbus_schemas::{Actor, Command, CommandEnvelope, CommandId, Event};
+use fleetbus_schemas::queries::QueryErrorKind;
+use fleetbus_schemas::{Actor, Command, CommandEnvelope, CommandId, Envelope, Event};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::hub::{Hub, LiveEvent};
+use crate::hub::Hub;
 use crate::WebError;
 
 /// A connection to the bus with the timeouts of this service.
@@ -29,8 +28,8 @@ pub struct Bus {
 /// What became of a command.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The events it caused (at least one), in log order.
-    Done(Vec<Arc<LiveEvent>>),
+    /// The events it caused (at least one), in the order heard.
+    Done(Vec<Envelope>),
     /// A service refused it.
     Rejected {
         /// Why, typed.
@@ -77,6 +76,11 @@ impl Bus {
         &self.js
     }
 
+    /// How long a query (and a JetStream ack) may take.
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
+    }
+
     /// The core client.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
@@ -96,36 +100,23 @@ impl Bus {
         model: &str,
         request: &Q,
     ) -> Result<R, WebError> {
-        let payload = fleetbus_schemas::encode(request)
-            .map_err(|e| WebError::Internal(format!("encode {model} query: {e}")))?;
-        let subject = fleetbus_schemas::subjects::query(model);
-        let reply = tokio::time::timeout(
-            self.query_timeout,
-            self.client.request(subject, payload.into()),
-        )
-        .await
-        .map_err(|_| {
-            WebError::Unavailable(format!(
-                "query {model}: no answer within {:?}",
-                self.query_timeout
-            ))
-        })?
-        .map_err(|e| WebError::Unavailable(format!("query {model}: {e}")))?;
-        match fleetbus_schemas::decode::<Reply<R>>(&reply.payload) {
-            Ok(Reply::Ok(answer)) => Ok(answer),
-            Ok(Reply::Error(QueryError { kind, message })) => Err(match kind {
-                QueryErrorKind::NotFound => WebError::NotFound(message),
-                QueryErrorKind::BadRequest => WebError::BadRequest(message),
-                QueryErrorKind::Unavailable => WebError::Unavailable(message),
-            }),
-            Err(e) => Err(WebError::Unavailable(format!(
-                "query {model}: unreadable reply: {e}"
-            ))),
-        }
+        bus::query(&self.client, model, request, self.query_timeout)
+            .await
+            .map_err(|e| match e {
+                BusError::Query { source, .. } => match source.kind {
+                    QueryErrorKind::NotFound => WebError::NotFound(source.message),
+                    QueryErrorKind::BadRequest => WebError::BadRequest(source.message),
+                    QueryErrorKind::Unavailable => WebError::Unavailable(source.message),
+                },
+                BusError::Encode { .. } => WebError::Internal(e.to_string()),
+                other => WebError::Unavailable(other.to_string()),
+            })
     }
 
     /// Publishes a command to the COMMANDS stream and waits for its first events (or its
-    /// rejection) through the hub.
+    /// rejection) through the hub, then until the last of them is in the log, so the page
+    /// that follows (and the next command, decided against ingest's state) sees them:
+    /// read-your-writes.
     pub async fn command(
         &self,
         hub: &Hub,
@@ -133,86 +124,45 @@ impl Bus {
         command: Command,
     ) -> Result<Outcome, WebError> {
         let envelope = CommandEnvelope::new(actor, command);
-        let id = envelope.id;
-        let mut waiter = hub.wait_for(id);
-        self.publish_command(&envelope).await?;
-        tracing::info!(command_id = %id, subject = %envelope.subject(), actor = %envelope.actor.name, "command published");
-        let first = match tokio::time::timeout(self.command_timeout, waiter.recv()).await {
-            Ok(Some(first)) => first,
-            _ => {
-                hub.forget(id);
-                return Ok(Outcome::Pending(id));
-            }
+        let wait = CommandWait {
+            timeout: self.query_timeout,
+            answer: self.command_timeout,
+            // A command for several targets causes several events in quick succession.
+            settle: fans_out(&envelope.command).then_some(Duration::from_millis(150)),
+            committed: true,
         };
-        if let Event::System(SystemEvent::CommandRejected {
-            reason, message, ..
-        }) = &first.env.event
-        {
-            hub.forget(id);
-            return Ok(Outcome::Rejected {
-                reason: reason.clone(),
-                message: message.clone(),
-            });
-        }
-        // A command for several targets causes several events in quick succession.
-        let mut events = vec![first];
-        if !fans_out(&envelope.command) {
-            hub.forget(id);
-            self.wait_committed(&events).await;
-            return Ok(Outcome::Done(events));
-        }
-        let settle = tokio::time::sleep(Duration::from_millis(150));
-        tokio::pin!(settle);
-        loop {
-            tokio::select! {
-                more = waiter.recv() => match more {
-                    Some(e) => events.push(e),
-                    None => break,
-                },
-                () = &mut settle => break,
-            }
-        }
-        hub.forget(id);
-        self.wait_committed(&events).await;
-        Ok(Outcome::Done(events))
+        self.send(hub, &envelope, &wait).await
     }
 
-    /// Waits until the last of a command's events is in the log, so the page that follows (and
-    /// the next command, decided against ingest's state) sees them: read-your-writes. The
-    /// command took effect when its events were published; a log that is behind only delays.
-    async fn wait_committed(&self, events: &[Arc<LiveEvent>]) {
-        let Some(last) = events.last() else { return };
-        let wait_ms = u32::try_from(self.query_timeout.as_millis())
-            .unwrap_or(u32::MAX)
-            .saturating_sub(500)
-            .min(COMMITTED_WAIT_MAX_MS);
-        let query = CommittedQuery {
-            id: last.env.id,
-            wait_ms,
-        };
-        if let Err(e) = self.query::<_, Committed>(model::COMMITTED, &query).await {
-            tracing::warn!(event = %last.env.id, error = %e, "event published but not in the log yet");
-        }
-    }
-
-    /// Publishes a command without waiting for its outcome; returns once JetStream stored it.
-    pub async fn publish_command(&self, envelope: &CommandEnvelope) -> Result<(), WebError> {
-        let payload = fleetbus_schemas::encode(envelope)
-            .map_err(|e| WebError::Internal(format!("encode command: {e}")))?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", envelope.id.to_string().as_str());
-        let ack = self
-            .js
-            .publish_with_headers(envelope.subject(), headers, payload.into())
+    /// Publishes a command and waits for its first events (or its rejection) as `wait` says.
+    pub async fn send(
+        &self,
+        hub: &Hub,
+        envelope: &CommandEnvelope,
+        wait: &CommandWait,
+    ) -> Result<Outcome, WebError> {
+        let mut waiter = hub.wait_for(envelope.id);
+        let outcome = bus::send_command(&self.client, &self.js, envelope, wait, &mut waiter)
             .await
-            .map_err(|e| WebError::Unavailable(format!("publish command: {e}")))?;
-        tokio::time::timeout(self.query_timeout, ack)
-            .await
-            .map_err(|_| {
-                WebError::Unavailable("command was not acknowledged by JetStream in time".into())
-            })?
-            .map_err(|e| WebError::Unavailable(format!("command not stored: {e}")))?;
-        Ok(())
+            .map_err(|e| match e {
+                BusError::Encode { .. } => WebError::Internal(e.to_string()),
+                other => WebError::Unavailable(format!("command not stored: {other}")),
+            })?;
+        Ok(match outcome {
+            CommandOutcome::Done { events, committed } => {
+                if let (Some(Err(e)), Some((_, last))) = (committed, events.last()) {
+                    tracing::warn!(event = %last.id, error = %e, "event published but not in the log yet");
+                }
+                Outcome::Done(events.into_iter().map(|(_, e)| e).collect())
+            }
+            CommandOutcome::Rejected { event, .. } => match event.event {
+                Event::System(SystemEvent::CommandRejected {
+                    reason, message, ..
+                }) => Outcome::Rejected { reason, message },
+                _ => Outcome::Pending(envelope.id),
+            },
+            CommandOutcome::Pending => Outcome::Pending(envelope.id),
+        })
     }
 }
 

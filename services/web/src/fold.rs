@@ -1,88 +1,18 @@
-//! The web service's private cache of what no query model answers: jobs, saved tasks,
+//! The web service's private cache of what no query model answers: the shared projections
+//! (jobs and saved tasks among them: `fleetbus_projections::Jobs`, the fold ingest keeps too),
 //! schedules and the notification log. A pure fold of the EVENTS stream, rebuilt on start.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
+use fleetbus_projections::JobView;
 use fleetbus_schemas::commands::job::TaskSpec;
-use fleetbus_schemas::events::job::{JobOutcome, JobRequest, RunType};
 use fleetbus_schemas::events::schedule::ScheduleSpec;
-use fleetbus_schemas::events::{AgentEvent, JobEvent, ScheduleEvent};
-use fleetbus_schemas::{AgentId, CommandId, Envelope, Event, HostId, JobId, ScheduleId, TaskId};
+use fleetbus_schemas::events::{AgentEvent, ScheduleEvent};
+use fleetbus_schemas::{AgentId, Envelope, Event, HostId, JobId, ScheduleId, TaskId};
 
-/// Jobs kept in memory (oldest dropped first).
-pub(crate) const MAX_JOBS: usize = 5_000;
 /// Notification log entries kept in memory.
 pub(crate) const MAX_NOTIFICATIONS: usize = 1_000;
-
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobPhase {
-    /// Accepted, waiting for a slot.
-    Queued,
-    /// Running on its host.
-    Running,
-    /// Exited 0.
-    Succeeded,
-    /// Failed.
-    Failed,
-    /// Cancelled.
-    Cancelled,
-}
-
-impl JobPhase {
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-    /// True once the job cannot change any more.
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-}
-
-/// One job as the dashboard shows it.
-#[derive(Debug, Clone)]
-pub struct JobRecord {
-    /// The job.
-    pub job: JobId,
-    /// Its host.
-    pub host: HostId,
-    /// Kind of work.
-    pub run_type: RunType,
-    /// One line for people.
-    pub summary: String,
-    /// What it runs.
-    pub request: JobRequest,
-    /// Phase.
-    pub phase: JobPhase,
-    /// Current batch step, total and command line.
-    pub step: Option<(u32, u32, String)>,
-    /// Output size so far.
-    pub output_bytes: u64,
-    /// How it ended.
-    pub outcome: Option<JobOutcome>,
-    /// Why it failed.
-    pub reason: Option<String>,
-    /// Who asked.
-    pub actor: String,
-    /// The command that started it.
-    pub causation: Option<CommandId>,
-    /// When it was scheduled.
-    pub scheduled_at: DateTime<Utc>,
-    /// When it started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it ended.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Log sequence of its first event.
-    pub seq: u64,
-}
 
 /// A schedule and whether it is paused.
 #[derive(Debug, Clone)]
@@ -111,16 +41,13 @@ pub struct NotificationLine {
 /// The fold.
 #[derive(Debug, Default)]
 pub struct WebFold {
-    /// Jobs by id (ULIDs sort by creation time).
-    pub jobs: BTreeMap<JobId, JobRecord>,
-    /// Saved tasks.
-    pub tasks: BTreeMap<TaskId, TaskSpec>,
     /// Schedules.
     pub schedules: BTreeMap<ScheduleId, ScheduleRecord>,
     /// Notification decisions, newest last.
     pub notifications: VecDeque<NotificationLine>,
-    /// The shared projections (fleet status, alerts, counts, registry without credentials),
-    /// folded from the same events ingest folds, so they give the same answers and alert ids.
+    /// The shared projections (fleet status, alerts, counts, jobs and saved tasks, registry
+    /// without credentials), folded from the same events ingest folds, so they give the same
+    /// answers and alert ids.
     pub proj: fleetbus_projections::Projections,
     /// Agents blocked now. Which host an agent is on is told by its key event, a secret event
     /// the `web` user cannot read, so the shared fold never marks their hosts blocked here;
@@ -129,12 +56,21 @@ pub struct WebFold {
 }
 
 impl WebFold {
+    /// Jobs by id (ULIDs sort by creation time): the shared job fold.
+    pub fn jobs(&self) -> &BTreeMap<JobId, JobView> {
+        &self.proj.jobs.jobs
+    }
+
+    /// Saved tasks: the shared job fold.
+    pub fn tasks(&self) -> &BTreeMap<TaskId, TaskSpec> {
+        &self.proj.jobs.tasks
+    }
+
     /// Applies one event.
     pub fn apply(&mut self, seq: u64, env: &Envelope) {
         self.proj.apply(seq, env);
         match &env.event {
             Event::Agent(e) => self.apply_blocked(e),
-            Event::Job(e) => self.apply_job(seq, env, e),
             Event::Schedule(e) => self.apply_schedule(e),
             Event::Notification(e) => {
                 if self.notifications.len() >= MAX_NOTIFICATIONS {
@@ -185,103 +121,6 @@ impl WebFold {
         }
     }
 
-    fn apply_job(&mut self, seq: u64, env: &Envelope, event: &JobEvent) {
-        match event {
-            JobEvent::TaskSaved(spec) => {
-                self.tasks.insert(spec.task.clone(), spec.clone());
-                return;
-            }
-            JobEvent::TaskDeleted { task } => {
-                self.tasks.remove(task);
-                return;
-            }
-            JobEvent::Scheduled {
-                job,
-                host,
-                run_type,
-                summary,
-                request,
-                ..
-            } => {
-                if self.jobs.len() >= MAX_JOBS {
-                    if let Some(oldest) = self.jobs.keys().next().copied() {
-                        self.jobs.remove(&oldest);
-                    }
-                }
-                self.jobs.insert(
-                    *job,
-                    JobRecord {
-                        job: *job,
-                        host: host.clone(),
-                        run_type: *run_type,
-                        summary: summary.clone(),
-                        request: request.clone(),
-                        phase: JobPhase::Queued,
-                        step: None,
-                        output_bytes: 0,
-                        outcome: None,
-                        reason: None,
-                        actor: env.actor.name.clone(),
-                        causation: env.causation,
-                        scheduled_at: env.time,
-                        started_at: None,
-                        finished_at: None,
-                        seq,
-                    },
-                );
-                return;
-            }
-            _ => {}
-        }
-        let Some(record) = event.job().and_then(|id| self.jobs.get_mut(&id)) else {
-            return;
-        };
-        match event {
-            JobEvent::Started { .. } => {
-                record.phase = JobPhase::Running;
-                record.started_at = Some(env.time);
-            }
-            JobEvent::Progress {
-                step,
-                total,
-                message,
-                ..
-            } => record.step = Some((*step, *total, message.clone())),
-            JobEvent::OutputSize { bytes, .. } => record.output_bytes = *bytes,
-            JobEvent::Succeeded { outcome, .. } => {
-                record.phase = JobPhase::Succeeded;
-                record.output_bytes = outcome.output_bytes;
-                record.outcome = Some(outcome.clone());
-                record.finished_at = Some(env.time);
-            }
-            JobEvent::Failed {
-                outcome, reason, ..
-            } => {
-                record.phase = JobPhase::Failed;
-                record.output_bytes = outcome.output_bytes;
-                record.outcome = Some(outcome.clone());
-                record.reason = Some(reason.clone());
-                record.finished_at = Some(env.time);
-            }
-            JobEvent::Cancelled { outcome, .. } => {
-                record.phase = JobPhase::Cancelled;
-                record.output_bytes = outcome.output_bytes;
-                record.outcome = Some(outcome.clone());
-                record.finished_at = Some(env.time);
-            }
-            JobEvent::Restarted { rerun, reason, .. } => {
-                if *rerun {
-                    record.phase = JobPhase::Queued;
-                } else {
-                    record.phase = JobPhase::Failed;
-                    record.reason = Some(reason.clone());
-                    record.finished_at = Some(env.time);
-                }
-            }
-            _ => {}
-        }
-    }
-
     fn apply_schedule(&mut self, event: &ScheduleEvent) {
         match event {
             ScheduleEvent::Created(spec) | ScheduleEvent::Updated(spec) => {
@@ -325,7 +164,10 @@ impl WebFold {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetbus_projections::JobState;
+    use fleetbus_schemas::events::job::{JobOutcome, JobRequest, RunType};
     use fleetbus_schemas::events::schedule::{MissedPolicy, ScheduleAction};
+    use fleetbus_schemas::events::JobEvent;
     use fleetbus_schemas::Actor;
 
     fn env(event: Event) -> Envelope {
@@ -373,12 +215,12 @@ mod tests {
         for (i, e) in events.into_iter().enumerate() {
             fold.apply(i as u64 + 1, &env(Event::Job(e)));
             if i == 1 {
-                assert_eq!(fold.jobs[&job].phase, JobPhase::Running);
+                assert_eq!(fold.jobs()[&job].state, JobState::Running);
             }
         }
-        let r = &fold.jobs[&job];
-        assert_eq!(r.phase, JobPhase::Failed);
-        assert_eq!(r.step, Some((2, 3, "false".into())));
+        let r = &fold.jobs()[&job];
+        assert_eq!(r.state, JobState::Failed);
+        assert_eq!(r.progress, Some((2, 3, "false".into())));
         assert_eq!(r.outcome.as_ref().and_then(|o| o.exit_code), Some(3));
         assert_eq!(r.reason.as_deref(), Some("step 2 exited 3"));
         assert!(r.finished_at.is_some());
@@ -390,7 +232,7 @@ mod tests {
                 host: "x".parse().expect("id"),
             })),
         );
-        assert_eq!(fold.jobs.len(), 1);
+        assert_eq!(fold.jobs().len(), 1);
     }
 
     #[test]
@@ -444,11 +286,11 @@ mod tests {
             ionice_class: None,
         };
         fold.apply(6, &env(Event::Job(JobEvent::TaskSaved(task.clone()))));
-        assert_eq!(fold.tasks.len(), 1);
+        assert_eq!(fold.tasks().len(), 1);
         fold.apply(
             7,
             &env(Event::Job(JobEvent::TaskDeleted { task: task.task })),
         );
-        assert!(fold.tasks.is_empty());
+        assert!(fold.tasks().is_empty());
     }
 }

@@ -11,17 +11,34 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use fleetbus_runtime::reader::{ReaderStatus, StreamReader};
-use fleetbus_schemas::events::SystemEvent;
 use fleetbus_schemas::subjects::EVENTS_STREAM;
 use fleetbus_schemas::{CommandId, Envelope, Event};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::fold::WebFold;
+
+/// The answers to one command as the hub hears them (see [`Hub::wait_for`]).
+pub struct Waiter<'a> {
+    hub: &'a Hub,
+    id: CommandId,
+    rx: mpsc::UnboundedReceiver<Arc<LiveEvent>>,
+}
+
+impl fleetbus_runtime::bus::Answers for Waiter<'_> {
+    async fn next_answer(&mut self) -> Option<(String, Envelope)> {
+        let event = self.rx.recv().await?;
+        Some((event.env.subject(), event.env.clone()))
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.hub.forget(self.id);
+    }
+}
 
 /// One event as the web service passes it on.
 #[derive(Debug)]
@@ -183,18 +200,19 @@ impl Hub {
         f(&fold)
     }
 
-    /// Registers interest in the events caused by a command (before publishing it).
-    pub fn wait_for(&self, id: CommandId) -> mpsc::UnboundedReceiver<Arc<LiveEvent>> {
+    /// Registers interest in the events caused by a command (before publishing it); dropping
+    /// the waiter drops the interest.
+    pub fn wait_for(&self, id: CommandId) -> Waiter<'_> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
-        rx
+        Waiter { hub: self, id, rx }
     }
 
     /// Drops interest in a command.
-    pub fn forget(&self, id: CommandId) {
+    fn forget(&self, id: CommandId) {
         self.waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -212,7 +230,7 @@ impl Hub {
             let hint = match &env.event {
                 Event::Job(j) => j
                     .job()
-                    .and_then(|id| fold.jobs.get(&id))
+                    .and_then(|id| fold.jobs().get(&id))
                     .map(|r| r.host.to_string()),
                 _ => None,
             };
@@ -226,13 +244,7 @@ impl Hub {
             ring.push_back(event.clone());
         }
         self.last_seq.store(seq, Ordering::Release);
-        let cause = match &event.env.event {
-            Event::System(SystemEvent::CommandRejected {
-                command: Some(id), ..
-            }) => Some(*id),
-            _ => event.env.causation,
-        };
-        if let Some(id) = cause {
+        if let Some(id) = fleetbus_runtime::bus::answers(&event.env) {
             let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(tx) = waiters.get(&id) {
                 let _ = tx.send(event.clone());
@@ -297,45 +309,40 @@ impl Hub {
 }
 
 /// Reads events `after < seq <= upto` straight from the stream (for resumes older than the
-/// ring buffer), at most `limit` of them.
+/// ring buffer), at most `limit` of them, through a [`StreamReader`] (waiting at most 5 s for
+/// each; a stream that cannot be read gives fewer).
 pub(crate) async fn replay(
     js: &async_nats::jetstream::Context,
     after: u64,
     upto: u64,
     limit: usize,
-) -> Result<Vec<Arc<LiveEvent>>, String> {
+) -> Vec<Arc<LiveEvent>> {
     let mut out = Vec::new();
     if upto <= after {
-        return Ok(out);
+        return out;
     }
-    let stream = js
-        .get_stream(EVENTS_STREAM)
-        .await
-        .map_err(|e| format!("get stream: {e}"))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("create consumer: {e}"))?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let stop = CancellationToken::new();
+    let mut reader = StreamReader::new(
+        js.clone(),
+        EVENTS_STREAM,
+        format!("web-replay-{}", ulid::Ulid::new()),
+        after + 1,
+        stop.clone(),
+    );
     while out.len() < limit {
-        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
-        let Ok(Some(Ok(message))) = next else { break };
-        let Ok(info) = message.info() else { break };
-        let (seq, pending) = (info.stream_sequence, info.pending);
+        let next = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+        let Ok(Some(message)) = next else { break };
+        let seq = reader.next_seq() - 1;
         if seq > upto {
             break;
         }
         if let Ok(env) = fleetbus_schemas::decode::<Envelope>(&message.payload) {
             out.push(Arc::new(LiveEvent::new(seq, env)));
         }
-        if seq == upto || pending == 0 {
+        if seq == upto {
             break;
         }
     }
-    Ok(out)
+    stop.cancel();
+    out
 }

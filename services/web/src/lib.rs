@@ -1,9 +1,10 @@
 //! fleetbus web: the read-model dashboard and its JSON/SSE API.
 //!
-//! It reads only through the bus — `fleet.q.*` queries answered by ingest and a subscription
-//! to the EVENTS stream (folded privately into the same projections ingest keeps) — and
-//! publishes operators' commands on `fleet.cmd.*`, waiting for the event or rejection whose
-//! causation is the command's id. It never opens the log.
+//! It reads only through the bus — `fleet.q.*` queries answered by ingest and an in-order
+//! reader of the EVENTS stream ([`hub`]), folded privately ([`fold`]) with the same
+//! `fleetbus_projections` folds ingest keeps (fleet, alerts, jobs, …) — and publishes
+//! operators' commands on `fleet.cmd.*` through `fleetbus_runtime::bus`, waiting for the event
+//! or rejection whose causation is the command's id. It never opens the log.
 
 pub(crate) mod api;
 pub mod auth;
@@ -27,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use fleetbus_schemas::JobId;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::WebConfig;
 
@@ -141,6 +143,9 @@ pub struct AppState {
     pub tokens: Tokens,
     /// Ends long-lived responses (SSE) on shutdown.
     pub shutdown: CancellationToken,
+    /// Every task the service starts (hub, session watcher, SSE feeds): `run` waits for them
+    /// after the server stopped, so shutdown drains them like every other service's.
+    pub tasks: TaskTracker,
 }
 
 /// Handler state.
@@ -168,16 +173,19 @@ impl AppState {
             shutdown,
             bus,
             config,
+            tasks: TaskTracker::new(),
         }))
     }
 
     /// Starts the hub (EVENTS consumer) and the session watcher.
     pub fn start_background(self: &Arc<Self>, shutdown: &CancellationToken) {
         let hub = self.hub.clone();
-        tokio::spawn(hub.run(self.bus.jetstream().clone(), shutdown.clone()));
+        self.tasks
+            .spawn(hub.run(self.bus.jetstream().clone(), shutdown.clone()));
         let state = self.clone();
         let token = shutdown.clone();
-        tokio::spawn(async move { pages::users::watch_sessions(state, token).await });
+        self.tasks
+            .spawn(async move { pages::users::watch_sessions(state, token).await });
     }
 }
 
@@ -210,7 +218,20 @@ pub async fn run(config: WebConfig, shutdown: CancellationToken) -> Result<(), W
         .local_addr()
         .map_err(|e| WebError::Startup(e.to_string()))?;
     tracing::info!(%addr, "web listening");
-    serve(listener, state, shutdown).await
+    let tasks = state.tasks.clone();
+    serve(listener, state, shutdown).await?;
+    // Every task watches the same token; give them a moment to finish.
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            tasks = tasks.len(),
+            "background tasks still running after 10 s"
+        );
+    }
+    Ok(())
 }
 
 /// Serves `app(state)` on a bound listener until `shutdown` (tests and benches use this), with

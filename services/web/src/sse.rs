@@ -7,16 +7,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use fleetbus_schemas::events::job::{OutputChunk, OutputStream};
-use fleetbus_schemas::subjects::{job_output, OUTPUT_STREAM};
-use futures::StreamExt;
+use fleetbus_runtime::bus::JobOutput;
+use fleetbus_schemas::events::job::OutputStream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -86,7 +84,8 @@ pub(crate) async fn live(
     let mut rx = state.hub.subscribe();
     let (tx, out) = mpsc::channel::<Result<SseEvent, Infallible>>(512);
     let shutdown = state.shutdown.clone();
-    tokio::spawn(async move {
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
         let mut sent = resume.unwrap_or_else(|| state.hub.last_seq());
         if resume.is_some() {
             let Ok(()) = send_backlog(&state, &q, &tx, &mut sent).await else {
@@ -137,12 +136,15 @@ async fn send_backlog(
             .first()
             .map(|e| e.seq - 1)
             .unwrap_or_else(|| state.hub.last_seq());
-        match replay(state.bus.jetstream(), *sent, upto, MAX_REPLAY).await {
-            Ok(old) => backlog.extend(old),
-            Err(e) => {
-                tracing::warn!(error = %e, after = *sent, "cannot replay events for a resuming client")
-            }
+        let old = replay(state.bus.jetstream(), *sent, upto, MAX_REPLAY).await;
+        if old.is_empty() {
+            tracing::warn!(
+                after = *sent,
+                upto,
+                "no events replayed for a resuming client"
+            );
         }
+        backlog.extend(old);
     }
     backlog.extend(memory);
     for e in backlog {
@@ -182,25 +184,10 @@ pub(crate) async fn job_live(
     // Output chunks.
     let chunk_tx = tx.clone();
     let chunk_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let consumer = async {
-            let stream = js
-                .get_stream(OUTPUT_STREAM)
-                .await
-                .map_err(|e| e.to_string())?;
-            let consumer = stream
-                .create_consumer(pull::OrderedConfig {
-                    filter_subject: job_output(job),
-                    deliver_policy: DeliverPolicy::All,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
-        }
-        .await;
-        let mut messages = match consumer {
-            Ok(m) => m,
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        let mut output = match JobOutput::open(&js, job).await {
+            Ok(o) => o,
             Err(e) => {
                 tracing::warn!(job = %job, error = %e, "cannot read job output");
                 return;
@@ -208,14 +195,11 @@ pub(crate) async fn job_live(
         };
         loop {
             let next = tokio::select! {
-                m = messages.next() => m,
+                c = output.next() => c,
                 () = chunk_shutdown.cancelled() => return,
                 () = chunk_tx.closed() => return,
             };
-            let Some(Ok(msg)) = next else { return };
-            let Ok(chunk) = fleetbus_schemas::decode::<OutputChunk>(&msg.payload) else {
-                continue;
-            };
+            let Some(chunk) = next else { return };
             if chunk.seq <= after {
                 continue;
             }
@@ -234,7 +218,7 @@ pub(crate) async fn job_live(
         }
     });
     // Lifecycle events (no id: they do not move the resume point of the output).
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             let next = tokio::select! {
                 e = rx.recv() => e,

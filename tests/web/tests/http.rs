@@ -233,7 +233,7 @@ async fn state_changing_requests_need_the_csrf_token() {
         .await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     assert!(
-        stack.state.hub.read_fold(|f| f.jobs.is_empty()),
+        stack.state.hub.read_fold(|f| f.jobs().is_empty()),
         "no command may have been sent"
     );
     let ok = stack
@@ -494,14 +494,14 @@ async fn injected_markup_is_escaped_everywhere() {
             stack
                 .state
                 .hub
-                .read_fold(|f| f.jobs.values().any(|j| j.phase.is_final()))
+                .read_fold(|f| f.jobs().values().any(|j| j.state.is_final()))
         },
         Duration::from_secs(10),
     )
     .await;
     assert!(ok);
     let ok = fleetbus_testkit::wait_for(
-        || async { stack.state.hub.read_fold(|f| !f.tasks.is_empty()) },
+        || async { stack.state.hub.read_fold(|f| !f.tasks().is_empty()) },
         Duration::from_secs(10),
     )
     .await;

@@ -11,10 +11,9 @@ use std::time::Duration;
 use common::cdp::{exists, Browser};
 use common::*;
 use fleetbus_bus_config::Role;
-use fleetbus_executor::config::{StaticHost, StaticService};
 use fleetbus_schemas::commands::HostCommand;
-use fleetbus_schemas::events::host::HostKeyPolicy;
-use fleetbus_schemas::events::service::{ServiceAction, ServiceManager};
+use fleetbus_schemas::events::host::{HostKeyPolicy, HostSpec};
+use fleetbus_schemas::events::service::{ServiceAction, ServiceManager, ServiceSpec};
 use fleetbus_schemas::events::SystemEvent;
 use fleetbus_schemas::{Command, Event, UserRole};
 use fleetbus_testkit::sshd::{RunitHost, Sshd, SshdOptions, SudoersFile};
@@ -27,7 +26,9 @@ async fn clicks_change_real_services_and_batch_output_streams_from_the_target() 
     let sshd = Sshd::start(ip, SshdOptions::default()).expect("sshd");
     let runit = RunitHost::start(ip).expect("runit");
     let host_id = format!("t{n}");
-    let svc = |name: &str| StaticService {
+    let host: fleetbus_schemas::HostId = host_id.parse().expect("host id");
+    let svc = |name: &str| ServiceSpec {
+        host: host.clone(),
         name: name.parse().expect("name"),
         manager: ServiceManager::Runit,
         unit: runit.service_dir(name).display().to_string(),
@@ -39,21 +40,21 @@ async fn clicks_change_real_services_and_batch_output_streams_from_the_target() 
             ServiceAction::Logs,
         ],
         log_path: None,
+        expected_running: true,
     };
-    let target = StaticHost {
-        id: host_id.parse().expect("host id"),
+    // The executor knows the host only from the log: registered through ingest below.
+    let spec = HostSpec {
+        host: host.clone(),
         address: ip.to_string(),
         port: sshd.port(),
         user: "fleet".into(),
-        host_key_policy: HostKeyPolicy::AcceptNew,
         tags: vec!["demo".into()],
         roles: vec![],
+        host_key_policy: HostKeyPolicy::AcceptNew,
         allow_adhoc: true,
-        services: vec![svc("web"), svc("worker")],
-        key_path: None,
-        host_key_fingerprint: None,
+        disabled: false,
     };
-    let (spec, services) = target.specs();
+    let services = vec![svc("web"), svc("worker")];
     let sudoers = fleetbus_remote::sudoers::for_host(spec.host.as_str(), "fleet", &services, &[])
         .expect("sudoers");
     let _sudoers = SudoersFile::install(
@@ -89,7 +90,6 @@ async fn clicks_change_real_services_and_batch_output_streams_from_the_target() 
     config.state_dir = Some(stack.dir.path().join("executor"));
     config.ssh.key = sshd.client_key().map(|k| k.private.clone());
     config.ssh.kill_grace_secs = 1;
-    config.hosts = vec![target];
     let stop = stack.shutdown.clone();
     tokio::spawn(async move {
         if let Err(e) = fleetbus_executor::run(config, stop).await {

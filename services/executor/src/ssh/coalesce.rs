@@ -366,6 +366,7 @@ pub(super) fn copy(e: &ExecError) -> ExecError {
         },
         ExecError::Config(m) => ExecError::Config(m.clone()),
         ExecError::Bus(m) => ExecError::Bus(m.clone()),
+        ExecError::BusIo(e) => ExecError::Bus(e.to_string()),
     }
 }
 

@@ -8,17 +8,75 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fleetbus_bus_config::Role;
-use fleetbus_executor::config::{Limits, StaticHost, StaticService};
+use fleetbus_executor::config::Limits;
 use fleetbus_executor::Config;
 use fleetbus_schemas::commands::JobCommand;
-use fleetbus_schemas::events::host::HostKeyPolicy;
+use fleetbus_schemas::events::host::{HostEvent, HostKeyPolicy, HostSpec};
 use fleetbus_schemas::events::job::{JobEvent, OutputChunk};
-use fleetbus_schemas::events::service::{ServiceAction, ServiceManager};
-use fleetbus_schemas::{Actor, Command, CommandEnvelope, Envelope, Event, HostId, JobId, UserRole};
+use fleetbus_schemas::events::service::{ServiceAction, ServiceEvent, ServiceManager, ServiceSpec};
+use fleetbus_schemas::{
+    Actor, Command, CommandEnvelope, Envelope, Event, HostId, JobId, ServiceName, UserRole,
+};
 use fleetbus_testkit::sshd::{RunitHost, Sshd, SshdOptions, SudoersFile};
 use fleetbus_testkit::NatsServer;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+/// A target as a test describes it. The executor knows hosts only from the log, so the rig
+/// registers these as `host.registered` / `service.registered` events before it starts one.
+#[derive(Debug, Clone)]
+pub struct StaticHost {
+    pub id: HostId,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub host_key_policy: HostKeyPolicy,
+    pub tags: Vec<String>,
+    pub roles: Vec<String>,
+    pub allow_adhoc: bool,
+    pub services: Vec<StaticService>,
+}
+
+/// A service of a [`StaticHost`].
+#[derive(Debug, Clone)]
+pub struct StaticService {
+    pub name: ServiceName,
+    pub manager: ServiceManager,
+    pub unit: String,
+    pub actions: Vec<ServiceAction>,
+    pub log_path: Option<String>,
+}
+
+impl StaticHost {
+    /// As registry specs.
+    pub fn specs(&self) -> (HostSpec, Vec<ServiceSpec>) {
+        let host = HostSpec {
+            host: self.id.clone(),
+            address: self.address.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            tags: self.tags.clone(),
+            roles: self.roles.clone(),
+            host_key_policy: self.host_key_policy,
+            allow_adhoc: self.allow_adhoc,
+            disabled: false,
+        };
+        let services = self
+            .services
+            .iter()
+            .map(|s| ServiceSpec {
+                host: self.id.clone(),
+                name: s.name.clone(),
+                manager: s.manager,
+                unit: s.unit.clone(),
+                actions: s.actions.clone(),
+                log_path: s.log_path.clone(),
+                expected_running: true,
+            })
+            .collect();
+        (host, services)
+    }
+}
 
 /// One target: sshd + runit services + sudoers.
 pub struct Host {
@@ -90,8 +148,6 @@ impl Host {
                     log_path: None,
                 },
             ],
-            key_path: None,
-            host_key_fingerprint: None,
         }
     }
 
@@ -109,6 +165,8 @@ pub struct Rig {
     pub js: async_nats::jetstream::Context,
     pub events: Events,
     pub state: tempfile::TempDir,
+    /// Hosts named in a config, registered on the bus before the executor starts.
+    pub hosts: std::sync::Mutex<Vec<StaticHost>>,
 }
 
 impl Rig {
@@ -128,6 +186,7 @@ impl Rig {
                 seen: Vec::new(),
             },
             state: tempfile::tempdir()?,
+            hosts: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -141,12 +200,38 @@ impl Rig {
             max_concurrent: 16,
             max_per_host: 4,
         };
-        c.hosts = hosts;
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(hosts);
         c
+    }
+
+    /// Publishes the registration events of the hosts named in configs so far (the executor
+    /// replays them from `EVENTS` when it starts).
+    pub async fn register_hosts(&self) -> anyhow::Result<()> {
+        let hosts = std::mem::take(&mut *self.hosts.lock().unwrap_or_else(|e| e.into_inner()));
+        let admin = Actor::user("admin", UserRole::Admin);
+        for h in hosts {
+            let (host, services) = h.specs();
+            let mut events = vec![Event::Host(HostEvent::Registered(host))];
+            events.extend(
+                services
+                    .into_iter()
+                    .map(|s| Event::Service(ServiceEvent::Registered(s))),
+            );
+            for event in events {
+                let env = Envelope::new("test", admin.clone(), None, event);
+                let message = fleetbus_runtime::bus::Outgoing::event(&env)?;
+                fleetbus_runtime::bus::publish(&self.js, &message).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts the executor in-process and waits for its `component_started` event.
     pub async fn spawn(&mut self, config: Config) -> anyhow::Result<Running> {
+        self.register_hosts().await?;
         let token = CancellationToken::new();
         let t = token.clone();
         let handle = tokio::spawn(async move { fleetbus_executor::run(config, t).await });

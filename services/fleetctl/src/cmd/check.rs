@@ -1,7 +1,7 @@
 //! `fleetctl check heartbeat|deadline|pause|resume|rm|ls` (the scheduler's `fleet.cmd.check.*`).
 //!
 //! `ls` folds the check events of a replay of the `EVENTS` stream (see
-//! [`super::schedule::replay`]).
+//! [`super::schedule::replay`], a `StreamReader` catch-up).
 
 use std::collections::BTreeMap;
 

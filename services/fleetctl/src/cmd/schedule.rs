@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use async_nats::jetstream::consumer::{push, DeliverPolicy};
 use clap::Subcommand;
+use fleetbus_runtime::reader::StreamReader;
 use fleetbus_schemas::commands::{ScheduleCommand, Targets};
 use fleetbus_schemas::events::schedule::{
     MissedPolicy, ScheduleAction, ScheduleEvent, ScheduleSpec,
 };
-use fleetbus_schemas::{Command, Envelope, Event, HostId, ScheduleId, TaskId};
-use futures::StreamExt;
+use fleetbus_schemas::{Command, Envelope, Event, EventId, HostId, ScheduleId, TaskId};
+use tokio_util::sync::CancellationToken;
 
 use super::agent::report;
 use crate::{CtlError, Ctx};
@@ -197,64 +197,41 @@ impl SpecArgs {
     }
 }
 
-/// Replays the `EVENTS` stream through one ordered consumer per subject filter (nats 2.9 allows
-/// one filter per consumer) and returns the events merged in stream order.
+/// Replays the `EVENTS` stream's events on `filters`, in stream order, up to its end as it was
+/// when called (`fleetbus_runtime::reader::StreamReader::catch_up`, the one replay).
 pub(crate) async fn replay(ctx: &Ctx, filters: &[String]) -> Result<Vec<Envelope>, CtlError> {
-    let stream_name = fleetbus_schemas::subjects::EVENTS_STREAM;
+    let stream = fleetbus_schemas::subjects::EVENTS_STREAM;
     let js = ctx.jetstream().await?;
-    let stream = js.get_stream(stream_name).await.map_err(|e| {
-        CtlError::nats(
-            format!("stream {stream_name} (run `fleetctl bus apply`?)"),
-            e,
-        )
-    })?;
-    let client = ctx.client().await?;
-    let mut all: Vec<(u64, Envelope)> = Vec::new();
-    for filter in filters {
-        let consumer = stream
-            .create_consumer(push::OrderedConfig {
-                deliver_subject: client.new_inbox(),
-                filter_subject: filter.clone(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| CtlError::nats(format!("replay {filter}"), e))?;
-        if consumer.cached_info().num_pending == 0 {
-            continue;
-        }
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| CtlError::nats(format!("replay {filter}"), e))?;
-        loop {
-            let next = tokio::time::timeout(ctx.timeout(), messages.next())
-                .await
-                .map_err(|_| {
-                    CtlError::Timeout(format!(
-                        "replay of {filter} stalled for {}s",
-                        ctx.global.timeout
-                    ))
-                })?;
-            let Some(msg) = next else { break };
-            let msg = msg.map_err(|e| CtlError::nats(format!("replay {filter}"), e))?;
-            let (seq, pending) = msg
-                .info()
-                .map(|i| (i.stream_sequence, i.pending))
-                .map_err(|e| CtlError::nats(format!("replay {filter}: message info"), e))?;
-            match fleetbus_schemas::decode::<Envelope>(&msg.payload) {
-                Ok(env) => all.push((seq, env)),
+    let stop = CancellationToken::new();
+    let mut reader = StreamReader::new(
+        js,
+        stream,
+        format!("fleetctl-replay-{}", EventId::new()),
+        1,
+        stop.clone(),
+    )
+    .filter_subjects(filters.iter().cloned());
+    let mut all = Vec::new();
+    let replayed = tokio::time::timeout(
+        ctx.timeout(),
+        reader.catch_up(
+            |msg| match fleetbus_schemas::decode::<Envelope>(&msg.payload) {
+                Ok(env) => all.push(env),
                 Err(e) => {
-                    tracing::warn!(seq, subject = %msg.subject, error = %e, "undecodable event skipped");
+                    tracing::warn!(subject = %msg.subject, error = %e, "undecodable event skipped");
                 }
-            }
-            if pending == 0 {
-                break;
-            }
-        }
+            },
+        ),
+    )
+    .await;
+    stop.cancel();
+    match replayed {
+        Ok(_) => Ok(all),
+        Err(_) => Err(CtlError::Timeout(format!(
+            "replay of {stream} did not finish within {}s (is the stream there? run `fleetctl bus apply`)",
+            ctx.global.timeout
+        ))),
     }
-    all.sort_by_key(|(seq, _)| *seq);
-    Ok(all.into_iter().map(|(_, env)| env).collect())
 }
 
 /// A schedule as the log knows it.

@@ -6,7 +6,7 @@ use fleetbus_schemas::commands::ConfigCommand;
 use fleetbus_schemas::events::config::Instruction;
 use fleetbus_schemas::events::system::RejectKind;
 use fleetbus_schemas::events::{ConfigEvent, Event};
-use fleetbus_schemas::{Actor, ActorKind, AgentId, UserRole};
+use fleetbus_schemas::{Actor, AgentId, Command};
 use sha2::{Digest, Sha256};
 use toml::Table;
 
@@ -27,26 +27,6 @@ fn reject(kind: RejectKind, message: impl Into<String>) -> Rejection {
 
 fn invalid(message: impl Into<String>) -> Rejection {
     reject(RejectKind::Invalid, message)
-}
-
-fn require_role(actor: &Actor, needed: UserRole) -> Result<(), Rejection> {
-    match actor.kind {
-        ActorKind::Service => Ok(()),
-        ActorKind::Agent => Err(reject(
-            RejectKind::Forbidden,
-            "agents may not send commands",
-        )),
-        ActorKind::User => match actor.role {
-            Some(role) if role >= needed => Ok(()),
-            _ => Err(reject(
-                RejectKind::Forbidden,
-                format!(
-                    "user '{}' needs the {needed:?} role for this command",
-                    actor.name
-                ),
-            )),
-        },
-    }
 }
 
 /// SHA-256 (hex) of a config text, as agents compute it over their live file.
@@ -156,9 +136,9 @@ pub(crate) fn decide(
                 )
             })
     };
+    crate::commands::authorize(actor, &Command::Config(command.clone()))?;
     match command {
         ConfigCommand::SetDesired { agent, toml } => {
-            require_role(actor, UserRole::Admin)?;
             known_agent(registry, agent)?;
             merge::parse("config", toml).map_err(invalid)?;
             Ok(vec![desired_event(
@@ -176,7 +156,6 @@ pub(crate) fn decide(
             overrides,
             volatile,
         } => {
-            require_role(actor, UserRole::Admin)?;
             known_agent(registry, agent)?;
             check_volatile(volatile)?;
             let over = merge::parse("overrides", overrides).map_err(invalid)?;
@@ -195,7 +174,6 @@ pub(crate) fn decide(
             toml,
             volatile,
         } => {
-            require_role(actor, UserRole::Admin)?;
             check_template_name(template)?;
             check_volatile(volatile)?;
             let base = merge::parse("template", toml).map_err(invalid)?;
@@ -241,7 +219,6 @@ pub(crate) fn decide(
             Ok(events)
         }
         ConfigCommand::RemoveTemplate { template } => {
-            require_role(actor, UserRole::Admin)?;
             if !configs.templates.contains_key(template) {
                 return Err(reject(
                     RejectKind::NotFound,
@@ -272,7 +249,6 @@ pub(crate) fn decide(
             })])
         }
         ConfigCommand::Import { agent } => {
-            require_role(actor, UserRole::Admin)?;
             known_agent(registry, agent)?;
             let a = configs.agents.get(agent);
             let live = a.and_then(|a| a.live.as_ref()).ok_or_else(|| {
@@ -317,14 +293,12 @@ pub(crate) fn decide(
             )])
         }
         ConfigCommand::Release { agent } => {
-            require_role(actor, UserRole::Admin)?;
             managed(agent)?;
             Ok(vec![Event::Config(ConfigEvent::Released {
                 agent: agent.clone(),
             })])
         }
         ConfigCommand::Push { agent } => {
-            require_role(actor, UserRole::Operator)?;
             let d = managed(agent)?;
             Ok(vec![Event::Config(ConfigEvent::InstructionIssued {
                 agent: agent.clone(),
@@ -333,7 +307,6 @@ pub(crate) fn decide(
             })])
         }
         ConfigCommand::TriggerUpdate { agent, version } => {
-            require_role(actor, UserRole::Admin)?;
             known_agent(registry, agent)?;
             if version.is_empty()
                 || version.len() > 64
@@ -355,7 +328,6 @@ pub(crate) fn decide(
             agent,
             passphrase_hash,
         } => {
-            require_role(actor, UserRole::Admin)?;
             known_agent(registry, agent)?;
             match argon2::PasswordHash::new(passphrase_hash) {
                 Ok(h) if h.algorithm.as_str() == "argon2id" && h.hash.is_some() => {}
@@ -377,7 +349,7 @@ pub(crate) fn decide(
 mod tests {
     use super::*;
     use fleetbus_projections::registry::AgentRecord;
-    use fleetbus_schemas::{Envelope, HostId};
+    use fleetbus_schemas::{Envelope, HostId, UserRole};
 
     fn agent(s: &str) -> AgentId {
         AgentId::new(s).unwrap()

@@ -30,7 +30,6 @@ use fleetbus_schemas::events::{ConfigEvent, Event};
 use fleetbus_schemas::{Actor, AgentId, Envelope, EventId};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::store::{self, SnapshotKey, ASSETS_BUCKET, SNAPSHOTS_BUCKET};
 use super::{commit, FleetError, Settings};
@@ -137,10 +136,6 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
     })
 }
 
-fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get(header::IF_NONE_MATCH)
@@ -171,42 +166,7 @@ impl FleetState {
         headers: &HeaderMap,
         expected: Option<&AgentId>,
     ) -> Result<AgentId, AppError> {
-        let key = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                AppError::Unauthorized("expected 'Authorization: Bearer <agent key>'".into())
-            })?;
-        let hash = hex::encode(Sha256::digest(key.as_bytes()));
-        let state = self.shared.read_state();
-        let agents = &state.projections.registry.agents;
-        // Fast path: the key of the agent named in the path.
-        if let Some(agent) = expected {
-            if agents
-                .get(agent)
-                .and_then(|a| a.key_hash.as_deref())
-                .is_some_and(|k| ct_eq(k, &hash))
-            {
-                return Ok(agent.clone());
-            }
-        }
-        // Slow path: whose key is it? (So the answer can say why it is refused.)
-        let mut owner = None;
-        for (id, record) in agents {
-            if record.key_hash.as_deref().is_some_and(|k| ct_eq(k, &hash)) {
-                owner = Some(id.clone());
-            }
-        }
-        match (owner, expected) {
-            (Some(owner), Some(expected)) if owner != *expected => Err(AppError::Forbidden(
-                format!("this key belongs to agent '{owner}', not '{expected}'"),
-            )),
-            (Some(owner), _) => Ok(owner),
-            (None, _) => Err(AppError::Unauthorized("unknown agent key".into())),
-        }
+        crate::api::auth::authenticate(&self.shared, headers, expected)
     }
 
     fn agent_path(&self, headers: &HeaderMap, raw: &str) -> Result<AgentId, AppError> {

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use fleetbus_schemas::{Envelope, EventId};
+use fleetbus_schemas::Envelope;
+use tokio_util::sync::CancellationToken;
 
 pub(crate) use decide::decide;
 use fleetbus_projections::configs::merge;
@@ -92,37 +93,9 @@ pub(crate) async fn commit(
     envelopes: &[Envelope],
     timeout: Duration,
 ) -> Result<u64, FleetError> {
-    let hub = &shared.hub;
-    let waiters: Vec<_> = envelopes.iter().map(|e| (e.id, hub.wait(e.id))).collect();
-    let forget = |ids: &[EventId]| ids.iter().for_each(|id| hub.forget(*id));
-    let ids: Vec<EventId> = envelopes.iter().map(|e| e.id).collect();
-    let published = match crate::bus::publish_all(js, envelopes).await {
-        Ok(p) => p,
-        Err(e) => {
-            forget(&ids);
-            return Err(FleetError::Commit(e.to_string()));
-        }
-    };
-    for (env, p) in envelopes.iter().zip(&published) {
-        if p.duplicate {
-            if let Ok(Some(seq)) = shared.store.lookup(env.id) {
-                hub.resolve(env.id, Appended::Duplicate(seq));
-            }
-        }
-    }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut seq = 0;
-    for (id, rx) in waiters {
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(outcome)) => seq = seq.max(outcome.seq()),
-            _ => {
-                forget(&ids);
-                return Err(FleetError::Commit(format!(
-                    "event {id} was not committed to the log within {} ms",
-                    timeout.as_millis()
-                )));
-            }
-        }
-    }
-    Ok(seq)
+    let outcomes =
+        crate::commit::publish_and_wait(shared, js, envelopes, timeout, &CancellationToken::new())
+            .await
+            .map_err(|e| FleetError::Commit(e.to_string()))?;
+    Ok(outcomes.into_iter().map(Appended::seq).max().unwrap_or(0))
 }

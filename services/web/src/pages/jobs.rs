@@ -3,25 +3,23 @@
 use std::time::Duration;
 
 use askama::Template;
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use fleetbus_runtime::bus::JobOutput;
 use fleetbus_schemas::commands::job::JobCommand;
 use fleetbus_schemas::commands::Targets;
-use fleetbus_schemas::events::job::{JobRequest, OutputChunk, OutputStream};
-use fleetbus_schemas::subjects::{job_output, OUTPUT_STREAM};
+use fleetbus_schemas::events::job::{JobRequest, OutputStream};
 use fleetbus_schemas::{Command, JobId, UserRole};
-use futures::StreamExt;
 use serde::Deserialize;
 
 use super::overview::rejection;
 use super::{need, render, Feedback, PageError, PageResult};
 use crate::auth::Principal;
 use crate::bus::Outcome;
-use crate::fold::{JobPhase, JobRecord};
 use crate::views::{self, Nav};
 use crate::{Shared, WebError};
+use fleetbus_projections::{JobState, JobView};
 
 /// Largest full output the download returns.
 pub(crate) const MAX_DOWNLOAD_BYTES: usize = 64 * 1024 * 1024;
@@ -53,16 +51,16 @@ pub(crate) struct JobRow {
     pub output_bytes: u64,
 }
 
-impl From<&JobRecord> for JobRow {
-    fn from(r: &JobRecord) -> Self {
+impl From<&JobView> for JobRow {
+    fn from(r: &JobView) -> Self {
         JobRow {
             job: r.job.to_string(),
             host: r.host.to_string(),
             run_type: format!("{:?}", r.run_type).to_ascii_lowercase(),
             summary: r.summary.clone(),
-            state: r.phase.as_str().to_owned(),
+            state: r.state.as_str().to_owned(),
             step: r
-                .step
+                .progress
                 .as_ref()
                 .map(|(s, t, _)| format!("STEP {s}/{t}"))
                 .unwrap_or_default(),
@@ -77,7 +75,7 @@ impl From<&JobRecord> for JobRow {
                 .as_ref()
                 .map(|o| views::duration_ms(o.duration_ms))
                 .unwrap_or_default(),
-            actor: r.actor.clone(),
+            actor: r.actor.name.clone(),
             scheduled: views::time(r.scheduled_at),
             output_bytes: r.output_bytes,
         }
@@ -105,7 +103,7 @@ pub(crate) struct JobFilter {
 pub(crate) fn filtered(state: &Shared, f: &JobFilter) -> Vec<JobRow> {
     let limit = f.limit.unwrap_or(100).clamp(1, 1000);
     state.hub.read_fold(|fold| {
-        fold.jobs
+        fold.jobs()
             .values()
             .rev()
             .map(JobRow::from)
@@ -171,8 +169,8 @@ pub(crate) async fn page(
     let nav = Nav::new(&p, "jobs");
     let job = parse_job(&job).map_err(|e| PageError(e, Some(nav.clone())))?;
     let page = state.hub.read_fold(|f| {
-        let r = f.jobs.get(&job)?;
-        let finished = r.phase.is_final();
+        let r = f.jobs().get(&job)?;
+        let finished = r.state.is_final();
         Some(JobPage {
             nav: nav.clone(),
             row: JobRow::from(r),
@@ -184,13 +182,13 @@ pub(crate) async fn page(
                 .unwrap_or_default(),
             reason: r.reason.clone().unwrap_or_default(),
             step_message: r
-                .step
+                .progress
                 .as_ref()
                 .map(|(_, _, m)| m.clone())
                 .unwrap_or_default(),
-            request: describe_request(&r.request),
+            request: r.request.as_ref().map(describe_request).unwrap_or_default(),
             can_cancel: !finished && p.can(UserRole::Operator),
-            can_rerun: finished && p.can(rerun_role(&r.request)),
+            can_rerun: finished && r.request.as_ref().is_some_and(|q| p.can(rerun_role(q))),
             live: !finished,
         })
     });
@@ -232,43 +230,21 @@ pub(crate) async fn read_output(
     state: &Shared,
     job: JobId,
 ) -> Result<Vec<(OutputStream, String)>, WebError> {
-    let js = state.bus.jetstream();
-    let stream = js
-        .get_stream(OUTPUT_STREAM)
+    let mut output = JobOutput::open(state.bus.jetstream(), job)
         .await
-        .map_err(|e| WebError::Unavailable(format!("output stream: {e}")))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: job_output(job),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| WebError::Unavailable(format!("output consumer: {e}")))?;
-    let info = consumer.cached_info();
+        .map_err(|e| WebError::Unavailable(e.to_string()))?;
     let mut pieces = Vec::new();
-    if info.num_pending == 0 {
-        return Ok(pieces);
-    }
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| WebError::Unavailable(format!("output: {e}")))?;
     let mut total = 0usize;
-    while let Ok(Some(Ok(msg))) =
-        tokio::time::timeout(Duration::from_secs(5), messages.next()).await
-    {
-        let pending = msg.info().map(|i| i.pending).unwrap_or(0);
-        if let Ok(chunk) = fleetbus_schemas::decode::<OutputChunk>(&msg.payload) {
-            total += chunk.data.len();
-            if total > MAX_DOWNLOAD_BYTES {
-                break;
-            }
-            pieces.push((chunk.stream, chunk.data));
-        }
-        if pending == 0 {
+    while output.pending() > 0 {
+        let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(5), output.next()).await
+        else {
+            break;
+        };
+        total += chunk.data.len();
+        if total > MAX_DOWNLOAD_BYTES {
             break;
         }
+        pieces.push((chunk.stream, chunk.data));
     }
     Ok(pieces)
 }
@@ -280,7 +256,7 @@ pub(crate) async fn download(
     Path(job): Path<String>,
 ) -> Result<Response, PageError> {
     let job = parse_job(&job)?;
-    let known = state.hub.read_fold(|f| f.jobs.contains_key(&job));
+    let known = state.hub.read_fold(|f| f.jobs().contains_key(&job));
     if !known {
         return Err(WebError::NotFound(format!("unknown job {job}")).into());
     }
@@ -306,7 +282,7 @@ pub(crate) async fn cancel_job(
     job: JobId,
 ) -> Result<String, WebError> {
     need(p, UserRole::Operator)?;
-    let known = state.hub.read_fold(|f| f.jobs.get(&job).map(|r| r.phase));
+    let known = state.hub.read_fold(|f| f.jobs().get(&job).map(|r| r.state));
     match known {
         None => return Err(WebError::NotFound(format!("unknown job {job}"))),
         Some(phase) if phase.is_final() => {
@@ -368,7 +344,7 @@ pub(crate) async fn start_jobs(
         Outcome::Done(events) => {
             let jobs: Vec<JobId> = events
                 .iter()
-                .filter_map(|e| match &e.env.event {
+                .filter_map(|e| match &e.event {
                     fleetbus_schemas::Event::Job(
                         fleetbus_schemas::events::JobEvent::Scheduled { job, .. },
                     ) => Some(*job),
@@ -416,14 +392,19 @@ pub(crate) async fn rerun(
         let id = parse_job(&job)?;
         let record = state
             .hub
-            .read_fold(|f| f.jobs.get(&id).cloned())
+            .read_fold(|f| f.jobs().get(&id).cloned())
             .ok_or_else(|| WebError::NotFound(format!("unknown job {job}")))?;
-        need(&p, rerun_role(&record.request))?;
+        let Some(request) = record.request else {
+            return Err(WebError::BadRequest(format!(
+                "job {job} was folded before its request was kept; it cannot be re-run"
+            )));
+        };
+        need(&p, rerun_role(&request))?;
         let targets = Targets {
             hosts: vec![record.host.clone()],
             ..Targets::default()
         };
-        let command = match record.request {
+        let command = match request {
             JobRequest::Action {
                 service,
                 action,
@@ -465,6 +446,6 @@ pub(crate) async fn rerun(
 }
 
 /// Is the job known and finished? (for SSE consumers)
-pub(crate) fn phase(state: &Shared, job: JobId) -> Option<JobPhase> {
-    state.hub.read_fold(|f| f.jobs.get(&job).map(|r| r.phase))
+pub(crate) fn phase(state: &Shared, job: JobId) -> Option<JobState> {
+    state.hub.read_fold(|f| f.jobs().get(&job).map(|r| r.state))
 }

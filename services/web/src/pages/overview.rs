@@ -342,7 +342,7 @@ pub(crate) async fn run_action(
     match state.bus.command(&state.hub, p.actor(), command).await? {
         Outcome::Done(events) => events
             .iter()
-            .find_map(|e| match &e.env.event {
+            .find_map(|e| match &e.event {
                 Event::Job(JobEvent::Scheduled { job, summary, .. }) => Some(Started {
                     job: *job,
                     summary: summary.clone(),
@@ -482,8 +482,8 @@ pub(crate) async fn fetch_logs(
 
 fn finished_tail(state: &Shared, job: JobId) -> Option<String> {
     state.hub.read_fold(|f| {
-        let record = f.jobs.get(&job)?;
-        if !record.phase.is_final() {
+        let record = f.jobs().get(&job)?;
+        if !record.state.is_final() {
             return None;
         }
         let tail = record

@@ -65,7 +65,7 @@ struct SchedulesPage {
 pub(crate) async fn list(State(state): State<Shared>, p: Principal) -> Response {
     let tasks = state
         .hub
-        .read_fold(|f| f.tasks.keys().map(|t| t.to_string()).collect());
+        .read_fold(|f| f.tasks().keys().map(|t| t.to_string()).collect());
     render(&SchedulesPage {
         nav: Nav::new(&p, "schedules"),
         rows: rows(&state),

@@ -103,7 +103,7 @@ struct TasksPage {
 pub(crate) async fn list(State(state): State<Shared>, p: Principal) -> Response {
     let (tasks, hosts, adhoc_hosts) = state.hub.read_fold(|f| {
         let tasks = f
-            .tasks
+            .tasks()
             .values()
             .map(|t| TaskRow {
                 id: t.task.to_string(),
@@ -173,7 +173,7 @@ pub(crate) async fn edit(
     }
     let spec = TaskId::new(task.clone())
         .ok()
-        .and_then(|id| state.hub.read_fold(|f| f.tasks.get(&id).cloned()))
+        .and_then(|id| state.hub.read_fold(|f| f.tasks().get(&id).cloned()))
         .ok_or_else(|| {
             PageError(
                 WebError::NotFound(format!("unknown task {task:?}")),
@@ -373,7 +373,7 @@ pub(crate) async fn run(
         let id = TaskId::new(task.clone()).map_err(|e| WebError::NotFound(e.to_string()))?;
         let spec = state
             .hub
-            .read_fold(|f| f.tasks.get(&id).cloned())
+            .read_fold(|f| f.tasks().get(&id).cloned())
             .ok_or_else(|| WebError::NotFound(format!("unknown task {task}")))?;
         let mut params = BTreeMap::new();
         for ps in &spec.params {

@@ -7,8 +7,9 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use fleetbus_runtime::bus::CommandWait;
 use fleetbus_schemas::commands::UserCommand;
-use fleetbus_schemas::events::{SystemEvent, UserEvent};
+use fleetbus_schemas::events::UserEvent;
 use fleetbus_schemas::queries::{model, UsersQuery};
 use fleetbus_schemas::{Command, CommandEnvelope, Event, UserName, UserRole};
 use serde::Deserialize;
@@ -18,6 +19,7 @@ use super::overview::rejection;
 use super::tasks::done;
 use super::{need, render, PageError, PageResult};
 use crate::auth::{check_password_rules, hash_password, parse_role, role_name, Principal};
+use crate::bus::Outcome;
 use crate::tokens::TokenRecord;
 use crate::views::{self, Nav};
 use crate::{Shared, WebError};
@@ -136,18 +138,15 @@ pub(crate) async fn send_quiet(
     command: Command,
 ) -> Result<(), WebError> {
     let envelope = CommandEnvelope::new(p.actor(), command);
-    let mut waiter = state.hub.wait_for(envelope.id);
-    state.bus.publish_command(&envelope).await?;
-    let heard = tokio::time::timeout(Duration::from_millis(1500), waiter.recv()).await;
-    state.hub.forget(envelope.id);
-    match heard {
-        Ok(Some(e)) => match &e.env.event {
-            Event::System(SystemEvent::CommandRejected {
-                reason, message, ..
-            }) => Err(rejection(reason.clone(), message.clone())),
-            _ => Ok(()),
-        },
-        _ => Ok(()),
+    let wait = CommandWait {
+        timeout: state.bus.query_timeout(),
+        answer: Duration::from_millis(1500),
+        settle: None,
+        committed: false,
+    };
+    match state.bus.send(&state.hub, &envelope, &wait).await? {
+        Outcome::Rejected { reason, message } => Err(rejection(reason, message)),
+        Outcome::Done(_) | Outcome::Pending(_) => Ok(()),
     }
 }
 
