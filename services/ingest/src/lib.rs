@@ -69,14 +69,47 @@ pub enum IngestError {
 /// snapshot is saved at the head.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IngestError> {
     config.validate().map_err(IngestError::Config)?;
+    let (store, state, head) = open_log(&config).await?;
+    let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let state = Arc::new(RwLock::new(state));
+    let (shared, writer, log_tx) = start_writer(&config, &store, &state, head)?;
+
+    // Two stop signals: HTTP stops first (finishing requests, which need the consumers), then
+    // the bus side.
+    let http_stop = CancellationToken::new();
+    let bus_stop = CancellationToken::new();
+    let writer_failed = CancellationToken::new();
+    let writer_join = watch_writer(writer, writer_failed.clone());
+    let (bus_tasks, readers) = spawn_bus_tasks(&config, &client, &js, &shared, log_tx, &bus_stop)?;
+    let http = serve_http(
+        &config,
+        &client,
+        &js,
+        &shared,
+        readers,
+        &writer_failed,
+        &http_stop,
+    )
+    .await?;
+
+    tokio::select! {
+        () = shutdown.cancelled() => tracing::info!("draining"),
+        () = writer_failed.cancelled() => tracing::error!("the log writer failed; stopping"),
+    }
+    drain(http, http_stop, bus_tasks, bus_stop, writer_join).await?;
+    save_final_snapshot(store, state, &shared.metrics).await
+}
+
+/// Opens the log and verifies what the service relies on before serving; a log that does not
+/// verify is refused (naming the entry or snapshot) unless `--repair` was asked for.
+async fn open_log(config: &Config) -> Result<(log::LogStore, State, log::Head), IngestError> {
     let path = config.log_path();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
             IngestError::Config(format!("state_dir: cannot create {}: {e}", dir.display()))
         })?;
     }
-    // Verify what the service relies on before serving; a log that does not verify is refused
-    // (naming the entry or snapshot) unless `--repair` was asked for.
     let repair = config.log.repair;
     let opened = tokio::task::spawn_blocking(move || log::open_verified::<State>(&path, repair))
         .await
@@ -95,11 +128,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         verified_snapshots = opened.verified.snapshots, anchors = opened.verified.anchors,
         bound_legacy_snapshots = opened.bound, proved_snapshots = opened.proved,
         proof_refolded = opened.proof_refolded, verify_s = opened.verify_seconds, "log opened and verified");
+    Ok((store, state, head))
+}
 
-    let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown).await?;
-    let js = async_nats::jetstream::new(client.clone());
+/// The writer thread that group-commits to the log, what readers share with it, and the queue
+/// that feeds it.
+type WriterThread = std::thread::JoinHandle<Result<(), log::LogError>>;
 
-    let state = Arc::new(RwLock::new(state));
+fn start_writer(
+    config: &Config,
+    store: &log::LogStore,
+    state: &Arc<RwLock<State>>,
+    head: log::Head,
+) -> Result<(writer::Shared, WriterThread, mpsc::Sender<writer::Pending>), IngestError> {
     let hub = Arc::new(hub::Hub::default());
     let metrics = Arc::new(metrics::Metrics::default());
     let (head_tx, head_rx) = watch::channel(head);
@@ -123,26 +164,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         state: state.clone(),
         hub,
         head: head_rx,
-        metrics: metrics.clone(),
+        metrics,
     };
+    Ok((shared, writer, tx))
+}
 
-    // Two stop signals: HTTP stops first (finishing requests, which need the consumers), then
-    // the bus side.
-    let http_stop = CancellationToken::new();
-    let bus_stop = CancellationToken::new();
-    let writer_failed = CancellationToken::new();
-    let writer_join = {
-        let failed = writer_failed.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = writer.join().unwrap_or_else(|_| {
-                Err(log::LogError::Storage("the writer thread panicked".into()))
-            });
-            if r.is_err() {
-                failed.cancel();
-            }
-            r
-        })
-    };
+/// Joins the writer thread off the runtime; `failed` is cancelled if it ends with an error.
+fn watch_writer(
+    writer: WriterThread,
+    failed: CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), log::LogError>> {
+    tokio::task::spawn_blocking(move || {
+        let r = writer
+            .join()
+            .unwrap_or_else(|_| Err(log::LogError::Storage("the writer thread panicked".into())));
+        if r.is_err() {
+            failed.cancel();
+        }
+        r
+    })
+}
+
+type StreamReaders = Vec<(
+    &'static str,
+    watch::Receiver<fleetbus_runtime::reader::ReaderStatus>,
+)>;
+
+/// The bus side: the stream readers feeding the writer, the command consumers, anchors and
+/// `fleet.q.*` queries.
+fn spawn_bus_tasks(
+    config: &Config,
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    shared: &writer::Shared,
+    tx: mpsc::Sender<writer::Pending>,
+    bus_stop: &CancellationToken,
+) -> Result<(JoinSet<Result<(), IngestError>>, StreamReaders), IngestError> {
     let mut bus_tasks: JoinSet<Result<(), IngestError>> = JoinSet::new();
     let mut readers = Vec::new();
     for (stream, consumer) in [
@@ -151,7 +208,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     ] {
         // Resume right after the last message the log took in, whatever happened to the
         // process that read it before.
-        let position = store.position(stream)?;
+        let position = shared.store.position(stream)?;
         tracing::info!(
             stream,
             position,
@@ -164,7 +221,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             reader,
             stream,
             tx.clone(),
-            metrics.clone(),
+            shared.metrics.clone(),
         ));
     }
     drop(tx);
@@ -178,7 +235,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     }
     bus_tasks.spawn(anchor::publish_anchors(
         js.clone(),
-        store.clone(),
+        shared.store.clone(),
         anchor::AnchorSettings {
             every: std::time::Duration::from_secs(config.log.anchor_every_s),
             every_entries: config.log.anchor_every_entries,
@@ -190,7 +247,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         shared.clone(),
         bus_stop.clone(),
     ));
+    Ok((bus_tasks, readers))
+}
 
+/// Binds the HTTP address and serves the agent API, health and the fleet routes until
+/// `http_stop`.
+async fn serve_http(
+    config: &Config,
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    shared: &writer::Shared,
+    readers: StreamReaders,
+    writer_failed: &CancellationToken,
+    http_stop: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), IngestError>>, IngestError> {
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| IngestError::Listen {
@@ -206,7 +276,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let app = app.merge(health::router(Arc::new(health::Health {
         client: client.clone(),
         js: js.clone(),
-        store: store.clone(),
+        store: shared.store.clone(),
         readers,
         head: shared.head.clone(),
         writer_failed: writer_failed.clone(),
@@ -219,19 +289,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         )
         .map_err(|e| IngestError::Config(e.to_string()))?,
     );
-    let http = {
-        let stop = http_stop.clone();
-        let limits = config.limits.http.clone();
-        tokio::spawn(async move {
-            fleetbus_runtime::http::serve(listener, app, limits, stop).await;
-            Ok::<(), IngestError>(())
-        })
-    };
+    let stop = http_stop.clone();
+    let limits = config.limits.http.clone();
+    Ok(tokio::spawn(async move {
+        fleetbus_runtime::http::serve(listener, app, limits, stop).await;
+        Ok::<(), IngestError>(())
+    }))
+}
 
-    tokio::select! {
-        () = shutdown.cancelled() => tracing::info!("draining"),
-        () = writer_failed.cancelled() => tracing::error!("the log writer failed; stopping"),
-    }
+/// The staged drain: HTTP first, then the bus tasks, then the writer commits what it holds.
+async fn drain(
+    http: tokio::task::JoinHandle<Result<(), IngestError>>,
+    http_stop: CancellationToken,
+    mut bus_tasks: JoinSet<Result<(), IngestError>>,
+    bus_stop: CancellationToken,
+    writer_join: tokio::task::JoinHandle<Result<(), log::LogError>>,
+) -> Result<(), IngestError> {
     http_stop.cancel();
     match http.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "http server"),
@@ -250,6 +323,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))?;
     written?;
+    Ok(())
+}
+
+/// A projection snapshot at the head, so the next start folds nothing.
+async fn save_final_snapshot(
+    store: log::LogStore,
+    state: Arc<RwLock<State>>,
+    metrics: &metrics::Metrics,
+) -> Result<(), IngestError> {
     let snap = tokio::task::spawn_blocking(move || {
         let guard = state.read().unwrap_or_else(|p| p.into_inner());
         store.save_snapshot(&*guard)
