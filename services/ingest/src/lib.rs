@@ -39,6 +39,18 @@ pub enum IngestError {
     /// The config is unusable.
     #[error("config: {0}")]
     Config(String),
+    /// The state directory could not be created.
+    #[error("config: state_dir: cannot create {dir}: {source}")]
+    StateDir {
+        /// The directory.
+        dir: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Fleet management could not start (its snapshot key, its settings).
+    #[error("config: {0}")]
+    Fleet(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The log could not be opened, read or written.
     #[error(transparent)]
     Log(#[from] log::LogError),
@@ -46,22 +58,35 @@ pub enum IngestError {
     #[error(transparent)]
     Runtime(#[from] fleetbus_runtime::RuntimeError),
     /// A bus operation failed.
-    #[error("bus: {0}")]
-    Bus(String),
+    #[error("bus: {what}: {source}")]
+    Bus {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Publishing or asking on the bus failed.
     #[error("bus: {0}")]
     BusIo(#[from] fleetbus_runtime::bus::BusError),
     /// The agent API could not listen.
-    #[error("http listen on {addr}: {reason}")]
+    #[error("http listen on {addr}: {source}")]
     Listen {
         /// The address.
         addr: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A task or thread died.
     #[error("internal: {0}")]
     Internal(String),
+    /// A blocking or spawned task failed (panicked or was cancelled).
+    #[error("internal: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The log writer thread could not be started.
+    #[error("internal: cannot start the writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
 }
 
 /// Runs ingest until `shutdown` is cancelled (or the log fails), then drains: the HTTP server
@@ -106,14 +131,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
 async fn open_log(config: &Config) -> Result<(log::LogStore, State, log::Head), IngestError> {
     let path = config.log_path();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            IngestError::Config(format!("state_dir: cannot create {}: {e}", dir.display()))
+        std::fs::create_dir_all(dir).map_err(|source| IngestError::StateDir {
+            dir: dir.display().to_string(),
+            source,
         })?;
     }
     let repair = config.log.repair;
-    let opened = tokio::task::spawn_blocking(move || log::open_verified::<State>(&path, repair))
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))??;
+    let opened =
+        tokio::task::spawn_blocking(move || log::open_verified::<State>(&path, repair)).await??;
     if let Some(r) = &opened.repaired {
         tracing::warn!(nothing_done = r.nothing_done(), backup = ?r.backup, truncated_after = ?r.truncated_after,
             entries_removed = r.entries_removed, snapshots_dropped = r.snapshots_dropped,
@@ -158,7 +183,7 @@ fn start_writer(
             linger: std::time::Duration::from_millis(config.log.linger_ms),
         },
     )
-    .map_err(|e| IngestError::Internal(format!("cannot start the writer thread: {e}")))?;
+    .map_err(IngestError::WriterThread)?;
     let shared = writer::Shared {
         store: store.clone(),
         state: state.clone(),
@@ -263,9 +288,9 @@ async fn serve_http(
 ) -> Result<tokio::task::JoinHandle<Result<(), IngestError>>, IngestError> {
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
-        .map_err(|e| IngestError::Listen {
+        .map_err(|source| IngestError::Listen {
             addr: config.http_addr.to_string(),
-            reason: e.to_string(),
+            source,
         })?;
     tracing::info!(addr = %config.http_addr, "agent api listening");
     let app = api::app(Arc::new(api::ApiState::new(
@@ -287,7 +312,7 @@ async fn serve_http(
             js.clone(),
             fleet::Settings::new(&config.state_dir),
         )
-        .map_err(|e| IngestError::Config(e.to_string()))?,
+        .map_err(|e| IngestError::Fleet(Box::new(e)))?,
     );
     let stop = http_stop.clone();
     let limits = config.limits.http.clone();
@@ -319,10 +344,7 @@ async fn drain(
             Ok(Ok(())) => {}
         }
     }
-    let written = writer_join
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))?;
-    written?;
+    writer_join.await??;
     Ok(())
 }
 
@@ -336,8 +358,7 @@ async fn save_final_snapshot(
         let guard = state.read().unwrap_or_else(|p| p.into_inner());
         store.save_snapshot(&*guard)
     })
-    .await
-    .map_err(|e| IngestError::Internal(e.to_string()))??;
+    .await??;
     tracing::info!(
         snapshot_seq = snap,
         appended = metrics::Metrics::get(&metrics.appended),
