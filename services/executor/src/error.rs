@@ -136,6 +136,17 @@ pub enum ExecError {
     /// NATS or JetStream failed.
     #[error("bus: {0}")]
     Bus(String),
+    /// A NATS or JetStream operation failed; the cause is kept for the error chain.
+    #[error("bus: {context}{source}{hint}")]
+    Nats {
+        /// What was being done (`"stream X: "`), or empty.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+        /// What to do about it (`" (run bus-config ensure)"`), or empty.
+        hint: &'static str,
+    },
     /// Publishing or reading the bus failed.
     #[error(transparent)]
     BusIo(#[from] fleetbus_runtime::bus::BusError),

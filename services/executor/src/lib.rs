@@ -50,8 +50,12 @@ pub const CONSUMER: &str = fleetbus_schemas::subjects::JOB_COMMANDS_CONSUMER;
 /// Event subjects the executor follows (registry, keys, task definitions).
 pub const FOLLOWED: [&str; 6] = fleetbus_schemas::subjects::EXECUTOR_EVENT_FILTERS;
 
-fn bus_err(e: impl std::fmt::Display) -> ExecError {
-    ExecError::Bus(e.to_string())
+fn bus_err(e: impl std::error::Error + Send + Sync + 'static) -> ExecError {
+    ExecError::Nats {
+        context: String::new(),
+        source: Box::new(e),
+        hint: "",
+    }
 }
 
 /// The inventory cache: what the last run folded from the log (the replay brings it up to date).
@@ -164,10 +168,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Exec
     let consumer: jetstream::consumer::PullConsumer = js
         .get_stream(subjects::COMMANDS_STREAM)
         .await
-        .map_err(|e| ExecError::Bus(format!("stream {}: {e}", subjects::COMMANDS_STREAM)))?
+        .map_err(|e| ExecError::Nats {
+            context: format!("stream {}: ", subjects::COMMANDS_STREAM),
+            source: e.into(),
+            hint: "",
+        })?
         .get_consumer(CONSUMER)
         .await
-        .map_err(|e| ExecError::Bus(format!("consumer {CONSUMER}: {e} (run bus-config ensure)")))?;
+        .map_err(|e| ExecError::Nats {
+            context: format!("consumer {CONSUMER}: "),
+            source: e,
+            hint: " (run bus-config ensure)",
+        })?;
     let mut messages = consumer.messages().await.map_err(bus_err)?;
     info!(consumer = CONSUMER, "executor ready");
 

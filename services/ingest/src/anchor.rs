@@ -36,17 +36,13 @@ pub(crate) async fn publish_anchors(
     }
     let log = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.log_id())
-            .await
-            .map_err(|e| IngestError::Internal(e.to_string()))??
+        tokio::task::spawn_blocking(move || store.log_id()).await??
     };
     // The head claimed by the last anchor and when it was sent; counting starts at the head
     // ingest opened with, so a start alone publishes nothing.
     let start = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.head())
-            .await
-            .map_err(|e| IngestError::Internal(e.to_string()))??
+        tokio::task::spawn_blocking(move || store.head()).await??
     };
     let mut last = (start.seq, Instant::now());
     loop {
@@ -55,9 +51,8 @@ pub(crate) async fn publish_anchors(
             () = tokio::time::sleep(TICK) => {}
         }
         let store = store.clone();
-        let (head, checkpoint) = tokio::task::spawn_blocking(move || store.anchor_point())
-            .await
-            .map_err(|e| IngestError::Internal(e.to_string()))??;
+        let (head, checkpoint) =
+            tokio::task::spawn_blocking(move || store.anchor_point()).await??;
         // The anchor itself is the one entry after the head it claims: not a reason for another.
         let moved = head.seq.saturating_sub(last.0);
         let due = (moved > 1 && !settings.every.is_zero() && last.1.elapsed() >= settings.every)

@@ -39,6 +39,18 @@ pub enum IngestError {
     /// The config is unusable.
     #[error("config: {0}")]
     Config(String),
+    /// The state directory could not be created.
+    #[error("config: state_dir: cannot create {dir}: {source}")]
+    StateDir {
+        /// The directory.
+        dir: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Fleet management could not start (its snapshot key, its settings).
+    #[error("config: {0}")]
+    Fleet(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The log could not be opened, read or written.
     #[error(transparent)]
     Log(#[from] log::LogError),
@@ -46,22 +58,35 @@ pub enum IngestError {
     #[error(transparent)]
     Runtime(#[from] fleetbus_runtime::RuntimeError),
     /// A bus operation failed.
-    #[error("bus: {0}")]
-    Bus(String),
+    #[error("bus: {what}: {source}")]
+    Bus {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Publishing or asking on the bus failed.
     #[error("bus: {0}")]
     BusIo(#[from] fleetbus_runtime::bus::BusError),
     /// The agent API could not listen.
-    #[error("http listen on {addr}: {reason}")]
+    #[error("http listen on {addr}: {source}")]
     Listen {
         /// The address.
         addr: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A task or thread died.
     #[error("internal: {0}")]
     Internal(String),
+    /// A blocking or spawned task failed (panicked or was cancelled).
+    #[error("internal: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The log writer thread could not be started.
+    #[error("internal: cannot start the writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
 }
 
 /// Runs ingest until `shutdown` is cancelled (or the log fails), then drains: the HTTP server
@@ -69,18 +94,51 @@ pub enum IngestError {
 /// snapshot is saved at the head.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IngestError> {
     config.validate().map_err(IngestError::Config)?;
+    let (store, state, head) = open_log(&config).await?;
+    let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let state = Arc::new(RwLock::new(state));
+    let (shared, writer, log_tx) = start_writer(&config, &store, &state, head)?;
+
+    // Two stop signals: HTTP stops first (finishing requests, which need the consumers), then
+    // the bus side.
+    let http_stop = CancellationToken::new();
+    let bus_stop = CancellationToken::new();
+    let writer_failed = CancellationToken::new();
+    let writer_join = watch_writer(writer, writer_failed.clone());
+    let (bus_tasks, readers) = spawn_bus_tasks(&config, &client, &js, &shared, log_tx, &bus_stop)?;
+    let http = serve_http(
+        &config,
+        &client,
+        &js,
+        &shared,
+        readers,
+        &writer_failed,
+        &http_stop,
+    )
+    .await?;
+
+    tokio::select! {
+        () = shutdown.cancelled() => tracing::info!("draining"),
+        () = writer_failed.cancelled() => tracing::error!("the log writer failed; stopping"),
+    }
+    drain(http, http_stop, bus_tasks, bus_stop, writer_join).await?;
+    save_final_snapshot(store, state, &shared.metrics).await
+}
+
+/// Opens the log and verifies what the service relies on before serving; a log that does not
+/// verify is refused (naming the entry or snapshot) unless `--repair` was asked for.
+async fn open_log(config: &Config) -> Result<(log::LogStore, State, log::Head), IngestError> {
     let path = config.log_path();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            IngestError::Config(format!("state_dir: cannot create {}: {e}", dir.display()))
+        std::fs::create_dir_all(dir).map_err(|source| IngestError::StateDir {
+            dir: dir.display().to_string(),
+            source,
         })?;
     }
-    // Verify what the service relies on before serving; a log that does not verify is refused
-    // (naming the entry or snapshot) unless `--repair` was asked for.
     let repair = config.log.repair;
-    let opened = tokio::task::spawn_blocking(move || log::open_verified::<State>(&path, repair))
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))??;
+    let opened =
+        tokio::task::spawn_blocking(move || log::open_verified::<State>(&path, repair)).await??;
     if let Some(r) = &opened.repaired {
         tracing::warn!(nothing_done = r.nothing_done(), backup = ?r.backup, truncated_after = ?r.truncated_after,
             entries_removed = r.entries_removed, snapshots_dropped = r.snapshots_dropped,
@@ -95,11 +153,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         verified_snapshots = opened.verified.snapshots, anchors = opened.verified.anchors,
         bound_legacy_snapshots = opened.bound, proved_snapshots = opened.proved,
         proof_refolded = opened.proof_refolded, verify_s = opened.verify_seconds, "log opened and verified");
+    Ok((store, state, head))
+}
 
-    let client = fleetbus_runtime::nats::connect(&config.nats, &shutdown).await?;
-    let js = async_nats::jetstream::new(client.clone());
+/// The writer thread that group-commits to the log, what readers share with it, and the queue
+/// that feeds it.
+type WriterThread = std::thread::JoinHandle<Result<(), log::LogError>>;
 
-    let state = Arc::new(RwLock::new(state));
+fn start_writer(
+    config: &Config,
+    store: &log::LogStore,
+    state: &Arc<RwLock<State>>,
+    head: log::Head,
+) -> Result<(writer::Shared, WriterThread, mpsc::Sender<writer::Pending>), IngestError> {
     let hub = Arc::new(hub::Hub::default());
     let metrics = Arc::new(metrics::Metrics::default());
     let (head_tx, head_rx) = watch::channel(head);
@@ -117,32 +183,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             linger: std::time::Duration::from_millis(config.log.linger_ms),
         },
     )
-    .map_err(|e| IngestError::Internal(format!("cannot start the writer thread: {e}")))?;
+    .map_err(IngestError::WriterThread)?;
     let shared = writer::Shared {
         store: store.clone(),
         state: state.clone(),
         hub,
         head: head_rx,
-        metrics: metrics.clone(),
+        metrics,
     };
+    Ok((shared, writer, tx))
+}
 
-    // Two stop signals: HTTP stops first (finishing requests, which need the consumers), then
-    // the bus side.
-    let http_stop = CancellationToken::new();
-    let bus_stop = CancellationToken::new();
-    let writer_failed = CancellationToken::new();
-    let writer_join = {
-        let failed = writer_failed.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = writer.join().unwrap_or_else(|_| {
-                Err(log::LogError::Storage("the writer thread panicked".into()))
-            });
-            if r.is_err() {
-                failed.cancel();
-            }
-            r
-        })
-    };
+/// Joins the writer thread off the runtime; `failed` is cancelled if it ends with an error.
+fn watch_writer(
+    writer: WriterThread,
+    failed: CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), log::LogError>> {
+    tokio::task::spawn_blocking(move || {
+        let r = writer
+            .join()
+            .unwrap_or_else(|_| Err(log::LogError::Storage("the writer thread panicked".into())));
+        if r.is_err() {
+            failed.cancel();
+        }
+        r
+    })
+}
+
+type StreamReaders = Vec<(
+    &'static str,
+    watch::Receiver<fleetbus_runtime::reader::ReaderStatus>,
+)>;
+
+/// The bus side: the stream readers feeding the writer, the command consumers, anchors and
+/// `fleet.q.*` queries.
+fn spawn_bus_tasks(
+    config: &Config,
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    shared: &writer::Shared,
+    tx: mpsc::Sender<writer::Pending>,
+    bus_stop: &CancellationToken,
+) -> Result<(JoinSet<Result<(), IngestError>>, StreamReaders), IngestError> {
     let mut bus_tasks: JoinSet<Result<(), IngestError>> = JoinSet::new();
     let mut readers = Vec::new();
     for (stream, consumer) in [
@@ -151,7 +233,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     ] {
         // Resume right after the last message the log took in, whatever happened to the
         // process that read it before.
-        let position = store.position(stream)?;
+        let position = shared.store.position(stream)?;
         tracing::info!(
             stream,
             position,
@@ -164,7 +246,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             reader,
             stream,
             tx.clone(),
-            metrics.clone(),
+            shared.metrics.clone(),
         ));
     }
     drop(tx);
@@ -178,7 +260,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     }
     bus_tasks.spawn(anchor::publish_anchors(
         js.clone(),
-        store.clone(),
+        shared.store.clone(),
         anchor::AnchorSettings {
             every: std::time::Duration::from_secs(config.log.anchor_every_s),
             every_entries: config.log.anchor_every_entries,
@@ -190,12 +272,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         shared.clone(),
         bus_stop.clone(),
     ));
+    Ok((bus_tasks, readers))
+}
 
+/// Binds the HTTP address and serves the agent API, health and the fleet routes until
+/// `http_stop`.
+async fn serve_http(
+    config: &Config,
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    shared: &writer::Shared,
+    readers: StreamReaders,
+    writer_failed: &CancellationToken,
+    http_stop: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), IngestError>>, IngestError> {
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
-        .map_err(|e| IngestError::Listen {
+        .map_err(|source| IngestError::Listen {
             addr: config.http_addr.to_string(),
-            reason: e.to_string(),
+            source,
         })?;
     tracing::info!(addr = %config.http_addr, "agent api listening");
     let app = api::app(Arc::new(api::ApiState::new(
@@ -206,7 +301,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let app = app.merge(health::router(Arc::new(health::Health {
         client: client.clone(),
         js: js.clone(),
-        store: store.clone(),
+        store: shared.store.clone(),
         readers,
         head: shared.head.clone(),
         writer_failed: writer_failed.clone(),
@@ -217,21 +312,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             js.clone(),
             fleet::Settings::new(&config.state_dir),
         )
-        .map_err(|e| IngestError::Config(e.to_string()))?,
+        .map_err(|e| IngestError::Fleet(Box::new(e)))?,
     );
-    let http = {
-        let stop = http_stop.clone();
-        let limits = config.limits.http.clone();
-        tokio::spawn(async move {
-            fleetbus_runtime::http::serve(listener, app, limits, stop).await;
-            Ok::<(), IngestError>(())
-        })
-    };
+    let stop = http_stop.clone();
+    let limits = config.limits.http.clone();
+    Ok(tokio::spawn(async move {
+        fleetbus_runtime::http::serve(listener, app, limits, stop).await;
+        Ok::<(), IngestError>(())
+    }))
+}
 
-    tokio::select! {
-        () = shutdown.cancelled() => tracing::info!("draining"),
-        () = writer_failed.cancelled() => tracing::error!("the log writer failed; stopping"),
-    }
+/// The staged drain: HTTP first, then the bus tasks, then the writer commits what it holds.
+async fn drain(
+    http: tokio::task::JoinHandle<Result<(), IngestError>>,
+    http_stop: CancellationToken,
+    mut bus_tasks: JoinSet<Result<(), IngestError>>,
+    bus_stop: CancellationToken,
+    writer_join: tokio::task::JoinHandle<Result<(), log::LogError>>,
+) -> Result<(), IngestError> {
     http_stop.cancel();
     match http.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "http server"),
@@ -246,16 +344,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             Ok(Ok(())) => {}
         }
     }
-    let written = writer_join
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))?;
-    written?;
+    writer_join.await??;
+    Ok(())
+}
+
+/// A projection snapshot at the head, so the next start folds nothing.
+async fn save_final_snapshot(
+    store: log::LogStore,
+    state: Arc<RwLock<State>>,
+    metrics: &metrics::Metrics,
+) -> Result<(), IngestError> {
     let snap = tokio::task::spawn_blocking(move || {
         let guard = state.read().unwrap_or_else(|p| p.into_inner());
         store.save_snapshot(&*guard)
     })
-    .await
-    .map_err(|e| IngestError::Internal(e.to_string()))??;
+    .await??;
     tracing::info!(
         snapshot_seq = snap,
         appended = metrics::Metrics::get(&metrics.appended),

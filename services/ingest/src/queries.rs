@@ -389,7 +389,10 @@ pub async fn serve(
             QUEUE_GROUP.to_owned(),
         )
         .await
-        .map_err(|e| IngestError::Bus(format!("subscribe to queries: {e}")))?;
+        .map_err(|e| IngestError::Bus {
+            what: "subscribe to queries",
+            source: Box::new(e),
+        })?;
     let permits = Arc::new(Semaphore::new(4));
     let waiters = Arc::new(Semaphore::new(COMMITTED_WAITERS));
     loop {

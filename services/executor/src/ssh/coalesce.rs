@@ -366,6 +366,11 @@ pub(super) fn copy(e: &ExecError) -> ExecError {
         },
         ExecError::Config(m) => ExecError::Config(m.clone()),
         ExecError::Bus(m) => ExecError::Bus(m.clone()),
+        ExecError::Nats {
+            context,
+            source,
+            hint,
+        } => ExecError::Bus(format!("{context}{source}{hint}")),
         ExecError::BusIo(e) => ExecError::Bus(e.to_string()),
     }
 }

@@ -12,7 +12,7 @@ use toml::Table;
 
 use crate::commands::Rejection;
 use fleetbus_projections::configs::merge;
-use fleetbus_projections::configs::Configs;
+use fleetbus_projections::configs::{Configs, Desired};
 
 /// Most agents one template change may re-version in one command (the events of one command
 /// get ids numbered by a byte).
@@ -124,182 +124,42 @@ pub(crate) fn decide(
     actor: &Actor,
     command: &ConfigCommand,
 ) -> Result<Vec<Event>, Rejection> {
-    let managed = |agent: &AgentId| {
-        configs
-            .agents
-            .get(agent)
-            .and_then(|a| a.desired.as_ref())
-            .ok_or_else(|| {
-                reject(
-                    RejectKind::NotFound,
-                    format!("agent '{agent}' is not managed (no desired config)"),
-                )
-            })
-    };
     crate::commands::authorize(actor, &Command::Config(command.clone()))?;
     match command {
         ConfigCommand::SetDesired { agent, toml } => {
-            known_agent(registry, agent)?;
-            merge::parse("config", toml).map_err(invalid)?;
-            Ok(vec![desired_event(
-                configs,
-                agent,
-                toml.clone(),
-                None,
-                None,
-                Vec::new(),
-            )])
+            set_desired(registry, configs, agent, toml).map(|e| vec![e])
         }
         ConfigCommand::Assign {
             agent,
             template,
             overrides,
             volatile,
-        } => {
-            known_agent(registry, agent)?;
-            check_volatile(volatile)?;
-            let over = merge::parse("overrides", overrides).map_err(invalid)?;
-            let (text, _) = build(configs, template.as_deref(), &over)?;
-            Ok(vec![desired_event(
-                configs,
-                agent,
-                text,
-                template.clone(),
-                Some(overrides.clone()),
-                volatile.clone(),
-            )])
-        }
+        } => assign(
+            registry,
+            configs,
+            agent,
+            template.as_deref(),
+            overrides,
+            volatile,
+        )
+        .map(|e| vec![e]),
         ConfigCommand::SetTemplate {
             template,
             toml,
             volatile,
-        } => {
-            check_template_name(template)?;
-            check_volatile(volatile)?;
-            let base = merge::parse("template", toml).map_err(invalid)?;
-            let mut events = vec![Event::Config(ConfigEvent::TemplateSet {
-                template: template.clone(),
-                toml: toml.clone(),
-                hash: text_hash(toml),
-                volatile: volatile.clone(),
-            })];
-            let users: Vec<_> = configs
-                .agents
-                .iter()
-                .filter_map(|(id, a)| a.desired.as_ref().map(|d| (id, d)))
-                .filter(|(_, d)| d.template.as_deref() == Some(template.as_str()))
-                .collect();
-            if users.len() > MAX_AGENTS_PER_TEMPLATE {
-                return Err(reject(
-                    RejectKind::Conflict,
-                    format!(
-                        "template '{template}' is used by {} agents; one change may re-version at most {MAX_AGENTS_PER_TEMPLATE} — split it into several templates",
-                        users.len()
-                    ),
-                ));
-            }
-            for (agent, d) in users {
-                let over = match &d.overrides {
-                    Some(o) => merge::parse("overrides", o).map_err(invalid)?,
-                    None => Table::new(),
-                };
-                let text = merge::render(&merge::deep_merge(&base, &over)).map_err(invalid)?;
-                if text == d.toml {
-                    continue;
-                }
-                events.push(desired_event(
-                    configs,
-                    agent,
-                    text,
-                    d.template.clone(),
-                    d.overrides.clone(),
-                    d.volatile.clone(),
-                ));
-            }
-            Ok(events)
-        }
+        } => set_template(configs, template, toml, volatile),
         ConfigCommand::RemoveTemplate { template } => {
-            if !configs.templates.contains_key(template) {
-                return Err(reject(
-                    RejectKind::NotFound,
-                    format!("template '{template}' does not exist"),
-                ));
-            }
-            let users: Vec<String> = configs
-                .agents
-                .iter()
-                .filter(|(_, a)| {
-                    a.desired
-                        .as_ref()
-                        .is_some_and(|d| d.template.as_deref() == Some(template.as_str()))
-                })
-                .map(|(id, _)| id.to_string())
-                .collect();
-            if !users.is_empty() {
-                return Err(reject(
-                    RejectKind::Conflict,
-                    format!(
-                        "template '{template}' is used by {}; assign them another config first",
-                        users.join(", ")
-                    ),
-                ));
-            }
-            Ok(vec![Event::Config(ConfigEvent::TemplateRemoved {
-                template: template.clone(),
-            })])
+            remove_template(configs, template).map(|e| vec![e])
         }
-        ConfigCommand::Import { agent } => {
-            known_agent(registry, agent)?;
-            let a = configs.agents.get(agent);
-            let live = a.and_then(|a| a.live.as_ref()).ok_or_else(|| {
-                reject(
-                    RejectKind::NotFound,
-                    format!("agent '{agent}' has not reported a live config yet"),
-                )
-            })?;
-            let live_table = merge::parse("the live config", &live.toml).map_err(invalid)?;
-            let desired = a.and_then(|a| a.desired.as_ref());
-            // Keep the template when the live config can be expressed as template + overlay;
-            // otherwise the live file becomes the whole desired config.
-            if let Some((d, name, t)) = desired.and_then(|d| {
-                let name = d.template.as_ref()?;
-                Some((d, name, configs.templates.get(name)?))
-            }) {
-                let base = merge::parse("template", &t.toml).map_err(invalid)?;
-                let over = merge::overlay(&base, &live_table);
-                if merge::values_equal(
-                    &toml::Value::Table(merge::deep_merge(&base, &over)),
-                    &toml::Value::Table(live_table.clone()),
-                ) {
-                    let overrides = merge::render(&over).map_err(invalid)?;
-                    let (text, _) = build(configs, Some(name), &over)?;
-                    return Ok(vec![desired_event(
-                        configs,
-                        agent,
-                        text,
-                        Some(name.clone()),
-                        Some(overrides),
-                        d.volatile.clone(),
-                    )]);
-                }
-            }
-            Ok(vec![desired_event(
-                configs,
-                agent,
-                live.toml.clone(),
-                None,
-                None,
-                desired.map(|d| d.volatile.clone()).unwrap_or_default(),
-            )])
-        }
+        ConfigCommand::Import { agent } => import(registry, configs, agent).map(|e| vec![e]),
         ConfigCommand::Release { agent } => {
-            managed(agent)?;
+            managed(configs, agent)?;
             Ok(vec![Event::Config(ConfigEvent::Released {
                 agent: agent.clone(),
             })])
         }
         ConfigCommand::Push { agent } => {
-            let d = managed(agent)?;
+            let d = managed(configs, agent)?;
             Ok(vec![Event::Config(ConfigEvent::InstructionIssued {
                 agent: agent.clone(),
                 instruction: Instruction::Push,
@@ -307,42 +167,254 @@ pub(crate) fn decide(
             })])
         }
         ConfigCommand::TriggerUpdate { agent, version } => {
-            known_agent(registry, agent)?;
-            if version.is_empty()
-                || version.len() > 64
-                || !version
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'_'))
-            {
-                return Err(invalid(format!(
-                    "version {version:?} must be 1–64 of a-z, A-Z, 0-9, '.', '-', '+', '_' (like 0.2.0)"
-                )));
-            }
-            Ok(vec![Event::Config(ConfigEvent::InstructionIssued {
-                agent: agent.clone(),
-                instruction: Instruction::Update,
-                target: version.clone(),
-            })])
+            trigger_update(registry, agent, version).map(|e| vec![e])
         }
         ConfigCommand::SetPassphrase {
             agent,
             passphrase_hash,
-        } => {
-            known_agent(registry, agent)?;
-            match argon2::PasswordHash::new(passphrase_hash) {
-                Ok(h) if h.algorithm.as_str() == "argon2id" && h.hash.is_some() => {}
-                _ => {
-                    return Err(invalid(
-                        "passphrase_hash must be an argon2id PHC string ($argon2id$v=19$…)",
-                    ))
-                }
-            }
-            Ok(vec![Event::Config(ConfigEvent::PassphraseSet {
-                agent: agent.clone(),
-                passphrase_hash: passphrase_hash.clone(),
-            })])
+        } => set_passphrase(registry, agent, passphrase_hash).map(|e| vec![e]),
+    }
+}
+
+/// The desired config of an agent that is managed (has one).
+fn managed<'a>(configs: &'a Configs, agent: &AgentId) -> Result<&'a Desired, Rejection> {
+    configs
+        .agents
+        .get(agent)
+        .and_then(|a| a.desired.as_ref())
+        .ok_or_else(|| {
+            reject(
+                RejectKind::NotFound,
+                format!("agent '{agent}' is not managed (no desired config)"),
+            )
+        })
+}
+
+/// `set_desired`: a whole config text, no template.
+fn set_desired(
+    registry: &Registry,
+    configs: &Configs,
+    agent: &AgentId,
+    toml: &str,
+) -> Result<Event, Rejection> {
+    known_agent(registry, agent)?;
+    merge::parse("config", toml).map_err(invalid)?;
+    Ok(desired_event(
+        configs,
+        agent,
+        toml.to_string(),
+        None,
+        None,
+        Vec::new(),
+    ))
+}
+
+/// `assign`: a template (or none) plus overrides.
+fn assign(
+    registry: &Registry,
+    configs: &Configs,
+    agent: &AgentId,
+    template: Option<&str>,
+    overrides: &str,
+    volatile: &[String],
+) -> Result<Event, Rejection> {
+    known_agent(registry, agent)?;
+    check_volatile(volatile)?;
+    let over = merge::parse("overrides", overrides).map_err(invalid)?;
+    let (text, _) = build(configs, template, &over)?;
+    Ok(desired_event(
+        configs,
+        agent,
+        text,
+        template.map(str::to_string),
+        Some(overrides.to_string()),
+        volatile.to_vec(),
+    ))
+}
+
+/// `set_template`: the template, and a new desired version for every agent whose merged config
+/// it changes.
+fn set_template(
+    configs: &Configs,
+    template: &str,
+    toml: &str,
+    volatile: &[String],
+) -> Result<Vec<Event>, Rejection> {
+    check_template_name(template)?;
+    check_volatile(volatile)?;
+    let base = merge::parse("template", toml).map_err(invalid)?;
+    let mut events = vec![Event::Config(ConfigEvent::TemplateSet {
+        template: template.to_string(),
+        toml: toml.to_string(),
+        hash: text_hash(toml),
+        volatile: volatile.to_vec(),
+    })];
+    let users: Vec<_> = configs
+        .agents
+        .iter()
+        .filter_map(|(id, a)| a.desired.as_ref().map(|d| (id, d)))
+        .filter(|(_, d)| d.template.as_deref() == Some(template))
+        .collect();
+    if users.len() > MAX_AGENTS_PER_TEMPLATE {
+        return Err(reject(
+            RejectKind::Conflict,
+            format!(
+                "template '{template}' is used by {} agents; one change may re-version at most {MAX_AGENTS_PER_TEMPLATE} — split it into several templates",
+                users.len()
+            ),
+        ));
+    }
+    for (agent, d) in users {
+        let over = match &d.overrides {
+            Some(o) => merge::parse("overrides", o).map_err(invalid)?,
+            None => Table::new(),
+        };
+        let text = merge::render(&merge::deep_merge(&base, &over)).map_err(invalid)?;
+        if text == d.toml {
+            continue;
+        }
+        events.push(desired_event(
+            configs,
+            agent,
+            text,
+            d.template.clone(),
+            d.overrides.clone(),
+            d.volatile.clone(),
+        ));
+    }
+    Ok(events)
+}
+
+/// `remove_template`: only when no agent uses it.
+fn remove_template(configs: &Configs, template: &str) -> Result<Event, Rejection> {
+    if !configs.templates.contains_key(template) {
+        return Err(reject(
+            RejectKind::NotFound,
+            format!("template '{template}' does not exist"),
+        ));
+    }
+    let users: Vec<String> = configs
+        .agents
+        .iter()
+        .filter(|(_, a)| {
+            a.desired
+                .as_ref()
+                .is_some_and(|d| d.template.as_deref() == Some(template))
+        })
+        .map(|(id, _)| id.to_string())
+        .collect();
+    if !users.is_empty() {
+        return Err(reject(
+            RejectKind::Conflict,
+            format!(
+                "template '{template}' is used by {}; assign them another config first",
+                users.join(", ")
+            ),
+        ));
+    }
+    Ok(Event::Config(ConfigEvent::TemplateRemoved {
+        template: template.to_string(),
+    }))
+}
+
+/// `import`: the live config becomes the desired one.
+fn import(registry: &Registry, configs: &Configs, agent: &AgentId) -> Result<Event, Rejection> {
+    known_agent(registry, agent)?;
+    let a = configs.agents.get(agent);
+    let live = a.and_then(|a| a.live.as_ref()).ok_or_else(|| {
+        reject(
+            RejectKind::NotFound,
+            format!("agent '{agent}' has not reported a live config yet"),
+        )
+    })?;
+    let live_table = merge::parse("the live config", &live.toml).map_err(invalid)?;
+    let desired = a.and_then(|a| a.desired.as_ref());
+    if let Some(event) = import_keeping_template(configs, agent, desired, &live_table)? {
+        return Ok(event);
+    }
+    Ok(desired_event(
+        configs,
+        agent,
+        live.toml.clone(),
+        None,
+        None,
+        desired.map(|d| d.volatile.clone()).unwrap_or_default(),
+    ))
+}
+
+/// Keep the template when the live config can be expressed as template + overlay; otherwise
+/// (`None`) the live file becomes the whole desired config.
+fn import_keeping_template(
+    configs: &Configs,
+    agent: &AgentId,
+    desired: Option<&Desired>,
+    live_table: &Table,
+) -> Result<Option<Event>, Rejection> {
+    let Some((d, name, t)) = desired.and_then(|d| {
+        let name = d.template.as_ref()?;
+        Some((d, name, configs.templates.get(name)?))
+    }) else {
+        return Ok(None);
+    };
+    let base = merge::parse("template", &t.toml).map_err(invalid)?;
+    let over = merge::overlay(&base, live_table);
+    if !merge::values_equal(
+        &toml::Value::Table(merge::deep_merge(&base, &over)),
+        &toml::Value::Table(live_table.clone()),
+    ) {
+        return Ok(None);
+    }
+    let overrides = merge::render(&over).map_err(invalid)?;
+    let (text, _) = build(configs, Some(name), &over)?;
+    Ok(Some(desired_event(
+        configs,
+        agent,
+        text,
+        Some(name.clone()),
+        Some(overrides),
+        d.volatile.clone(),
+    )))
+}
+
+/// `trigger_update`: tell the agent to update itself to a version.
+fn trigger_update(registry: &Registry, agent: &AgentId, version: &str) -> Result<Event, Rejection> {
+    known_agent(registry, agent)?;
+    if version.is_empty()
+        || version.len() > 64
+        || !version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'_'))
+    {
+        return Err(invalid(format!(
+            "version {version:?} must be 1–64 of a-z, A-Z, 0-9, '.', '-', '+', '_' (like 0.2.0)"
+        )));
+    }
+    Ok(Event::Config(ConfigEvent::InstructionIssued {
+        agent: agent.clone(),
+        instruction: Instruction::Update,
+        target: version.to_string(),
+    }))
+}
+
+/// `set_passphrase`: the argon2id hash of the passphrase that unlocks an agent's snapshots.
+fn set_passphrase(
+    registry: &Registry,
+    agent: &AgentId,
+    passphrase_hash: &str,
+) -> Result<Event, Rejection> {
+    known_agent(registry, agent)?;
+    match argon2::PasswordHash::new(passphrase_hash) {
+        Ok(h) if h.algorithm.as_str() == "argon2id" && h.hash.is_some() => {}
+        _ => {
+            return Err(invalid(
+                "passphrase_hash must be an argon2id PHC string ($argon2id$v=19$…)",
+            ))
         }
     }
+    Ok(Event::Config(ConfigEvent::PassphraseSet {
+        agent: agent.clone(),
+        passphrase_hash: passphrase_hash.to_string(),
+    }))
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub(crate) enum FleetError {
     Store(String),
     /// The events were not committed.
     #[error("log: {0}")]
-    Commit(String),
+    Commit(#[source] crate::commit::CommitError),
 }
 
 /// Settings of the fleet routes. Defaults suit the demo; ingest passes its state dir.
@@ -96,6 +96,6 @@ pub(crate) async fn commit(
     let outcomes =
         crate::commit::publish_and_wait(shared, js, envelopes, timeout, &CancellationToken::new())
             .await
-            .map_err(|e| FleetError::Commit(e.to_string()))?;
+            .map_err(FleetError::Commit)?;
     Ok(outcomes.into_iter().map(Appended::seq).max().unwrap_or(0))
 }
