@@ -663,7 +663,7 @@ async fn main() -> Result<()> {
             .arg(&cfg_path)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(big.path().join("ingest.stderr"))?)
             .spawn()?;
         let url = format!("http://{}/healthz", cfg3.http_addr);
         for _ in 0..1000 {
@@ -676,12 +676,22 @@ async fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
-        let rss = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .map(|l| l.trim_start_matches("VmRSS:").trim().to_owned())
-            .unwrap_or_default();
+        let rss = match child.try_wait()? {
+            // It exited: say why instead of reading a dead process's (empty) memory.
+            Some(status) => format!(
+                "exited ({status}): {}",
+                std::fs::read_to_string(big.path().join("ingest.stderr"))
+                    .unwrap_or_default()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            ),
+            None => std::fs::read_to_string(format!("/proc/{}/status", child.id()))?
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.trim_start_matches("VmRSS:").trim().to_owned())
+                .unwrap_or_default(),
+        };
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
