@@ -683,8 +683,10 @@ async fn main() -> Result<()> {
                 std::fs::read_to_string(big.path().join("ingest.stderr"))
                     .unwrap_or_default()
                     .lines()
-                    .last()
-                    .unwrap_or_default()
+                    .filter(|l| !l.trim().is_empty())
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             ),
             None => std::fs::read_to_string(format!("/proc/{}/status", child.id()))?
                 .lines()
